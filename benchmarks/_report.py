@@ -1,0 +1,65 @@
+"""Shared reporting for benchmarks.
+
+Every figure is printed beside a baseline measured in the same run, because the
+machines are noisy and only ratios within one run mean anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Line:
+    name: str
+    value: float
+    unit: str
+    baseline_name: str | None = None
+    baseline_value: float | None = None
+
+    def render(self) -> str:
+        text = f"{self.name:<48} {self.value:>14,.1f} {self.unit}"
+        if self.baseline_name is not None and self.baseline_value:
+            ratio = self.value / self.baseline_value
+            text += (
+                f"   | {self.baseline_name}: {self.baseline_value:,.1f} {self.unit}"
+                f"  (ratio {ratio:.2f})"
+            )
+        return text
+
+
+@dataclass
+class Reporter:
+    """Collects and prints benchmark lines as they are measured."""
+
+    lines: list[Line] = field(default_factory=list)
+
+    def line(
+        self,
+        name: str,
+        value: float,
+        unit: str,
+        baseline_name: str | None = None,
+        baseline_value: float | None = None,
+    ) -> Line:
+        entry = Line(name, value, unit, baseline_name, baseline_value)
+        self.lines.append(entry)
+        print(entry.render(), flush=True)
+        return entry
+
+    def section(self, title: str) -> None:
+        print(f"\n== {title} ==", flush=True)
+
+
+def rate(fn: Callable[[], int], min_seconds: float = 0.5) -> float:
+    """Call ``fn`` (which returns how many units it processed) until at least
+    ``min_seconds`` have passed; return units per second."""
+    units = 0
+    start = time.perf_counter()
+    while True:
+        units += fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return units / elapsed

@@ -1,0 +1,24 @@
+"""The ``datatransfer`` command line.
+
+Each command group lives in a module of this package named for what it does;
+this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="py-data-transfer")
+def main() -> None:
+    """Move content-addressed data between peers."""
+
+
+def _register() -> None:
+    from datatransfer.cli import fsm
+
+    main.add_command(fsm.fsm)
+
+
+_register()
