@@ -16,9 +16,10 @@ def main() -> None:
 
 
 def _register() -> None:
-    from datatransfer.cli import fsm
+    from datatransfer.cli import blocks, fsm
 
     main.add_command(fsm.fsm)
+    blocks.register(main)
 
 
 _register()

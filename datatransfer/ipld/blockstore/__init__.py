@@ -14,6 +14,8 @@ implementation keeps:
   same bytes, or the same bytes read as raw and as dag-pb, are separate
   entries. This is simple and unambiguous (``has(cid)`` means exactly that
   block under exactly that CID), at the cost of storing such duplicates twice.
+* A :class:`~datatransfer.ipld.block.Block` is taken without hashing again:
+  it can only be made by hashing or verifying its bytes.
 * :meth:`Blockstore.put_many` is all-or-nothing: every block is verified
   before any is stored, and a durable store writes the batch in one
   transaction, so a crash leaves the whole batch or none of it.
@@ -29,6 +31,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 
+from datatransfer.ipld.block import Block
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.errors import IPLDError
 
@@ -54,7 +57,9 @@ class Blockstore(ABC):
         """Verify ``data`` against ``cid`` and store it."""
 
     @abstractmethod
-    def put_many(self, blocks: Iterable[tuple[CID, bytes | bytearray | memoryview]]) -> None:
+    def put_many(
+        self, blocks: Iterable[Block | tuple[CID, bytes | bytearray | memoryview]]
+    ) -> None:
         """Verify every block, then store them all in one step (all or nothing)."""
 
     @abstractmethod
@@ -111,11 +116,19 @@ class Blockstore(ABC):
 
 
 def _verified(
-    blocks: Iterable[tuple[CID, bytes | bytearray | memoryview]],
+    blocks: Iterable[Block | tuple[CID, bytes | bytearray | memoryview]],
 ) -> list[tuple[CID, bytes]]:
-    """Verify every block (raising on the first bad one); return them as bytes."""
+    """Verify every block (raising on the first bad one); return them as bytes.
+
+    A :class:`~datatransfer.ipld.block.Block` was verified when it was made,
+    so it is not hashed again.
+    """
     out = []
-    for cid, data in blocks:
+    for item in blocks:
+        if type(item) is Block:
+            out.append((item.cid, item.data))
+            continue
+        cid, data = item
         if not isinstance(cid, CID):
             raise TypeError(f"expected a CID, got {type(cid).__name__}")
         cid.verify(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 
+from datatransfer.ipld.block import Block
 from datatransfer.ipld.blockstore import BlockNotFound, Blockstore, _verified
 from datatransfer.ipld.cid import CID
 
@@ -37,7 +38,9 @@ class MemoryBlockstore(Blockstore):
             self._blocks[cid] = data
             self._total += len(data)
 
-    def put_many(self, blocks: Iterable[tuple[CID, bytes | bytearray | memoryview]]) -> None:
+    def put_many(
+        self, blocks: Iterable[Block | tuple[CID, bytes | bytearray | memoryview]]
+    ) -> None:
         checked = _verified(blocks)
         with self._lock:
             self._check()

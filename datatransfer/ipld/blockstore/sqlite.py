@@ -40,6 +40,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 
+from datatransfer.ipld.block import Block
 from datatransfer.ipld.blockstore import BlockNotFound, Blockstore, _verified
 from datatransfer.ipld.cid import CID
 
@@ -109,7 +110,9 @@ class SqliteBlockstore(Blockstore):
                 (cid.buffer, len(data), data),
             )
 
-    def put_many(self, blocks: Iterable[tuple[CID, bytes | bytearray | memoryview]]) -> None:
+    def put_many(
+        self, blocks: Iterable[Block | tuple[CID, bytes | bytearray | memoryview]]
+    ) -> None:
         checked = _verified(blocks)
         if not checked:
             return

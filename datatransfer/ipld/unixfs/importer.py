@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from datatransfer.ipld import protobuf as pb
+from datatransfer.ipld.block import Block
 from datatransfer.ipld.cid import CID, DAG_PB, RAW
 from datatransfer.ipld.dagpb import encode_data_field, encode_link
 from datatransfer.ipld.unixfs.pb import DataType, UnixFSData, UnixFSError
@@ -79,7 +80,6 @@ PROFILES: dict[str, Profile] = {
 }
 
 Source = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
-Block = tuple[CID, bytes]
 
 
 def get_profile(
@@ -202,7 +202,7 @@ class _Builder:
         n = len(chunk)
         if self.profile.raw_leaves:
             cid = CID.of(chunk, codec=RAW, version=1)
-            return _Entry(cid, n, n), (cid, chunk)
+            return _Entry(cid, n, n), Block._hashed(cid, chunk)
         # DAG-PB node whose Data is UnixFS {Type: File, Data: chunk, filesize: n},
         # written around the chunk with a single copy.
         nvar = pb.encode_varint(n)
@@ -210,15 +210,15 @@ class _Builder:
         head = _NODE_DATA_TAG + pb.encode_varint(inner_len) + _FILE_LEAF_TYPE + _DATA_TAG + nvar
         block = b"".join((head, chunk, _FILESIZE_TAG, nvar))
         cid = CID.of(block, codec=DAG_PB, version=self.profile.cid_version)
-        return _Entry(cid, len(block), n), (cid, block)
+        return _Entry(cid, len(block), n), Block._hashed(cid, bytes(block))
 
     def empty(self) -> Block:
         """The root of an empty file."""
         if self.profile.raw_leaves:
-            return CID.of(b"", codec=RAW, version=1), b""
+            return Block.of(b"", codec=RAW)
         data = UnixFSData(DataType.FILE, filesize=0).encode()
         block = encode_data_field(data) + data
-        return CID.of(block, codec=DAG_PB, version=self.profile.cid_version), block
+        return Block.of(block, codec=DAG_PB, version=self.profile.cid_version)
 
     def parent(self, children: list[_Entry]) -> tuple[_Entry, Block]:
         parts = [encode_link(child.cid, "", child.tsize) for child in children]
@@ -238,7 +238,7 @@ class _Builder:
         parts.append(bytes(data))
         block = b"".join(parts)
         cid = CID.of(block, codec=DAG_PB, version=self.profile.cid_version)
-        return _Entry(cid, tsize + len(block), filesize), (cid, block)
+        return _Entry(cid, tsize + len(block), filesize), Block._hashed(cid, bytes(block))
 
     def push(self, level: int, entry: _Entry) -> Iterator[Block]:
         """Add a node at ``level``; build parents of levels that fill up."""
