@@ -1,0 +1,35 @@
+"""Manager settings, with the defaults a node uses when nothing is said."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerConfig:
+    """Timeouts and restart policy of a :class:`~datatransfer.manager.Manager`.
+
+    Every timeout is in seconds; ``None`` disables it. They exist so that no
+    channel is stuck forever when the other side vanishes or stops answering:
+    each ends the channel in ``Failed`` with a message that says why.
+    """
+
+    #: Restart in-progress channels when the Manager starts on an existing store.
+    auto_restart: bool = True
+    #: How long an opened channel may wait in ``Requested`` for the answer.
+    accept_timeout: float | None = 30.0
+    #: How long a running channel may go without any data or message. Channels
+    #: paused by this node's own application are exempt (it chose to wait).
+    no_progress_timeout: float | None = 60.0
+    #: How long the finalization states may wait for the final voucher.
+    finalization_timeout: float | None = 60.0
+    #: Restarts tried in a row without progress before the channel fails.
+    max_restarts: int = 5
+    #: First delay before an automatic restart; doubles with each attempt.
+    restart_backoff: float = 0.2
+    #: Upper bound of the restart delay.
+    max_restart_backoff: float = 5.0
+    #: How often the watchdog checks timeouts and flushes progress to the store.
+    tick: float = 0.1
+    #: Longest time sending one control message may take.
+    send_timeout: float = 10.0

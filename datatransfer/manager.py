@@ -1,0 +1,1163 @@
+"""The Manager: drives every channel through the state machine.
+
+It answers the application (open, pause, resume, cancel, vouchers), the
+transport (requests, responses, data events) and the clock (timeouts,
+restarts), and in each case does the same three things in the same order:
+
+1. apply an event to the channel's record (:func:`statemachine.apply`; an
+   event the table refuses changes nothing),
+2. persist the record (progress counters are batched, see below) and publish
+   the event to subscribers,
+3. perform the effects: send a message, pause or resume the transport, clean
+   up.
+
+Every task the Manager starts belongs to the task group opened by
+``async with Manager(...)``; leaving the block cancels them all, flushes the
+store and stops the event bus.
+
+Progress events (a block queued, sent or received) are frequent; their
+records are written to the store at most every ``config.tick`` seconds and
+always before any status change or message, so a crash can lose at most the
+last tick of progress. A restarted transfer then asks the sender to skip the
+blocks the store knows were received: a few blocks may arrive twice after a
+hard crash, and they are counted once, because counters only grow with block
+indices above the highest already recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from datatransfer.channel import Channel, Encoded
+from datatransfer.config import ManagerConfig
+from datatransfer.errors import (
+    ChannelNotFound,
+    DataTransferError,
+    Pause,
+    ProtocolError,
+    Rejected,
+    RetryValidation,
+    Unsupported,
+)
+from datatransfer.events import EventBus, Subscriber, Unsubscribe
+from datatransfer.ipld.cid import CID
+from datatransfer.messages import (
+    MessageType,
+    TransferRequest,
+    TransferResponse,
+    restart_existing_channel_request,
+)
+from datatransfer.store import ChannelStore
+from datatransfer.types import ChannelID, ChannelState, Event, PeerID
+from registry import NOT_HANDLED, Registry, Voucher, VoucherResult
+from registry.registry import RegistryError
+from statemachine import (
+    CLEANUP_STATUSES,
+    FINAL_STATUSES,
+    EventCode,
+    IllegalTransition,
+    Kind,
+    Status,
+    allowed_events,
+    apply,
+    resolve,
+)
+from transport.base import PROCEED, Decision, PeerUnreachable, Transport, TransportError
+
+log = logging.getLogger("datatransfer.manager")
+
+E = EventCode
+S = Status
+
+#: Statuses in which the channel is waiting for the other side to act, so the
+#: finalization timeout (not the no-progress one) applies.
+FINALIZING_STATUSES = frozenset(
+    {S.Finalizing, S.ResponderFinalizing, S.ResponderFinalizingTransferFinished}
+)
+#: Events that are progress in the data flow (reset the no-progress clock and
+#: the restart count) when they record a new block.
+_DATA_EVENTS = frozenset({E.DataReceived, E.DataSent, E.DataQueued})
+
+
+@dataclass(slots=True)
+class _Runtime:
+    """What the Manager knows about a channel beyond its stored record."""
+
+    status_since: float = field(default_factory=time.monotonic)
+    last_activity: float = field(default_factory=time.monotonic)
+    dirty: bool = False
+    restart_scheduled: bool = False
+    #: The data request was opened (or served) and has not ended.
+    data_open: bool = False
+    #: The responder holds the channel until a voucher passes revalidation.
+    paused_for_voucher: bool = False
+    #: The responder is waiting for a voucher that passes validation
+    #: (the validator raised RetryValidation).
+    awaiting_validation: bool = False
+    #: This node's application paused the channel (no timeouts apply).
+    app_paused: bool = False
+    #: Decoded vouchers / results, rebuilt when the lists grow.
+    decoded: tuple[int, int, tuple[Any, ...], tuple[Any, ...]] | None = None
+    waiters: list[anyio.Event] = field(default_factory=list)
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+class Manager:
+    """The data-transfer manager of one node.
+
+    Use as ``async with Manager(transport, store=...) as manager:``. The
+    transport decides the node's peer id; the store keeps channels across
+    restarts (``":memory:"`` keeps them for this process only).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        store: ChannelStore | str | Path = ":memory:",
+        registry: Registry | None = None,
+        config: ManagerConfig | None = None,
+        event_bus: EventBus | None = None,
+    ) -> None:
+        self.transport = transport
+        self.store = store if isinstance(store, ChannelStore) else ChannelStore(store)
+        self.registry = registry or Registry()
+        self.config = config or ManagerConfig()
+        self.events = event_bus or EventBus()
+        self._channels: dict[ChannelID, Channel] = {}
+        self._runtime: dict[ChannelID, _Runtime] = {}
+        self._tg: TaskGroup | None = None
+        self._next_id = 0
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def peer_id(self) -> PeerID:
+        """This node's peer id (the transport's)."""
+        return self.transport.peer_id
+
+    async def __aenter__(self) -> Manager:
+        self._tg_cm = anyio.create_task_group()
+        self._tg = await self._tg_cm.__aenter__()
+        try:
+            await self._tg.start(self.transport.serve, self)
+            self._load()
+            self._started = True
+            self._tg.start_soon(self._watchdog)
+        except BaseException:
+            self._tg.cancel_scope.cancel()
+            await self._tg_cm.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        self._started = False
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        try:
+            return await self._tg_cm.__aexit__(*exc_info)
+        finally:
+            self._flush()
+            self._tg = None
+            self.events.close()
+
+    def _load(self) -> None:
+        """Reload channels from the store and decide what to do with each."""
+        self._next_id = self.store.max_transfer_id(self.peer_id)
+        now = _now()
+        for ch in self.store.all():
+            if ch.self_peer != self.peer_id:
+                log.warning("store holds channel %s of another peer; ignored", ch.channel_id)
+                continue
+            chid = ch.channel_id
+            self._channels[chid] = ch
+            rt = self._runtime[chid] = _Runtime(status_since=now, last_activity=now)
+            status = ch.record.status
+            if status in FINAL_STATUSES:
+                continue
+            rt.app_paused = ch.app_paused
+            if status in CLEANUP_STATUSES:
+                self._fire(ch, E.CompleteCleanupOnRestart)
+            elif self.config.auto_restart and ch.is_initiator and not ch.app_paused:
+                self._schedule_restart(ch, "node restarted", delay=0.0)
+
+    # ------------------------------------------------------------------ registry
+
+    def register_voucher_type(self, voucher_type: type[Voucher], validator: Any) -> None:
+        """Accept requests carrying vouchers of this type, checked by ``validator``."""
+        self.registry.register_voucher_type(voucher_type, validator)
+
+    def register_revalidator(self, voucher_type: type[Voucher], revalidator: Any) -> None:
+        """Use ``revalidator`` for vouchers of this type sent during a transfer."""
+        self.registry.register_revalidator(voucher_type, revalidator)
+
+    def register_voucher_result_type(self, result_type: type[VoucherResult]) -> None:
+        """Decode voucher results of this type when they arrive."""
+        self.registry.register_voucher_result_type(result_type)
+
+    # ------------------------------------------------------------------ queries
+
+    def channel_state(self, channel_id: ChannelID) -> ChannelState:
+        """A snapshot of the channel; raises :class:`ChannelNotFound`."""
+        return self._snapshot(self._get(channel_id))
+
+    def channel_status(self, channel_id: ChannelID) -> Status:
+        """The channel's status, or ``ChannelNotFoundError`` for an unknown id."""
+        ch = self._channels.get(channel_id)
+        return S.ChannelNotFoundError if ch is None else ch.record.status
+
+    def in_progress_channels(self) -> dict[ChannelID, ChannelState]:
+        """Snapshots of every channel that has not reached a final status."""
+        return {
+            chid: self._snapshot(ch)
+            for chid, ch in self._channels.items()
+            if ch.record.status not in FINAL_STATUSES
+        }
+
+    def channels(self) -> dict[ChannelID, ChannelState]:
+        """Snapshots of every channel this node knows, final ones included."""
+        return {chid: self._snapshot(ch) for chid, ch in self._channels.items()}
+
+    def subscribe(self, subscriber: Subscriber) -> Unsubscribe:
+        """Call ``subscriber(event, state)`` for every event of every channel
+        (delivery policy: :mod:`datatransfer.events`)."""
+        return self.events.subscribe(subscriber)
+
+    def subscribe_channel(self, channel_id: ChannelID, subscriber: Subscriber) -> Unsubscribe:
+        """Call ``subscriber(event, state)`` for every event of one channel."""
+        return self.events.subscribe_channel(channel_id, subscriber)
+
+    async def wait(
+        self,
+        channel_id: ChannelID,
+        statuses: Iterable[Status] = FINAL_STATUSES,
+        timeout: float | None = None,
+    ) -> ChannelState:
+        """Wait until the channel reaches one of ``statuses`` (default: a final
+        one) and return its snapshot; ``TimeoutError`` after ``timeout``."""
+        wanted = frozenset(statuses)
+        ch = self._get(channel_id)
+        with anyio.fail_after(timeout if timeout is not None else math.inf):
+            while ch.record.status not in wanted:
+                ev = anyio.Event()
+                self._runtime[channel_id].waiters.append(ev)
+                await ev.wait()
+                ch = self._get(channel_id)
+        return self._snapshot(ch)
+
+    # ------------------------------------------------------------------ opening
+
+    async def open_push_channel(
+        self, peer: PeerID, voucher: Voucher, base_cid: CID, selector: Any
+    ) -> ChannelID:
+        """Offer the blocks ``selector`` reaches from ``base_cid`` to ``peer``.
+
+        Returns once the request is sent; the channel then moves on its own
+        (watch it with :meth:`subscribe` or :meth:`wait`).
+        """
+        ch = self._create(peer, voucher, base_cid, selector, is_pull=False)
+        request = self._new_request(ch, MessageType.New)
+        try:
+            await self._send(peer, request)
+        except TransportError as exc:
+            self._try_fire(ch, E.Error, error=f"unable to send request: {exc}")
+        return ch.channel_id
+
+    async def open_pull_channel(
+        self, peer: PeerID, voucher: Voucher, base_cid: CID, selector: Any
+    ) -> ChannelID:
+        """Ask ``peer`` for the blocks ``selector`` reaches from ``base_cid``."""
+        ch = self._create(peer, voucher, base_cid, selector, is_pull=True)
+        await self._open_data(ch, self._new_request(ch, MessageType.New), skip=0)
+        return ch.channel_id
+
+    def _create(
+        self, peer: PeerID, voucher: Voucher, base_cid: CID, selector: Any, *, is_pull: bool
+    ) -> Channel:
+        self._require_started()
+        if peer == self.peer_id:
+            raise ValueError("cannot open a channel to this node itself")
+        if not isinstance(voucher, Voucher):
+            raise TypeError(f"{voucher!r} is not a Voucher")
+        self._next_id += 1
+        chid = ChannelID(self.peer_id, peer, self._next_id)
+        me = self.peer_id
+        ch = Channel(
+            channel_id=chid,
+            self_peer=me,
+            base_cid=base_cid,
+            selector=selector,
+            voucher=(voucher.type_id, voucher.to_node()),
+            sender=peer if is_pull else me,
+            recipient=me if is_pull else peer,
+            is_pull=is_pull,
+        )
+        self._add(ch)
+        return ch
+
+    def _add(self, ch: Channel) -> None:
+        self._channels[ch.channel_id] = ch
+        self._runtime[ch.channel_id] = _Runtime()
+        self._fire(ch, E.Open)
+
+    # ------------------------------------------------------------------ app actions
+
+    async def send_voucher(self, channel_id: ChannelID, voucher: Voucher) -> None:
+        """Send a new voucher to the responder (payment, final settlement)."""
+        ch = self._get(channel_id)
+        if not ch.is_initiator:
+            raise Unsupported("only the initiator of a channel sends vouchers")
+        self._require_live(ch, E.NewVoucher)
+        encoded = (voucher.type_id, voucher.to_node())
+        self._fire(ch, E.NewVoucher, voucher=encoded)
+        request = TransferRequest(
+            type=MessageType.Voucher,
+            transfer_id=channel_id.id,
+            voucher=encoded[1],
+            voucher_type=encoded[0],
+        )
+        await self._send_or_disconnect(ch, request)
+
+    async def close_channel(self, channel_id: ChannelID) -> None:
+        """Cancel the channel on both sides."""
+        ch = self._get(channel_id)
+        self._require_live(ch, E.Cancel)
+        self._fire(ch, E.Cancel, message="cancelled by this node")
+        await self._tell_cancel(ch)
+
+    async def pause_channel(self, channel_id: ChannelID) -> None:
+        """Pause the data flow from this side until :meth:`resume_channel`."""
+        ch = self._get(channel_id)
+        self._require_live(ch, E.PauseInitiator if ch.is_initiator else E.PauseResponder)
+        if not self.transport.supports_pause:
+            raise Unsupported("this transport cannot pause channels")
+        rt = self._runtime[channel_id]
+        rt.app_paused = ch.app_paused = True
+        self._fire(ch, E.PauseInitiator if ch.is_initiator else E.PauseResponder)
+        if rt.data_open:
+            await self._transport_call(ch, self.transport.pause_channel)
+        await self._send_or_disconnect(ch, self._update_message(ch, paused=True))
+
+    async def resume_channel(self, channel_id: ChannelID) -> None:
+        """Release this side's pause."""
+        ch = self._get(channel_id)
+        self._require_live(ch, E.ResumeInitiator if ch.is_initiator else E.ResumeResponder)
+        if not self.transport.supports_pause:
+            raise Unsupported("this transport cannot pause channels")
+        rt = self._runtime[channel_id]
+        rt.app_paused = ch.app_paused = False
+        self._fire(ch, E.ResumeInitiator if ch.is_initiator else E.ResumeResponder)
+        message = self._update_message(ch, paused=False)
+        if rt.data_open:
+            try:
+                await self.transport.resume_channel(channel_id, message)
+            except TransportError as exc:
+                self._try_fire(ch, E.Disconnected, error=str(exc))
+        else:
+            await self._send_or_disconnect(ch, message)
+            if ch.is_initiator:
+                await self.restart_channel(channel_id)
+
+    async def restart_channel(self, channel_id: ChannelID) -> None:
+        """Reopen the data flow of a channel after a disconnect, skipping the
+        blocks the receiver already holds. Final channels are left alone."""
+        ch = self._get(channel_id)
+        status = ch.record.status
+        if status in FINAL_STATUSES:
+            return
+        if status in CLEANUP_STATUSES:
+            self._fire(ch, E.CompleteCleanupOnRestart)
+            return
+        ch.restarts += 1
+        self._fire(ch, E.Restart)
+        if not ch.is_initiator:
+            # the initiator drives restarts: ask it to restart (as Go does)
+            await self._send_or_disconnect(ch, restart_existing_channel_request(channel_id))
+        elif ch.is_pull:  # we receive: reopen the data request
+            await self._open_data(ch, self._new_request(ch, MessageType.Restart),
+                                  skip=ch.record.received_index)
+        else:  # we send: the responder reopens its data request to us
+            await self._send_or_disconnect(ch, self._new_request(ch, MessageType.Restart))
+
+    # ------------------------------------------------------------------ transport events
+
+    async def on_message(self, sender: PeerID, message: Any) -> None:
+        """A data-transfer message arrived on its own."""
+        try:
+            if isinstance(message, TransferRequest):
+                await self._on_request_message(sender, message)
+            elif isinstance(message, TransferResponse):
+                chid = ChannelID(self.peer_id, sender, message.transfer_id)
+                ch = self._channels.get(chid)
+                if ch is None:
+                    log.info("response for unknown channel %s from %s ignored", chid, sender)
+                    return
+                self._handle_response(ch, message)
+            else:
+                raise ProtocolError(f"not a data-transfer message: {type(message).__name__}")
+        except DataTransferError as exc:
+            log.warning("message from %s refused: %s", sender, exc)
+
+    async def on_request_received(
+        self, channel_id: ChannelID, sender: PeerID, message: Any
+    ) -> Decision:
+        """A data request arrived; decide whether to serve it."""
+        try:
+            if isinstance(message, TransferRequest):
+                if message.type == MessageType.New:
+                    return await self._receive_new(channel_id, sender, message, via_data=True)
+                if message.type == MessageType.Restart:
+                    return await self._receive_restart(channel_id, sender, message)
+                raise ProtocolError(f"data request carries a {message.type.name} request")
+            if isinstance(message, TransferResponse):
+                # a push responder pulls the data back from us, the initiator
+                ch = self._channels.get(channel_id)
+                if ch is None or not ch.is_initiator or not ch.is_sender:
+                    raise ChannelNotFound(channel_id)
+                self._handle_response(ch, message)
+                if ch.record.status in FINAL_STATUSES or ch.record.status in CLEANUP_STATUSES:
+                    return Decision(accept=False)
+                self._runtime[channel_id].data_open = True
+                paused = ch.record.status in (S.InitiatorPaused, S.BothPaused)
+                return Decision(pause=paused)
+            raise ProtocolError(f"not a data-transfer message: {type(message).__name__}")
+        except DataTransferError as exc:
+            log.warning("data request for %s from %s refused: %s", channel_id, sender, exc)
+            return Decision(accept=False)
+
+    async def on_response_received(self, channel_id: ChannelID, response: Any) -> None:
+        """A data-transfer response arrived with the data flowing back."""
+        ch = self._channels.get(channel_id)
+        if ch is None or not isinstance(response, TransferResponse):
+            log.warning("response for unknown channel %s ignored", channel_id)
+            return
+        self._handle_response(ch, response)
+
+    async def on_channel_opened(self, channel_id: ChannelID) -> None:
+        ch = self._channels.get(channel_id)
+        if ch is not None:
+            self._runtime[channel_id].data_open = True
+            self._try_fire(ch, E.Opened)
+
+    async def on_data_queued(
+        self, channel_id: ChannelID, cid: CID, size: int, index: int
+    ) -> Decision:
+        ch = self._channels.get(channel_id)
+        if ch is None:
+            return Decision(accept=False)
+        if index <= ch.record.queued_index:
+            return PROCEED  # re-sent after a restart: already counted
+        self._progress(ch, E.DataQueued, E.DataQueuedProgress, index, size)
+        if ch.is_initiator or not ch.is_pull:
+            return PROCEED
+        return await self._revalidate_progress(ch, "on_pull_data_sent", size)
+
+    async def on_data_sent(self, channel_id: ChannelID, cid: CID, size: int, index: int) -> None:
+        ch = self._channels.get(channel_id)
+        if ch is not None and index > ch.record.sent_index:
+            self._progress(ch, E.DataSent, E.DataSentProgress, index, size)
+
+    async def on_data_received(
+        self, channel_id: ChannelID, cid: CID, size: int, index: int
+    ) -> Decision:
+        ch = self._channels.get(channel_id)
+        if ch is None:
+            return Decision(accept=False)
+        if index <= ch.record.received_index:
+            return PROCEED
+        self._progress(ch, E.DataReceived, E.DataReceivedProgress, index, size)
+        if ch.is_initiator or ch.is_pull:
+            return PROCEED
+        return await self._revalidate_progress(ch, "on_push_data_received", size)
+
+    async def on_channel_completed(self, channel_id: ChannelID, error: str | None) -> None:
+        ch = self._channels.get(channel_id)
+        if ch is None:
+            return
+        self._runtime[channel_id].data_open = False
+        status = ch.record.status
+        if status in FINAL_STATUSES or status in CLEANUP_STATUSES:
+            return
+        if error is not None:
+            self._try_fire(ch, E.Error, error=f"data transfer failed: {error}")
+            return
+        if ch.is_initiator:
+            self._try_fire(ch, E.FinishTransfer)
+            return
+        await self._responder_completes(ch)
+
+    async def on_request_cancelled(self, channel_id: ChannelID, reason: str) -> None:
+        ch = self._channels.get(channel_id)
+        if ch is not None:
+            self._runtime[channel_id].data_open = False
+            self._try_fire(ch, E.RequestCancelled, error=reason)
+
+    async def on_disconnected(self, channel_id: ChannelID, reason: str) -> None:
+        await self._transport_trouble(channel_id, E.Disconnected, reason)
+
+    async def on_send_data_error(self, channel_id: ChannelID, reason: str) -> None:
+        await self._transport_trouble(channel_id, E.SendDataError, reason)
+
+    async def on_receive_data_error(self, channel_id: ChannelID, reason: str) -> None:
+        await self._transport_trouble(channel_id, E.ReceiveDataError, reason)
+
+    async def _transport_trouble(self, channel_id: ChannelID, event: EventCode, reason: str) -> None:
+        ch = self._channels.get(channel_id)
+        if ch is None:
+            return
+        self._runtime[channel_id].data_open = False
+        if not self._try_fire(ch, event, error=reason):
+            return
+        if ch.is_initiator and ch.record.status not in CLEANUP_STATUSES:
+            self._schedule_restart(ch, reason)
+
+    # ------------------------------------------------------------------ requests
+
+    async def _on_request_message(self, sender: PeerID, request: TransferRequest) -> None:
+        kind = request.type
+        if kind == MessageType.RestartExistingChannelRequest:
+            chid = request.restart_channel
+            if chid is None or chid.initiator != self.peer_id or chid.responder != sender:
+                raise ProtocolError("restart-existing-channel request for a channel "
+                                    f"{sender} does not respond to")
+            await self.restart_channel(chid)
+            return
+        chid = ChannelID(sender, self.peer_id, request.transfer_id)
+        if kind == MessageType.New:
+            await self._receive_new(chid, sender, request, via_data=False)
+            return
+        if kind == MessageType.Restart:
+            if request.pull:
+                raise ProtocolError("a pull's restart request travels with the data request")
+            decision = await self._receive_restart(chid, sender, request)
+            ch = self._get(chid)
+            if not decision.accept:
+                await self._send_quietly(sender, decision.message)
+                return
+            await self._open_data(ch, decision.message, skip=ch.record.received_index)
+            if decision.pause and self._runtime[chid].data_open:
+                await self._transport_call(ch, self.transport.pause_channel)
+            return
+        ch = self._get(chid)
+        if kind == MessageType.Cancel:
+            if ch.record.status not in FINAL_STATUSES:
+                self._try_fire(ch, E.Cancel, message="cancelled by the other peer")
+            return
+        if kind == MessageType.Update:
+            self._try_fire(ch, E.PauseInitiator if request.paused else E.ResumeInitiator)
+            return
+        if kind == MessageType.Voucher:
+            await self._receive_voucher(ch, request)
+            return
+        raise ProtocolError(f"unexpected request type {kind!r}")
+
+    async def _receive_new(
+        self, chid: ChannelID, sender: PeerID, request: TransferRequest, *, via_data: bool
+    ) -> Decision:
+        if chid in self._channels:
+            raise ProtocolError(f"channel {chid} already exists")
+        if request.base_cid is None:
+            raise ProtocolError("new request without a base CID")
+        voucher_enc: Encoded = (request.voucher_type, request.voucher)
+        outcome, result = await self._validate(chid, sender, request, voucher_enc, restart=False)
+        if outcome == "reject":
+            response = self._result_response(MessageType.New, chid.id, False, False, result)
+            if not via_data:
+                await self._send_quietly(sender, response)
+            return Decision(message=response, accept=False)
+        me = self.peer_id
+        ch = Channel(
+            channel_id=chid,
+            self_peer=me,
+            base_cid=request.base_cid,
+            selector=request.selector,
+            voucher=voucher_enc,
+            sender=me if request.pull else sender,
+            recipient=sender if request.pull else me,
+            is_pull=request.pull,
+        )
+        self._add(ch)
+        if result is not None:
+            self._fire(ch, E.NewVoucherResult, voucher_result=result)
+        rt = self._runtime[chid]
+        if outcome == "retry":
+            rt.awaiting_validation = True
+            response = self._result_response(MessageType.VoucherResult, chid.id, True, True, result)
+        else:
+            self._fire(ch, E.Accept)
+            if outcome == "pause":
+                rt.paused_for_voucher = True
+                self._fire(ch, E.PauseResponder)
+            response = self._result_response(
+                MessageType.New, chid.id, True, outcome == "pause", result
+            )
+        hold = outcome in ("pause", "retry")
+        if via_data:
+            rt.data_open = True
+            return Decision(message=response, pause=hold)
+        # a push: we receive, so we open the data request back to the initiator
+        if outcome == "retry":
+            await self._send_or_disconnect(ch, response)
+        else:
+            await self._open_data(ch, response, skip=0)
+            if hold and rt.data_open:
+                await self._transport_call(ch, self.transport.pause_channel)
+        return PROCEED
+
+    async def _receive_restart(
+        self, chid: ChannelID, sender: PeerID, request: TransferRequest
+    ) -> Decision:
+        ch = self._channels.get(chid)
+        if ch is not None and ch.base_cid != request.base_cid:
+            raise ProtocolError(f"restart of {chid} names another base CID")
+        if ch is None or ch.record.status in FINAL_STATUSES:
+            if ch is not None and ch.record.status == S.Completed:
+                # our completion message was lost: say it again
+                return Decision(message=self._response(ch, MessageType.Complete, True),
+                                accept=False)
+            response = self._result_response(MessageType.Restart, chid.id, False, False, None)
+            return Decision(message=response, accept=False)
+        outcome, result = await self._validate(chid, sender, request, ch.voucher, restart=True)
+        if result is not None:
+            self._fire(ch, E.NewVoucherResult, voucher_result=result)
+        if outcome == "reject":
+            self._try_fire(ch, E.Error, error="restart request failed validation")
+            return Decision(message=self._result_response(
+                MessageType.Restart, chid.id, False, False, result), accept=False)
+        ch.restarts = 0
+        self._fire(ch, E.Restart)
+        rt = self._runtime[chid]
+        if outcome == "pause" and not rt.paused_for_voucher:
+            rt.paused_for_voucher = True
+            self._try_fire(ch, E.PauseResponder)
+        hold = ch.record.status in (S.ResponderPaused, S.BothPaused, S.InitiatorPaused)
+        rt.data_open = True
+        return Decision(
+            message=self._result_response(MessageType.Restart, chid.id, True,
+                                          ch.record.status in (S.ResponderPaused, S.BothPaused),
+                                          result),
+            pause=hold,
+        )
+
+    async def _validate(
+        self,
+        chid: ChannelID,
+        sender: PeerID,
+        request: TransferRequest,
+        voucher_enc: Encoded,
+        *,
+        restart: bool,
+    ) -> tuple[str, Encoded | None]:
+        """Run the validator; outcome is accept, pause, retry or reject."""
+        try:
+            voucher = self.registry.decode_voucher(*voucher_enc)
+            validator = self.registry.validator(voucher_enc[0])
+        except RegistryError as exc:
+            log.info("request %s refused: %s", chid, exc)
+            return "reject", None
+        validate = validator.validate_pull if request.pull else validator.validate_push
+        try:
+            result = await validate(restart, chid, sender, voucher, request.base_cid,
+                                    request.selector)
+        except Pause as exc:
+            return "pause", self._encode_result(exc.result)
+        except RetryValidation as exc:
+            return ("reject" if restart else "retry"), self._encode_result(exc.result)
+        except Rejected as exc:
+            return "reject", self._encode_result(exc.result)
+        except Exception as exc:  # a validator bug must not take the node down
+            log.warning("validator for %s raised %r; request rejected", chid, exc)
+            return "reject", None
+        return "accept", self._encode_result(result)
+
+    async def _receive_voucher(self, ch: Channel, request: TransferRequest) -> None:
+        chid = ch.channel_id
+        encoded: Encoded = (request.voucher_type, request.voucher)
+        self._fire(ch, E.NewVoucher, voucher=encoded)
+        rt = self._runtime[chid]
+        if rt.awaiting_validation:
+            await self._revalidate_request(ch, encoded)
+            return
+        try:
+            voucher = self.registry.decode_voucher(*encoded)
+            revalidator = self.registry.revalidator(encoded[0])
+        except RegistryError as exc:
+            await self._fail(ch, f"voucher refused: {exc}",
+                             self._result_response(MessageType.VoucherResult, chid.id, False,
+                                                   False, None))
+            return
+        try:
+            result = self._encode_result(await revalidator.revalidate(chid, voucher))
+        except Pause as exc:
+            result = self._encode_result(exc.result)
+            if result is not None:
+                self._fire(ch, E.NewVoucherResult, voucher_result=result)
+            await self._send_or_disconnect(ch, self._revalidation_response(ch, True, True, result))
+            return
+        except Exception as exc:
+            await self._fail(ch, f"voucher refused: {exc}",
+                             self._revalidation_response(ch, False, False, None))
+            return
+        if result is not None:
+            self._fire(ch, E.NewVoucherResult, voucher_result=result)
+        if not rt.paused_for_voucher:
+            await self._send_or_disconnect(ch, self._revalidation_response(ch, True, False, result))
+            return
+        rt.paused_for_voucher = False
+        finalizing = ch.record.status == S.Finalizing
+        response = self._revalidation_response(ch, True, False, result)
+        self._try_fire(ch, E.ResumeResponder)
+        if finalizing:
+            await self._send_or_disconnect(ch, response)
+        elif rt.data_open and not rt.app_paused:
+            try:
+                await self.transport.resume_channel(chid, response)
+            except TransportError as exc:
+                self._try_fire(ch, E.Disconnected, error=str(exc))
+        else:
+            await self._send_or_disconnect(ch, response)
+
+    async def _revalidate_request(self, ch: Channel, encoded: Encoded) -> None:
+        """A voucher for a request the validator asked to retry."""
+        chid = ch.channel_id
+        request = TransferRequest(type=MessageType.New, transfer_id=chid.id,
+                                  base_cid=ch.base_cid, selector=ch.selector,
+                                  voucher=encoded[1], voucher_type=encoded[0], pull=ch.is_pull)
+        outcome, result = await self._validate(chid, ch.other_peer, request, encoded,
+                                               restart=False)
+        if result is not None:
+            self._fire(ch, E.NewVoucherResult, voucher_result=result)
+        if outcome == "retry":
+            await self._send_or_disconnect(ch, self._result_response(
+                MessageType.VoucherResult, chid.id, True, True, result))
+            return
+        if outcome == "reject":
+            await self._fail(ch, "voucher rejected by the validator", self._result_response(
+                MessageType.New, chid.id, False, False, result))
+            return
+        rt = self._runtime[chid]
+        rt.awaiting_validation = False
+        self._fire(ch, E.Accept)
+        paused = outcome == "pause"
+        if paused:
+            rt.paused_for_voucher = True
+            self._fire(ch, E.PauseResponder)
+        response = self._result_response(MessageType.New, chid.id, True, paused, result)
+        if ch.is_pull:  # the data request is held open: release it
+            if paused:
+                await self._send_or_disconnect(ch, response)
+            else:
+                try:
+                    await self.transport.resume_channel(chid, response)
+                except TransportError as exc:
+                    self._try_fire(ch, E.Disconnected, error=str(exc))
+        else:
+            await self._open_data(ch, response, skip=0)
+            if paused and rt.data_open:
+                await self._transport_call(ch, self.transport.pause_channel)
+
+    async def _revalidate_progress(self, ch: Channel, method: str, size: int) -> Decision:
+        """Ask the revalidators about bytes moved on a channel we respond to."""
+        chid = ch.channel_id
+        for revalidator in self.registry.revalidators():
+            try:
+                result = await getattr(revalidator, method)(chid, size)
+            except Pause as exc:
+                encoded = self._encode_result(exc.result)
+                if encoded is not None:
+                    self._fire(ch, E.NewVoucherResult, voucher_result=encoded)
+                self._runtime[chid].paused_for_voucher = True
+                self._try_fire(ch, E.PauseResponder)
+                return Decision(
+                    message=self._result_response(MessageType.VoucherResult, chid.id, True,
+                                                  True, encoded),
+                    pause=True,
+                )
+            except Exception as exc:
+                self._try_fire(ch, E.Error, error=f"revalidator failed: {exc}")
+                return Decision(
+                    message=self._result_response(MessageType.VoucherResult, chid.id, False,
+                                                  False, None),
+                    accept=False,
+                )
+            if result is NOT_HANDLED:
+                continue
+            encoded = self._encode_result(result)
+            if encoded is None:
+                return PROCEED
+            self._fire(ch, E.NewVoucherResult, voucher_result=encoded)
+            return Decision(message=self._result_response(MessageType.VoucherResult, chid.id,
+                                                          True, False, encoded))
+        return PROCEED
+
+    async def _responder_completes(self, ch: Channel) -> None:
+        """The responder moved all data: ask for a final voucher or complete."""
+        chid = ch.channel_id
+        result: Encoded | None = None
+        for revalidator in self.registry.revalidators():
+            try:
+                outcome = await revalidator.on_complete(chid)
+            except Exception as exc:
+                await self._fail(ch, f"revalidator failed on completion: {exc}",
+                                 self._response(ch, MessageType.Complete, False))
+                return
+            if outcome is NOT_HANDLED:
+                continue
+            result = self._encode_result(outcome)
+            break
+        if result is not None:
+            self._fire(ch, E.NewVoucherResult, voucher_result=result)
+            self._runtime[chid].paused_for_voucher = True
+            self._fire(ch, E.BeginFinalizing)
+            response = self._result_response(MessageType.Complete, chid.id, True, True, result)
+        else:
+            self._fire(ch, E.Complete)
+            response = self._result_response(MessageType.Complete, chid.id, True, False, None)
+        await self._send_or_disconnect(ch, response)
+
+    # ------------------------------------------------------------------ responses
+
+    def _handle_response(self, ch: Channel, response: TransferResponse) -> None:
+        """Apply a response from the responder to our (the initiator's) channel."""
+        if ch.record.status in FINAL_STATUSES:
+            return
+        if response.voucher_result_type:
+            self._fire(ch, E.NewVoucherResult,
+                       voucher_result=(response.voucher_result_type, response.voucher_result))
+        kind = response.type
+        if kind == MessageType.Cancel:
+            self._try_fire(ch, E.Cancel, message="cancelled by the other peer")
+            return
+        if not response.accepted:
+            self._try_fire(ch, E.Error, error="rejected by the responder")
+            return
+        if kind == MessageType.New and ch.record.status == S.Requested:
+            self._fire(ch, E.Accept)
+        elif kind == MessageType.Restart:
+            ch.restarts = 0
+            self._try_fire(ch, E.Restart)
+        if kind == MessageType.Complete:
+            self._try_fire(ch, E.ResponderBeginsFinalization if response.paused
+                           else E.ResponderCompletes)
+            return
+        status = ch.record.status
+        if response.paused:
+            if status not in (S.ResponderPaused, S.BothPaused):
+                self._try_fire(ch, E.PauseResponder)
+        elif status in (S.ResponderPaused, S.BothPaused):
+            self._try_fire(ch, E.ResumeResponder)
+
+    # ------------------------------------------------------------------ effects
+
+    async def _open_data(self, ch: Channel, message: Any, *, skip: int) -> None:
+        """Open (or reopen) the data request as the receiver."""
+        rt = self._runtime[ch.channel_id]
+        rt.data_open = True
+        rt.last_activity = _now()
+        try:
+            await self.transport.open_channel(
+                ch.other_peer, ch.channel_id, ch.base_cid, ch.selector, message, skip
+            )
+        except TransportError as exc:
+            rt.data_open = False
+            reason = f"unable to open data request: {exc}"
+            if ch.is_initiator and ch.record.status == S.Requested and ch.restarts == 0:
+                self._try_fire(ch, E.Error, error=reason)
+            else:
+                await self._transport_trouble(ch.channel_id, E.Disconnected, reason)
+
+    async def _send(self, peer: PeerID, message: Any) -> None:
+        with anyio.fail_after(self.config.send_timeout):
+            await self.transport.send_message(peer, message)
+
+    async def _send_quietly(self, peer: PeerID, message: Any) -> None:
+        try:
+            await self._send(peer, message)
+        except (TransportError, TimeoutError) as exc:
+            log.info("could not send %s to %s: %s", type(message).__name__, peer, exc)
+
+    async def _send_or_disconnect(self, ch: Channel, message: Any) -> None:
+        """Send a control message; failure is recorded as a disconnect."""
+        try:
+            await self._send(ch.other_peer, message)
+        except (TransportError, TimeoutError) as exc:
+            await self._transport_trouble(ch.channel_id, E.Disconnected,
+                                          f"unable to send message: {exc}")
+
+    async def _transport_call(self, ch: Channel, method: Callable[[ChannelID], Any]) -> None:
+        try:
+            await method(ch.channel_id)
+        except TransportError as exc:
+            log.info("transport %s for %s failed: %s", method.__name__, ch.channel_id, exc)
+
+    async def _tell_cancel(self, ch: Channel) -> None:
+        if ch.is_initiator:
+            message: Any = TransferRequest(type=MessageType.Cancel, transfer_id=ch.channel_id.id)
+        else:
+            message = self._response(ch, MessageType.Cancel, True)
+        await self._send_quietly(ch.other_peer, message)
+
+    async def _fail(self, ch: Channel, reason: str, response: Any) -> None:
+        """Fail a channel we respond to, telling the initiator why."""
+        self._try_fire(ch, E.Error, error=reason)
+        await self._send_quietly(ch.other_peer, response)
+
+    async def _cleanup(self, ch: Channel) -> None:
+        """Release transport resources of a channel in a cleanup status, then
+        fire CleanupComplete. Runs as a task of the Manager's group."""
+        chid = ch.channel_id
+        status = ch.record.status
+        try:
+            if status in (S.Cancelling, S.Failing):
+                await self.transport.close_channel(chid)
+            await self.transport.cleanup_channel(chid)
+        except TransportError as exc:
+            log.info("cleanup of %s: %s", chid, exc)
+        self._runtime[chid].data_open = False
+        if ch.record.status in CLEANUP_STATUSES:
+            self._try_fire(ch, E.CleanupComplete)
+
+    def _schedule_restart(self, ch: Channel, reason: str, delay: float | None = None) -> None:
+        rt = self._runtime[ch.channel_id]
+        if rt.restart_scheduled or not self._started or self._tg is None:
+            return
+        if not self.config.auto_restart and delay == 0.0:
+            return
+        if ch.restarts >= self.config.max_restarts:
+            self._try_fire(ch, E.Error,
+                           error=f"gave up after {ch.restarts} restarts without progress: {reason}")
+            return
+        if delay is None:
+            delay = min(self.config.restart_backoff * (2 ** ch.restarts),
+                        self.config.max_restart_backoff)
+        rt.restart_scheduled = True
+        self._tg.start_soon(self._restart_later, ch.channel_id, delay)
+
+    async def _restart_later(self, chid: ChannelID, delay: float) -> None:
+        await anyio.sleep(delay)
+        rt = self._runtime[chid]
+        rt.restart_scheduled = False
+        ch = self._channels[chid]
+        if ch.record.status in FINAL_STATUSES or ch.record.status in CLEANUP_STATUSES:
+            return
+        if rt.app_paused:
+            return  # resumed later by the application, which restarts it
+        await self.restart_channel(chid)
+
+    # ------------------------------------------------------------------ watchdog
+
+    async def _watchdog(self) -> None:
+        cfg = self.config
+        while True:
+            await anyio.sleep(cfg.tick)
+            self._flush()
+            now = _now()
+            for ch in list(self._channels.values()):
+                status = ch.record.status
+                if status in FINAL_STATUSES or status in CLEANUP_STATUSES:
+                    continue
+                rt = self._runtime[ch.channel_id]
+                if rt.app_paused:
+                    continue
+                waited = now - max(rt.last_activity, rt.status_since)
+                if status == S.Requested and cfg.accept_timeout is not None:
+                    if now - rt.status_since > cfg.accept_timeout:
+                        self._try_fire(ch, E.Error, error=(
+                            f"timed out after {cfg.accept_timeout:g} s waiting for the "
+                            "request to be accepted"))
+                elif status in FINALIZING_STATUSES and cfg.finalization_timeout is not None:
+                    if waited > cfg.finalization_timeout:
+                        self._try_fire(ch, E.Error, error=(
+                            f"timed out after {cfg.finalization_timeout:g} s waiting for "
+                            "the final voucher"))
+                elif cfg.no_progress_timeout is not None and waited > cfg.no_progress_timeout:
+                    if ch.is_initiator and status not in (S.TransferFinished,
+                                                          S.ResponderCompleted):
+                        rt.last_activity = now
+                        self._schedule_restart(ch, (
+                            f"no progress for {cfg.no_progress_timeout:g} s"))
+                    else:
+                        self._try_fire(ch, E.Error, error=(
+                            f"no progress for {cfg.no_progress_timeout:g} s: the other "
+                            "peer stopped answering"))
+
+    # ------------------------------------------------------------------ firing
+
+    def _fire(self, ch: Channel, event: EventCode, **args: Any) -> None:
+        """Apply, persist, publish; start cleanup when a cleanup status is
+        entered. Raises IllegalTransition (state unchanged) if refused."""
+        chid = ch.channel_id
+        before = ch.record.status
+        row_kind = resolve(before, event).kind if before not in FINAL_STATUSES else None
+        message = args.pop("message", None)
+        apply(ch.record, event, **args)
+        if message is not None:
+            ch.record.message = message
+        rt = self._runtime[chid]
+        now = _now()
+        rt.last_activity = now
+        after = ch.record.status
+        if after != before:
+            rt.status_since = now
+        if event in _DATA_EVENTS:
+            ch.restarts = 0
+            rt.dirty = True
+        else:
+            self.store.save(ch)
+            rt.dirty = False
+        text = ch.record.message if event in (E.Error, E.Cancel) or "error" in args else ""
+        self.events.publish(Event(event, text or args.get("error", "") or ""), self._snapshot(ch))
+        if after in CLEANUP_STATUSES and row_kind in (Kind.MOVE, Kind.REENTER):
+            if self._tg is not None:
+                self._tg.start_soon(self._cleanup, ch)
+        if after != before and rt.waiters:
+            waiters, rt.waiters = rt.waiters, []
+            for waiter in waiters:
+                waiter.set()
+
+    def _try_fire(self, ch: Channel, event: EventCode, **args: Any) -> bool:
+        """Fire an event the other peer or the transport caused; a refused
+        event is logged, not raised (bad input must not stop the node)."""
+        try:
+            self._fire(ch, event, **args)
+        except IllegalTransition as exc:
+            log.info("channel %s: %s", ch.channel_id, exc)
+            return False
+        return True
+
+    def _progress(self, ch: Channel, index_event: EventCode, bytes_event: EventCode,
+                  index: int, size: int) -> None:
+        self._try_fire(ch, index_event, index=index)
+        if bytes_event in allowed_events(ch.record.status):
+            self._try_fire(ch, bytes_event, delta=size)
+
+    def _flush(self) -> None:
+        for chid, rt in self._runtime.items():
+            if rt.dirty:
+                self.store.save(self._channels[chid])
+                rt.dirty = False
+
+    # ------------------------------------------------------------------ helpers
+
+    def _get(self, channel_id: ChannelID) -> Channel:
+        ch = self._channels.get(channel_id)
+        if ch is None:
+            raise ChannelNotFound(channel_id)
+        return ch
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise RuntimeError("the Manager is not running: use `async with Manager(...)`")
+
+    def _require_live(self, ch: Channel, action: EventCode) -> None:
+        """Refuse an application action on a channel that has ended."""
+        self._require_started()
+        status = ch.record.status
+        if status in FINAL_STATUSES:
+            raise IllegalTransition(status, action)
+
+    def _snapshot(self, ch: Channel) -> ChannelState:
+        rt = self._runtime.get(ch.channel_id)
+        rec = ch.record
+        key = (len(rec.vouchers), len(rec.voucher_results))
+        if rt is not None and rt.decoded is not None and rt.decoded[:2] == key:
+            vouchers, results = rt.decoded[2], rt.decoded[3]
+        else:
+            vouchers = tuple(self._decode_voucher(v) for v in rec.vouchers)
+            results = tuple(self._decode_result(r) for r in rec.voucher_results)
+            if rt is not None:
+                rt.decoded = (*key, vouchers, results)
+        return ChannelState(
+            channel_id=ch.channel_id,
+            base_cid=ch.base_cid,
+            selector=ch.selector,
+            voucher=self._decode_voucher(ch.voucher),
+            sender=ch.sender,
+            recipient=ch.recipient,
+            total_size=ch.total_size,
+            is_pull=ch.is_pull,
+            self_peer=ch.self_peer,
+            status=rec.status,
+            sent=rec.sent,
+            received=rec.received,
+            queued=rec.queued,
+            message=rec.message,
+            vouchers=vouchers,
+            voucher_results=results,
+            sent_index=rec.sent_index,
+            received_index=rec.received_index,
+            queued_index=rec.queued_index,
+        )
+
+    def _decode_voucher(self, encoded: Encoded) -> Any:
+        try:
+            return self.registry.decode_voucher(*encoded)
+        except RegistryError:
+            return encoded
+
+    def _decode_result(self, encoded: Encoded) -> Any:
+        try:
+            return self.registry.decode_voucher_result(*encoded)
+        except RegistryError:
+            return encoded
+
+    @staticmethod
+    def _encode_result(result: Any) -> Encoded | None:
+        if result is None or result is NOT_HANDLED:
+            return None
+        if not isinstance(result, VoucherResult):
+            raise TypeError(f"{result!r} is not a VoucherResult")
+        return (result.type_id, result.to_node())
+
+    def _new_request(self, ch: Channel, kind: MessageType) -> TransferRequest:
+        return TransferRequest(
+            type=kind,
+            transfer_id=ch.channel_id.id,
+            base_cid=ch.base_cid,
+            selector=ch.selector,
+            voucher=ch.voucher[1],
+            voucher_type=ch.voucher[0],
+            pull=ch.is_pull,
+            paused=ch.record.status in (S.InitiatorPaused, S.BothPaused),
+        )
+
+    def _update_message(self, ch: Channel, *, paused: bool) -> Any:
+        if ch.is_initiator:
+            return TransferRequest(type=MessageType.Update, transfer_id=ch.channel_id.id,
+                                   paused=paused)
+        return self._result_response(MessageType.Update, ch.channel_id.id, True, paused, None)
+
+    def _response(self, ch: Channel, kind: MessageType, accepted: bool) -> TransferResponse:
+        paused = ch.record.status in (S.ResponderPaused, S.BothPaused)
+        return self._result_response(kind, ch.channel_id.id, accepted, paused, None)
+
+    def _revalidation_response(self, ch: Channel, accepted: bool, paused: bool,
+                               result: Encoded | None) -> TransferResponse:
+        kind = MessageType.Complete if ch.record.status in (S.Finalizing, S.Completing) \
+            else MessageType.VoucherResult
+        return self._result_response(kind, ch.channel_id.id, accepted, paused, result)
+
+    @staticmethod
+    def _result_response(kind: MessageType, transfer_id: int, accepted: bool, paused: bool,
+                         result: Encoded | None) -> TransferResponse:
+        return TransferResponse(
+            type=kind,
+            transfer_id=transfer_id,
+            accepted=accepted,
+            paused=paused,
+            voucher_result=None if result is None else result[1],
+            voucher_result_type="" if result is None else result[0],
+        )

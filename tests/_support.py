@@ -1,0 +1,246 @@
+"""Shared helpers for Manager tests: voucher types, scriptable validators,
+DAG builders and an in-memory two-node harness that records every event."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from datatransfer.config import ManagerConfig
+from datatransfer.errors import Pause, Rejected, RetryValidation
+from datatransfer.ipld import dagcbor
+from datatransfer.ipld.block import Block
+from datatransfer.ipld.blockstore import MemoryBlockstore
+from datatransfer.ipld.cid import CID, DAG_CBOR
+from datatransfer.ipld.selector import ALL_SELECTOR_NODE
+from datatransfer.manager import Manager
+from datatransfer.store import ChannelStore
+from datatransfer.types import ChannelID, ChannelState, Event, PeerID
+from registry import NOT_HANDLED, Voucher, VoucherResult
+from transport.inmem import InMemoryNetwork
+
+ALL = ALL_SELECTOR_NODE
+
+
+@dataclass(frozen=True)
+class TestVoucher(Voucher):
+    type_id = "test/voucher"
+    label: str = "ok"
+
+    def to_node(self) -> Any:
+        return {"Label": self.label}
+
+    @classmethod
+    def from_node(cls, node: Any) -> TestVoucher:
+        if not isinstance(node, dict) or not isinstance(node.get("Label"), str):
+            raise ValueError(f"bad test voucher {node!r}")
+        return cls(node["Label"])
+
+
+@dataclass(frozen=True)
+class Payment(Voucher):
+    type_id = "test/payment"
+    amount: int = 0
+
+    def to_node(self) -> Any:
+        return {"Amount": self.amount}
+
+    @classmethod
+    def from_node(cls, node: Any) -> Payment:
+        return cls(int(node["Amount"]))
+
+
+@dataclass(frozen=True)
+class TestResult(VoucherResult):
+    type_id = "test/result"
+    note: str = ""
+
+    def to_node(self) -> Any:
+        return {"Note": self.note}
+
+    @classmethod
+    def from_node(cls, node: Any) -> TestResult:
+        return cls(str(node["Note"]))
+
+
+class ScriptedValidator:
+    """Accepts, pauses, retries or rejects by the voucher's label:
+    ``ok``, ``pause``, ``retry`` (then ``ok`` on the next voucher), ``reject``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool, str]] = []
+
+    async def _decide(self, kind: str, is_restart: bool, voucher: TestVoucher) -> Any:
+        self.calls.append((kind, is_restart, voucher.label))
+        label = voucher.label
+        if label == "pause" and not is_restart:
+            raise Pause(TestResult("paused"))
+        if label == "retry":
+            raise RetryValidation(TestResult("send another voucher"))
+        if label == "reject":
+            raise Rejected("not today", TestResult("rejected"))
+        if label == "boom":
+            raise RuntimeError("validator bug")
+        return TestResult("accepted")
+
+    async def validate_push(self, is_restart, channel_id, sender, voucher, base_cid, selector):
+        return await self._decide("push", is_restart, voucher)
+
+    async def validate_pull(self, is_restart, channel_id, receiver, voucher, base_cid, selector):
+        return await self._decide("pull", is_restart, voucher)
+
+
+class PayEveryN:
+    """Revalidator for pay-as-you-go: pauses every ``interval`` bytes until a
+    Payment covering the bytes sent arrives; asks for a final payment on
+    completion when ``final`` is set."""
+
+    def __init__(self, interval: int, final: bool = False) -> None:
+        self.interval = interval
+        self.final = final
+        self.owed: dict[ChannelID, int] = {}
+        self.since_payment: dict[ChannelID, int] = {}
+        self.paid: dict[ChannelID, int] = {}
+        self.completed: set[ChannelID] = set()
+
+    async def _moved(self, chid: ChannelID, n: int) -> Any:
+        self.since_payment[chid] = self.since_payment.get(chid, 0) + n
+        self.owed[chid] = self.owed.get(chid, 0) + n
+        if self.since_payment[chid] >= self.interval:
+            self.since_payment[chid] = 0
+            raise Pause(TestResult(f"pay {self.owed[chid]}"))
+        return None
+
+    async def on_pull_data_sent(self, channel_id, additional_bytes):
+        return await self._moved(channel_id, additional_bytes)
+
+    async def on_push_data_received(self, channel_id, additional_bytes):
+        return await self._moved(channel_id, additional_bytes)
+
+    async def revalidate(self, channel_id, voucher):
+        self.paid[channel_id] = voucher.amount
+        if voucher.amount < self.owed.get(channel_id, 0):
+            raise Pause(TestResult("still owed"))
+        return TestResult(f"paid {voucher.amount}")
+
+    async def on_complete(self, channel_id):
+        self.completed.add(channel_id)
+        if self.final and self.paid.get(channel_id, 0) < self.owed.get(channel_id, 0):
+            return TestResult(f"final {self.owed[channel_id]}")
+        return None
+
+
+class IgnoreAll:
+    """A revalidator that handles no channel."""
+
+    async def on_pull_data_sent(self, channel_id, additional_bytes):
+        return NOT_HANDLED
+
+    async def on_push_data_received(self, channel_id, additional_bytes):
+        return NOT_HANDLED
+
+    async def revalidate(self, channel_id, voucher):
+        return NOT_HANDLED
+
+    async def on_complete(self, channel_id):
+        return NOT_HANDLED
+
+
+def make_dag(store: MemoryBlockstore, leaves: int = 8, leaf_size: int = 1000,
+             fanout: int = 4, seed: int = 0) -> tuple[CID, int, list[CID]]:
+    """A tree of dag-cbor nodes over raw leaves; returns (root, total bytes,
+    CIDs in depth-first traversal order)."""
+    import random
+
+    rng = random.Random(seed)
+    level: list[tuple[CID, int, list[CID]]] = []
+    for _ in range(leaves):
+        data = rng.randbytes(leaf_size)
+        block = Block.of(data)
+        store.put_many([block])
+        level.append((block.cid, len(data), [block.cid]))
+    while len(level) > 1 or not level:
+        nxt = []
+        for i in range(0, len(level), fanout):
+            group = level[i: i + fanout]
+            node = dagcbor.encode({"children": [c for c, _, _ in group]})
+            block = Block.of(node, codec=DAG_CBOR)
+            store.put_many([block])
+            order = [block.cid] + [cid for _, _, o in group for cid in o]
+            nxt.append((block.cid, len(node) + sum(s for _, s, _ in group), order))
+        level = nxt
+    return level[0]
+
+
+@dataclass
+class Recorder:
+    """Collects every (event, state) a node's subscribers see."""
+
+    events: list[tuple[Event, ChannelState]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, event: Event, state: ChannelState) -> None:
+        with self.lock:
+            self.events.append((event, state))
+
+    def codes(self, chid: ChannelID) -> list[str]:
+        return [e.code.name for e, s in self.events if s.channel_id == chid]
+
+    def statuses(self, chid: ChannelID) -> list[str]:
+        """The distinct status sequence (consecutive repeats folded)."""
+        out: list[str] = []
+        for _, s in self.events:
+            if s.channel_id == chid and (not out or out[-1] != s.status.name):
+                out.append(s.status.name)
+        return out
+
+
+@dataclass
+class Node:
+    peer: PeerID
+    manager: Manager
+    blockstore: MemoryBlockstore
+    recorder: Recorder
+
+
+FAST = ManagerConfig(accept_timeout=5, no_progress_timeout=5, finalization_timeout=5,
+                     restart_backoff=0.05, tick=0.02, send_timeout=2)
+
+
+class Harness:
+    def __init__(self, config: ManagerConfig = FAST) -> None:
+        self.net = InMemoryNetwork()
+        self.config = config
+        self.stack = AsyncExitStack()
+        self.nodes: dict[str, Node] = {}
+
+    async def node(self, name: str, *, store: ChannelStore | None = None,
+                   blockstore: MemoryBlockstore | None = None,
+                   config: ManagerConfig | None = None,
+                   setup: Callable[[Manager], None] | None = None) -> Node:
+        peer = PeerID(b"\x00\x08" + name.encode().ljust(8, b"_"))
+        bs = blockstore or MemoryBlockstore()
+        transport = self.net.transport(peer, bs) if peer not in self.net.nodes else \
+            self.net.nodes[peer]
+        manager = Manager(transport, store=store or ChannelStore(), config=config or self.config)
+        manager.register_voucher_result_type(TestResult)
+        if setup is not None:
+            setup(manager)
+        rec = Recorder()
+        manager.subscribe(rec)
+        await self.stack.enter_async_context(manager)
+        node = Node(peer, manager, bs, rec)
+        self.nodes[name] = node
+        return node
+
+
+@asynccontextmanager
+async def harness(config: ManagerConfig = FAST):
+    h = Harness(config)
+    async with h.stack:
+        yield h
+    for node in h.nodes.values():
+        node.manager.events.flush(5)
