@@ -23,7 +23,7 @@ from datatransfer.config import ManagerConfig
 from datatransfer.errors import Pause
 from datatransfer.ipld.blockstore import MemoryBlockstore
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
-from datatransfer.ipld.unixfs import import_bytes
+from datatransfer.ipld.unixfs import import_file
 from datatransfer.manager import Manager
 from datatransfer.types import PeerID
 from registry import Voucher
@@ -74,7 +74,7 @@ async def _large_pull(report: Reporter, size: int) -> None:
     hashlib.sha256(data).digest()
     hash_rate = size / (time.perf_counter() - start) / 1e6
     store = MemoryBlockstore()
-    root = import_bytes(data, store, profile="modern")
+    root = import_file(data, store, profile="modern")
     blocks = store.size()
     net = InMemoryNetwork()
     server, client = _pair(net, store)
@@ -92,7 +92,7 @@ async def _large_pull(report: Reporter, size: int) -> None:
 
 async def _many_pulls(report: Reporter, count: int) -> None:
     store = MemoryBlockstore()
-    roots = [import_bytes(os.urandom(2048) + i.to_bytes(4, "big"), store, profile="modern")
+    roots = [import_file(os.urandom(2048) + i.to_bytes(4, "big"), store, profile="modern")
              for i in range(count)]
     net = InMemoryNetwork()
     server, client = _pair(net, store)
@@ -111,7 +111,7 @@ async def _many_pulls(report: Reporter, count: int) -> None:
 
 async def _idle_memory(report: Reporter, count: int) -> None:
     store = MemoryBlockstore()
-    root = import_bytes(b"idle", store, profile="modern")
+    root = import_file(b"idle", store, profile="modern")
     net = InMemoryNetwork()
     server, client = _pair(net, store)
     async with server, client:

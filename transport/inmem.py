@@ -81,8 +81,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from datatransfer.ipld.block import Block
 from datatransfer.ipld.blockstore import Blockstore
 from datatransfer.ipld.cid import CID
+from datatransfer.ipld.errors import IPLDError
 from datatransfer.ipld.selector import BlockRequest, Selector, Traverser, parse_selector
 from datatransfer.types import ChannelID, PeerID
 from transport.base import (
@@ -1008,11 +1010,13 @@ class InMemoryTransport(Transport):
                 state, f"unexpected block {cid} at index {index} (expected {wanted})"
             )
             return
-        if not cid.matches(data):
+        try:
+            verified = Block(cid, data)  # the one hash of this block on this node
+        except IPLDError:
             await self._receive_failed(state, f"block {index} does not match its CID {cid}")
             return
         try:
-            self.blockstore.put(cid, data)
+            self.blockstore.put_many((verified,))
         except Exception as exc:  # noqa: BLE001 - e.g. a closed store
             await self._receive_failed(state, f"cannot store block {cid}: {exc}")
             return
