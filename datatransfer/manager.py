@@ -71,7 +71,7 @@ from statemachine import (
     apply,
     resolve,
 )
-from transport.base import PROCEED, Decision, PeerUnreachable, Transport, TransportError
+from transport.base import PROCEED, Decision, Transport, TransportError
 
 log = logging.getLogger("datatransfer.manager")
 
@@ -381,8 +381,10 @@ class Manager:
         if status in CLEANUP_STATUSES:
             self._fire(ch, E.CompleteCleanupOnRestart)
             return
+        # counted here, recorded as a Restart event when the responder accepts
+        # (as Go does); only new data resets the count
         ch.restarts += 1
-        self._fire(ch, E.Restart)
+        self.store.save(ch)
         if not ch.is_initiator:
             # the initiator drives restarts: ask it to restart (as Go does)
             await self._send_or_disconnect(ch, restart_existing_channel_request(channel_id))
@@ -500,10 +502,7 @@ class Manager:
         await self._responder_completes(ch)
 
     async def on_request_cancelled(self, channel_id: ChannelID, reason: str) -> None:
-        ch = self._channels.get(channel_id)
-        if ch is not None:
-            self._runtime[channel_id].data_open = False
-            self._try_fire(ch, E.RequestCancelled, error=reason)
+        await self._transport_trouble(channel_id, E.RequestCancelled, reason)
 
     async def on_disconnected(self, channel_id: ChannelID, reason: str) -> None:
         await self._transport_trouble(channel_id, E.Disconnected, reason)
@@ -519,9 +518,11 @@ class Manager:
         if ch is None:
             return
         self._runtime[channel_id].data_open = False
+        if ch.record.status in CLEANUP_STATUSES or ch.record.status in FINAL_STATUSES:
+            return  # already ending: keep the reason it is ending for
         if not self._try_fire(ch, event, error=reason):
             return
-        if ch.is_initiator and ch.record.status not in CLEANUP_STATUSES:
+        if ch.is_initiator and event != E.RequestCancelled:
             self._schedule_restart(ch, reason)
 
     # ------------------------------------------------------------------ requests
@@ -637,7 +638,6 @@ class Manager:
             self._try_fire(ch, E.Error, error="restart request failed validation")
             return Decision(message=self._result_response(
                 MessageType.Restart, chid.id, False, False, result), accept=False)
-        ch.restarts = 0
         self._fire(ch, E.Restart)
         rt = self._runtime[chid]
         if outcome == "pause" and not rt.paused_for_voucher:
@@ -847,7 +847,6 @@ class Manager:
         if kind == MessageType.New and ch.record.status == S.Requested:
             self._fire(ch, E.Accept)
         elif kind == MessageType.Restart:
-            ch.restarts = 0
             self._try_fire(ch, E.Restart)
         if kind == MessageType.Complete:
             self._try_fire(ch, E.ResponderBeginsFinalization if response.paused

@@ -26,7 +26,7 @@ ALL = ALL_SELECTOR_NODE
 
 
 @dataclass(frozen=True)
-class TestVoucher(Voucher):
+class LabelVoucher(Voucher):
     type_id = "test/voucher"
     label: str = "ok"
 
@@ -34,7 +34,7 @@ class TestVoucher(Voucher):
         return {"Label": self.label}
 
     @classmethod
-    def from_node(cls, node: Any) -> TestVoucher:
+    def from_node(cls, node: Any) -> LabelVoucher:
         if not isinstance(node, dict) or not isinstance(node.get("Label"), str):
             raise ValueError(f"bad test voucher {node!r}")
         return cls(node["Label"])
@@ -54,7 +54,7 @@ class Payment(Voucher):
 
 
 @dataclass(frozen=True)
-class TestResult(VoucherResult):
+class NoteResult(VoucherResult):
     type_id = "test/result"
     note: str = ""
 
@@ -62,7 +62,7 @@ class TestResult(VoucherResult):
         return {"Note": self.note}
 
     @classmethod
-    def from_node(cls, node: Any) -> TestResult:
+    def from_node(cls, node: Any) -> NoteResult:
         return cls(str(node["Note"]))
 
 
@@ -73,18 +73,18 @@ class ScriptedValidator:
     def __init__(self) -> None:
         self.calls: list[tuple[str, bool, str]] = []
 
-    async def _decide(self, kind: str, is_restart: bool, voucher: TestVoucher) -> Any:
+    async def _decide(self, kind: str, is_restart: bool, voucher: LabelVoucher) -> Any:
         self.calls.append((kind, is_restart, voucher.label))
         label = voucher.label
         if label == "pause" and not is_restart:
-            raise Pause(TestResult("paused"))
+            raise Pause(NoteResult("paused"))
         if label == "retry":
-            raise RetryValidation(TestResult("send another voucher"))
+            raise RetryValidation(NoteResult("send another voucher"))
         if label == "reject":
-            raise Rejected("not today", TestResult("rejected"))
+            raise Rejected("not today", NoteResult("rejected"))
         if label == "boom":
             raise RuntimeError("validator bug")
-        return TestResult("accepted")
+        return NoteResult("accepted")
 
     async def validate_push(self, is_restart, channel_id, sender, voucher, base_cid, selector):
         return await self._decide("push", is_restart, voucher)
@@ -111,7 +111,7 @@ class PayEveryN:
         self.owed[chid] = self.owed.get(chid, 0) + n
         if self.since_payment[chid] >= self.interval:
             self.since_payment[chid] = 0
-            raise Pause(TestResult(f"pay {self.owed[chid]}"))
+            raise Pause(NoteResult(f"pay {self.owed[chid]}"))
         return None
 
     async def on_pull_data_sent(self, channel_id, additional_bytes):
@@ -123,13 +123,14 @@ class PayEveryN:
     async def revalidate(self, channel_id, voucher):
         self.paid[channel_id] = voucher.amount
         if voucher.amount < self.owed.get(channel_id, 0):
-            raise Pause(TestResult("still owed"))
-        return TestResult(f"paid {voucher.amount}")
+            # data arrived after the pause (in flight): ask for all that is owed
+            raise Pause(NoteResult(f"pay {self.owed[channel_id]}"))
+        return NoteResult(f"paid {voucher.amount}")
 
     async def on_complete(self, channel_id):
         self.completed.add(channel_id)
         if self.final and self.paid.get(channel_id, 0) < self.owed.get(channel_id, 0):
-            return TestResult(f"final {self.owed[channel_id]}")
+            return NoteResult(f"final {self.owed[channel_id]}")
         return None
 
 
@@ -226,7 +227,7 @@ class Harness:
         transport = self.net.transport(peer, bs) if peer not in self.net.nodes else \
             self.net.nodes[peer]
         manager = Manager(transport, store=store or ChannelStore(), config=config or self.config)
-        manager.register_voucher_result_type(TestResult)
+        manager.register_voucher_result_type(NoteResult)
         if setup is not None:
             setup(manager)
         rec = Recorder()

@@ -1,0 +1,540 @@
+"""Every flow of the seed's interfaces, end to end over the in-memory network.
+
+Each test asserts the exact event sequence and status sequence both sides'
+subscribers saw, and the exact byte counters. Per-block events are written
+as ``blocks(n, ...)`` so the expectation stays readable.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from _support import (
+    ALL,
+    IgnoreAll,
+    LabelVoucher,
+    Node,
+    NoteResult,
+    PayEveryN,
+    Payment,
+    ScriptedValidator,
+    harness,
+    make_dag,
+)
+
+from datatransfer.errors import ChannelNotFound, Unsupported
+from datatransfer.ipld.cid import CID
+from datatransfer.types import ChannelID
+from registry import NOT_HANDLED, Voucher
+from statemachine import FINAL_STATUSES, EventCode, IllegalTransition
+from statemachine import Status as S
+
+pytestmark = pytest.mark.anyio
+
+RECV = ["DataReceived", "DataReceivedProgress"]
+SEND = ["DataQueued", "DataQueuedProgress", "DataSent", "DataSentProgress"]
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+def blocks(n: int, per_block: list[str]) -> list[str]:
+    return per_block * n
+
+
+def validating(reval=None, reval_type=Payment):
+    def setup(manager):
+        manager.register_voucher_type(LabelVoucher, ScriptedValidator())
+        if reval is not None:
+            manager.register_revalidator(reval_type, reval)
+    return setup
+
+
+async def settle(*nodes: Node, chid: ChannelID) -> None:
+    """Wait until both sides are final, then until subscribers caught up."""
+    for node in nodes:
+        try:
+            await node.manager.wait(chid, timeout=5)
+        except ChannelNotFound:
+            pass
+    for node in nodes:
+        assert node.manager.events.flush(5)
+
+
+def assert_holds_dag(node: Node, cids: list[CID]) -> None:
+    for cid in cids:
+        cid.verify(node.blockstore.get(cid))
+
+
+# ---------------------------------------------------------------- push and pull
+
+
+async def test_pull_completes_with_exact_events_and_counters():
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, size, order = make_dag(b.blockstore, leaves=8)
+        n = len(order)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        await settle(a, b, chid=chid)
+
+        assert a.recorder.codes(chid) == (
+            ["Open", "Opened", "NewVoucherResult", "Accept"] + blocks(n, RECV)
+            + ["FinishTransfer", "ResponderCompletes", "CleanupComplete"]
+        )
+        assert a.recorder.statuses(chid) == [
+            "Requested", "Ongoing", "TransferFinished", "Completing", "Completed"]
+        assert b.recorder.codes(chid) == (
+            ["Open", "NewVoucherResult", "Accept"] + blocks(n, SEND)
+            + ["Complete", "CleanupComplete"]
+        )
+        assert b.recorder.statuses(chid) == ["Requested", "Ongoing", "Completing", "Completed"]
+        sa, sb = a.manager.channel_state(chid), b.manager.channel_state(chid)
+        assert (sa.received, sa.sent, sb.sent, sb.queued, sb.received) == (size, 0, size, size, 0)
+        assert (sa.received_index, sb.sent_index) == (n, n)
+        assert sa.is_pull and sa.sender == b.peer and sa.recipient == a.peer
+        assert sa.last_voucher_result == NoteResult("accepted")
+        assert sb.voucher == LabelVoucher("ok")
+        assert_holds_dag(a, order)
+
+
+async def test_push_completes_with_exact_events_and_counters():
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, size, order = make_dag(a.blockstore, leaves=5, seed=3)
+        n = len(order)
+        chid = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL)
+        await settle(a, b, chid=chid)
+
+        assert a.recorder.codes(chid) == (
+            ["Open", "NewVoucherResult", "Accept"] + blocks(n, SEND)
+            + ["FinishTransfer", "ResponderCompletes", "CleanupComplete"]
+        )
+        assert a.recorder.statuses(chid) == [
+            "Requested", "Ongoing", "TransferFinished", "Completing", "Completed"]
+        assert b.recorder.codes(chid) == (
+            ["Open", "NewVoucherResult", "Accept", "Opened"] + blocks(n, RECV)
+            + ["Complete", "CleanupComplete"]
+        )
+        assert b.recorder.statuses(chid) == ["Requested", "Ongoing", "Completing", "Completed"]
+        assert a.manager.channel_state(chid).sent == size
+        assert b.manager.channel_state(chid).received == size
+        assert_holds_dag(b, order)
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("label", ["reject", "boom"])
+async def test_rejected_pull_fails_initiator_and_leaves_no_channel(label):
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, _, _ = make_dag(b.blockstore, leaves=2)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(label), root, ALL)
+        await settle(a, chid=chid)
+        result = ["NewVoucherResult"] if label == "reject" else []
+        assert a.recorder.codes(chid) == ["Open", "Opened", *result, "Error", "CleanupComplete"]
+        state = a.manager.channel_state(chid)
+        assert state.status == S.Failed and state.message == "rejected by the responder"
+        assert b.manager.channel_status(chid) == S.ChannelNotFoundError
+
+
+async def test_rejected_push_fails_initiator():
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, _, _ = make_dag(a.blockstore, leaves=2)
+        chid = await a.manager.open_push_channel(b.peer, LabelVoucher("reject"), root, ALL)
+        await settle(a, chid=chid)
+        assert a.recorder.codes(chid) == ["Open", "NewVoucherResult", "Error", "CleanupComplete"]
+        assert a.manager.channel_state(chid).sent == 0
+        assert b.manager.channel_status(chid) == S.ChannelNotFoundError
+
+
+async def test_unknown_voucher_type_is_rejected():
+    class Stranger(Voucher):
+        type_id = "test/never-registered"
+
+        def to_node(self):
+            return {}
+
+        @classmethod
+        def from_node(cls, node):
+            return cls()
+
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, _, _ = make_dag(b.blockstore, leaves=2)
+        chid = await a.manager.open_pull_channel(b.peer, Stranger(), root, ALL)
+        await settle(a, chid=chid)
+        assert a.manager.channel_state(chid).status == S.Failed
+        assert b.manager.channel_status(chid) == S.ChannelNotFoundError
+        assert not b.manager.channels()
+
+
+async def test_retry_validation_waits_for_another_voucher():
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, size, order = make_dag(b.blockstore, leaves=4)
+        n = len(order)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("retry"), root, ALL)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        assert b.manager.channel_status(chid) == S.Requested
+        assert a.manager.channel_state(chid).last_voucher_result == NoteResult(
+            "send another voucher")
+        await a.manager.send_voucher(chid, LabelVoucher("ok"))
+        await settle(a, b, chid=chid)
+        assert a.recorder.codes(chid) == (
+            ["Open", "Opened", "NewVoucherResult", "PauseResponder", "NewVoucher",
+             "NewVoucherResult", "ResumeResponder"] + blocks(n, RECV)
+            + ["FinishTransfer", "ResponderCompletes", "CleanupComplete"])
+        assert b.recorder.codes(chid) == (
+            ["Open", "NewVoucherResult", "NewVoucher", "NewVoucherResult", "Accept"]
+            + blocks(n, SEND) + ["Complete", "CleanupComplete"])
+        assert a.manager.channel_state(chid).received == size
+        assert b.manager.channel_state(chid).vouchers == (LabelVoucher("ok"),)
+
+
+async def test_accept_and_pause_then_a_voucher_resumes():
+    reval = PayEveryN(10**9)  # never pauses on data; accepts any payment
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating(reval))
+        root, size, order = make_dag(b.blockstore, leaves=4)
+        n = len(order)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("pause"), root, ALL)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await b.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        assert a.manager.channel_state(chid).received == 0
+        await a.manager.send_voucher(chid, Payment(0))
+        await settle(a, b, chid=chid)
+        assert a.recorder.statuses(chid) == [
+            "Requested", "Ongoing", "ResponderPaused", "Ongoing", "TransferFinished",
+            "Completing", "Completed"]
+        assert b.recorder.codes(chid) == (
+            ["Open", "NewVoucherResult", "Accept", "PauseResponder", "NewVoucher",
+             "NewVoucherResult", "ResumeResponder"] + blocks(n, SEND)
+            + ["Complete", "CleanupComplete"])
+        assert a.manager.channel_state(chid).received == size
+
+
+# ---------------------------------------------------------------- revalidation
+
+
+async def _pay_when_asked(a: Node, chid: ChannelID) -> list[int]:
+    """The initiator's application: pay whatever each voucher result asks."""
+    paid: list[int] = []
+    with anyio.fail_after(10):
+        while True:
+            state = a.manager.channel_state(chid)
+            if state.status in FINAL_STATUSES:
+                return paid
+            asks = [r for r in state.voucher_results if r.note.startswith(("pay", "final"))]
+            if len(paid) < len(asks):
+                amount = int(asks[len(paid)].note.split()[1])
+                paid.append(amount)
+                await a.manager.send_voucher(chid, Payment(amount))
+            await anyio.sleep(0.005)
+
+
+async def test_pay_as_you_go_pull_with_final_voucher():
+    reval = PayEveryN(3000, final=True)
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating(reval))
+        root, size, order = make_dag(b.blockstore, leaves=8)  # 11 blocks, 8443 bytes
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        paid = await _pay_when_asked(a, chid)
+        await settle(a, b, chid=chid)
+        # the revalidator pauses on the block that brings the unpaid bytes to
+        # 3000 or more; the final voucher settles the rest
+        asked, segments, since, total, count = [], [], 0, 0, 0
+        for cid in order:
+            n = len(b.blockstore.get(cid))
+            since, total, count = since + n, total + n, count + 1
+            if since >= 3000:
+                asked.append(total)
+                segments.append(count)
+                since = count = 0
+        assert len(asked) == 2 and total == size
+        assert paid == [*asked, size]
+        pay = ["NewVoucherResult", "PauseResponder", "NewVoucher", "NewVoucherResult",
+               "ResumeResponder"]
+        # the sender pauses before sending the block that crossed the line, so
+        # the initiator receives that block after it paid
+        assert a.recorder.codes(chid) == (
+            ["Open", "Opened", "NewVoucherResult", "Accept"] + blocks(segments[0] - 1, RECV)
+            + pay + blocks(segments[1], RECV) + pay + blocks(count + 1, RECV)
+            + ["FinishTransfer", "NewVoucherResult", "ResponderBeginsFinalization",
+               "NewVoucher", "NewVoucherResult", "ResponderCompletes", "CleanupComplete"])
+        assert a.recorder.statuses(chid) == [
+            "Requested", "Ongoing", "ResponderPaused", "Ongoing", "ResponderPaused", "Ongoing",
+            "TransferFinished", "ResponderFinalizingTransferFinished", "Completing",
+            "Completed"]
+        assert b.recorder.statuses(chid) == [
+            "Requested", "Ongoing", "ResponderPaused", "Ongoing", "ResponderPaused", "Ongoing",
+            "Finalizing", "Completing", "Completed"]
+        assert b.recorder.codes(chid)[-4:] == [
+            "NewVoucher", "NewVoucherResult", "ResumeResponder", "CleanupComplete"]
+        sa, sb = a.manager.channel_state(chid), b.manager.channel_state(chid)
+        assert (sa.received, sb.sent, sb.queued) == (size, size, size)
+        assert [v.amount for v in sb.vouchers] == paid
+        assert reval.paid[chid] == size and chid in reval.completed
+
+
+async def test_pay_as_you_go_push():
+    reval = PayEveryN(2500, final=True)
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating(reval))
+        root, size, order = make_dag(a.blockstore, leaves=6, seed=9)
+        chid = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL)
+        paid = await _pay_when_asked(a, chid)
+        await settle(a, b, chid=chid)
+        # in a push the receiver pauses, so a block already in flight lands
+        # after the pause: the revalidator then asks for the rest, and the
+        # final voucher settles everything received
+        assert paid == sorted(paid) and paid[-1] == size == reval.paid[chid]
+        codes = b.recorder.codes(chid)
+        assert codes.count("PauseResponder") >= 2
+        assert codes.count("NewVoucher") == len(paid)
+        assert b.recorder.statuses(chid)[-3:] == ["Finalizing", "Completing", "Completed"]
+        assert a.manager.channel_state(chid).status == S.Completed
+        assert b.manager.channel_state(chid).received == size
+        assert a.manager.channel_state(chid).sent == size
+        assert_holds_dag(b, order)
+
+
+async def test_revalidator_that_handles_nothing_is_skipped():
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating(IgnoreAll()))
+        root, size, _ = make_dag(b.blockstore, leaves=3)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        await settle(a, b, chid=chid)
+        assert a.manager.channel_state(chid).status == S.Completed
+        assert "PauseResponder" not in b.recorder.codes(chid)
+        assert NOT_HANDLED is not None
+
+
+# ---------------------------------------------------------------- pause and resume
+
+
+class Gate:
+    """A revalidator that stops the sender inside ``on_pull_data_sent`` before
+    block ``at`` until the test opens the gate: a deterministic mid-transfer point."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.seen = 0
+        self.reached = anyio.Event()
+        self.open = anyio.Event()
+
+    async def on_pull_data_sent(self, channel_id, additional_bytes):
+        self.seen += 1
+        if self.seen == self.at:
+            self.reached.set()
+            await self.open.wait()
+        return NOT_HANDLED
+
+    async def on_push_data_received(self, channel_id, additional_bytes):
+        return NOT_HANDLED
+
+    async def revalidate(self, channel_id, voucher):
+        return NOT_HANDLED
+
+    async def on_complete(self, channel_id):
+        return NOT_HANDLED
+
+
+@pytest.mark.parametrize(
+    "script, middle",
+    [
+        (["a.pause", "a.resume"], ["InitiatorPaused", "Ongoing"]),
+        (["b.pause", "b.resume"], ["ResponderPaused", "Ongoing"]),
+        (["a.pause", "b.pause", "a.resume", "b.resume"],
+         ["InitiatorPaused", "BothPaused", "ResponderPaused", "Ongoing"]),
+        (["a.pause", "b.pause", "b.resume", "a.resume"],
+         ["InitiatorPaused", "BothPaused", "InitiatorPaused", "Ongoing"]),
+        (["b.pause", "a.pause", "a.resume", "b.resume"],
+         ["ResponderPaused", "BothPaused", "ResponderPaused", "Ongoing"]),
+    ],
+    ids=["initiator", "responder", "both-a-first", "both-b-resumes-first", "both-b-first"],
+)
+async def test_pause_and_resume_in_any_order(script, middle):
+    """``middle`` is the status both sides reach after each step. The first
+    pause lands while the sender is held at block 3; at least one side stays
+    paused until the last step, so the transfer cannot finish early."""
+    gate = Gate(at=3)
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating(gate, LabelVoucher))
+        root, size, order = make_dag(b.blockstore, leaves=8)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        with anyio.fail_after(5):
+            await gate.reached.wait()
+        nodes = {"a": a, "b": b}
+        for step, expected in zip(script, middle, strict=True):
+            who, action = step.split(".")
+            manager = nodes[who].manager
+            await (manager.pause_channel if action == "pause" else manager.resume_channel)(chid)
+            gate.open.set()
+            if expected != "Ongoing":
+                for node in (a, b):
+                    await node.manager.wait(chid, {S[expected]}, timeout=5)
+        await settle(a, b, chid=chid)
+        for node in (a, b):
+            seen = node.recorder.statuses(chid)
+            last_ongoing = len(seen) - 1 - seen[::-1].index("Ongoing")
+            assert seen[2:last_ongoing + 1] == middle, (node.peer, seen)
+            assert node.manager.channel_state(chid).status == S.Completed
+        assert a.manager.channel_state(chid).received == size
+        assert b.manager.channel_state(chid).sent == size
+        assert_holds_dag(a, order)
+
+
+async def test_pause_holds_the_data_until_resumed():
+    gate = Gate(at=2)
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating(gate, LabelVoucher))
+        root, size, order = make_dag(b.blockstore, leaves=8)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        with anyio.fail_after(5):
+            await gate.reached.wait()
+        await a.manager.pause_channel(chid)
+        gate.open.set()
+        await anyio.sleep(0.2)
+        held = a.manager.channel_state(chid).received_index
+        assert held <= 3  # the block in flight may land; nothing after it
+        await anyio.sleep(0.2)
+        assert a.manager.channel_state(chid).received_index == held
+        assert a.manager.channel_status(chid) == S.InitiatorPaused
+        await a.manager.resume_channel(chid)
+        await settle(a, b, chid=chid)
+        assert a.manager.channel_state(chid).received == size
+
+
+# ---------------------------------------------------------------- cancel
+
+
+@pytest.mark.parametrize("who", ["a", "b"])
+async def test_cancel_mid_transfer_from_either_side(who):
+    gate = Gate(at=3)
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating(gate, LabelVoucher))
+        root, size, order = make_dag(b.blockstore, leaves=8)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        with anyio.fail_after(5):
+            await gate.reached.wait()
+        canceller = a if who == "a" else b
+        await canceller.manager.close_channel(chid)
+        gate.open.set()
+        await settle(a, b, chid=chid)
+        for node in (a, b):
+            state = node.manager.channel_state(chid)
+            assert state.status == S.Cancelled, (node.peer, state)
+            assert node.recorder.statuses(chid)[-2:] == ["Cancelling", "Cancelled"]
+        assert canceller.manager.channel_state(chid).message == "cancelled by this node"
+        other = b if who == "a" else a
+        assert other.manager.channel_state(chid).message == "cancelled by the other peer"
+        assert a.manager.channel_state(chid).received < size
+        with pytest.raises(IllegalTransition):
+            await canceller.manager.close_channel(chid)
+
+
+async def test_cancel_before_the_responder_answers():
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, _, _ = make_dag(b.blockstore, leaves=2)
+        h.net.delay(0.2, lambda p: p.kind == "response")
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        await a.manager.close_channel(chid)
+        await settle(a, b, chid=chid)
+        assert a.recorder.statuses(chid) == ["Requested", "Cancelling", "Cancelled"]
+        assert b.manager.channel_status(chid) in (S.Cancelled, S.ChannelNotFoundError)
+
+
+# ---------------------------------------------------------------- errors and bad input
+
+
+async def test_corrupted_block_is_refused_and_the_transfer_recovers():
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, size, order = make_dag(b.blockstore, leaves=6)
+        h.net.corrupt(lambda p: p.kind == "block" and p.index == 3, count=1)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        await settle(a, b, chid=chid)
+        codes = a.recorder.codes(chid)
+        assert "ReceiveDataError" in codes and codes.count("Restart") == 1
+        state = a.manager.channel_state(chid)
+        assert state.status == S.Completed and state.received == size
+        assert_holds_dag(a, order)
+
+
+async def test_unreachable_peer_fails_the_open():
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, _, _ = make_dag(a.blockstore, leaves=1)
+        h.net.disconnect(a.peer, b.peer)
+        chid = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL)
+        await settle(a, chid=chid)
+        state = a.manager.channel_state(chid)
+        assert state.status == S.Failed
+        assert state.message.startswith("unable to send request")
+
+
+async def test_app_errors_are_typed():
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        unknown = ChannelID(a.peer, b.peer, 999)
+        assert a.manager.channel_status(unknown) == S.ChannelNotFoundError
+        with pytest.raises(ChannelNotFound):
+            a.manager.channel_state(unknown)
+        with pytest.raises(ChannelNotFound):
+            await a.manager.pause_channel(unknown)
+        root, _, _ = make_dag(b.blockstore, leaves=2)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        await settle(a, b, chid=chid)
+        with pytest.raises(Unsupported):
+            await b.manager.send_voucher(chid, Payment(1))  # only initiators send vouchers
+        with pytest.raises(IllegalTransition):
+            await a.manager.pause_channel(chid)  # Completed refuses everything
+        with pytest.raises(ValueError):
+            await a.manager.open_pull_channel(a.peer, LabelVoucher(), root, ALL)
+        assert a.manager.in_progress_channels() == {}
+
+
+async def test_malformed_and_unexpected_messages_do_not_stop_the_node():
+    from datatransfer.messages import new_response, voucher_request
+
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, size, _ = make_dag(b.blockstore, leaves=3)
+        # a response and a voucher for channels nobody opened
+        await b.manager.transport.send_message(
+            a.peer, new_response(77, accepted=True, paused=False))
+        await a.manager.transport.send_message(
+            b.peer, voucher_request(5, voucher_type="test/payment", voucher={"Amount": 1}))
+        await a.manager.on_message(b.peer, object())  # not a message at all
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        await settle(a, b, chid=chid)
+        assert a.manager.channel_state(chid).status == S.Completed
+        assert a.manager.channel_state(chid).received == size
+
+
+def test_event_codes_used_by_flows_exist():
+    for name in RECV + SEND:
+        assert EventCode[name]
