@@ -72,7 +72,7 @@ def test_fixtures_present(fixtures_dir):
     assert len(_fixture_files("dag-json")) >= 100
     assert len(_fixture_files("dag-cbor")) >= 100
     assert len(_fixture_files("dag-pb")) >= 10
-    assert fixtures_dir.resolve() == FIXTURES
+    assert fixtures_dir.resolve() == FIXTURES.resolve()
 
 
 @pytest.mark.parametrize("path", _fixture_files("dag-json"), ids=_id)
