@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any, NamedTuple
 
 from datatransfer.ipld import dagcbor, multihash
+from datatransfer.ipld._io import read_exact
+from datatransfer.ipld.blockstore import block_loader
 from datatransfer.ipld.cid import CID, DAG_PB, RAW
 from datatransfer.ipld.errors import CIDError, HashMismatch, IPLDError, MultihashError
 from datatransfer.ipld.varint import MAX_VARINT_BYTES, decode_uvarint, encode_uvarint
@@ -60,21 +62,6 @@ class CarSection(NamedTuple):
     length: int
     #: Offset of the block bytes (after the CID).
     data_offset: int
-
-
-def _read_exact(read, n: int) -> bytes:
-    data = read(n)
-    if len(data) == n:
-        return data
-    parts = [data]
-    have = len(data)
-    while have < n:
-        more = read(n - have)
-        if not more:
-            break
-        parts.append(more)
-        have += len(more)
-    return b"".join(parts)
 
 
 def _read_varint(read) -> tuple[int, int] | None:
@@ -163,7 +150,7 @@ class CarReader:
                 raise CarError("CAR header length is zero")
             if length > max_header_size:
                 raise CarError(f"CAR header of {length} bytes exceeds {max_header_size}")
-            body = _read_exact(self._read, length)
+            body = read_exact(self._read, length)
             if len(body) != length:
                 raise CarError("truncated CAR header")
             self.roots: list[CID] = decode_header(body)
@@ -189,7 +176,7 @@ class CarReader:
                 raise CarError(f"zero-length section at offset {offset}")
             if length > max_size:
                 raise CarError(f"section of {length} bytes at offset {offset} exceeds {max_size}")
-            body = _read_exact(read, length)
+            body = read_exact(read, length)
             if len(body) != length:
                 raise CarError(f"truncated section at offset {offset}")
             try:
@@ -342,24 +329,13 @@ def block_links(cid: CID, data: bytes) -> list[CID]:
     return out
 
 
-def _loader(blockstore: Any):
-    get = blockstore.get if hasattr(blockstore, "get") else blockstore
-
-    def load(cid: CID) -> bytes:
-        if cid.hash_code == multihash.IDENTITY:
-            return cid.digest
-        return get(cid)
-
-    return load
-
-
 def walk_all(root: CID, blockstore: Any) -> Iterator[tuple[CID, bytes]]:
     """Every block reachable from ``root``, each once, depth-first in link
     order with a node before its children (the "all" selector's order).
 
     ``blockstore`` is a block store or a ``get(cid) -> bytes`` callable.
     """
-    load = _loader(blockstore)
+    load = block_loader(blockstore)
     seen: set[CID] = set()
     stack = [root]
     while stack:
@@ -381,7 +357,7 @@ def _selector_blocks(root: CID, selector: Any, blockstore: Any) -> Iterator[tupl
             yield from walk_all(root, blockstore)
             return
         raise CarError("selector traversal is not available in this build") from None
-    yield from blocks(root, parse_selector(selector), _loader(blockstore))
+    yield from blocks(root, parse_selector(selector), block_loader(blockstore))
 
 
 def export_car(

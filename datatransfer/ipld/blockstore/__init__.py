@@ -29,13 +29,20 @@ implementation keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
+from datatransfer.ipld import multihash
 from datatransfer.ipld.block import Block
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.errors import IPLDError
 
-__all__ = ["Blockstore", "BlockNotFound", "MemoryBlockstore", "SqliteBlockstore"]
+__all__ = [
+    "BlockNotFound",
+    "Blockstore",
+    "MemoryBlockstore",
+    "SqliteBlockstore",
+    "block_loader",
+]
 
 
 class BlockNotFound(IPLDError, KeyError):
@@ -113,6 +120,20 @@ class Blockstore(ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def block_loader(blockstore: Blockstore | Callable[[CID], bytes]) -> Callable[[CID], bytes]:
+    """A ``load(cid) -> bytes`` for traversals over ``blockstore`` (or over a
+    plain get function). Identity CIDs carry their block inline, so they are
+    answered from the CID itself and never looked up."""
+    get = blockstore.get if hasattr(blockstore, "get") else blockstore
+
+    def load(cid: CID) -> bytes:
+        if cid.hash_code == multihash.IDENTITY:
+            return cid.digest
+        return get(cid)
+
+    return load
 
 
 def _verified(

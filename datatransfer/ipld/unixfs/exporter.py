@@ -14,7 +14,8 @@ import os
 from collections.abc import Callable, Generator, Iterator
 from typing import IO, Any
 
-from datatransfer.ipld import dagpb, multihash
+from datatransfer.ipld import dagpb
+from datatransfer.ipld.blockstore import block_loader
 from datatransfer.ipld.cid import CID, DAG_PB, RAW
 from datatransfer.ipld.unixfs.pb import DataType, UnixFSData, UnixFSError
 
@@ -23,17 +24,6 @@ from datatransfer.ipld.unixfs.pb import DataType, UnixFSData, UnixFSError
 MAX_DEPTH = 32
 
 _FILE_TYPES = (DataType.FILE, DataType.RAW)
-
-
-def _loader(blockstore: Any) -> Callable[[CID], bytes]:
-    get = blockstore.get if hasattr(blockstore, "get") else blockstore
-
-    def load(cid: CID) -> bytes:
-        if cid.hash_code == multihash.IDENTITY:
-            return cid.digest
-        return get(cid)
-
-    return load
 
 
 def _walk(cid: CID, load: Callable[[CID], bytes], depth: int) -> Generator[bytes, None, int]:
@@ -78,7 +68,7 @@ def iter_file(cid: CID, blockstore: Any) -> Iterator[bytes]:
     any ``get(cid) -> bytes`` callable; a missing block raises whatever it
     raises (``BlockNotFound`` for a blockstore).
     """
-    yield from _walk(cid, _loader(blockstore), 0)
+    yield from _walk(cid, block_loader(blockstore), 0)
 
 
 def export_file(cid: CID, blockstore: Any, out: IO[bytes] | str | os.PathLike) -> int:

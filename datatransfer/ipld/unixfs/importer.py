@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from datatransfer.ipld import protobuf as pb
+from datatransfer.ipld._io import read_exact
 from datatransfer.ipld.block import Block
 from datatransfer.ipld.cid import CID, DAG_PB, RAW
 from datatransfer.ipld.dagpb import encode_data_field, encode_link
@@ -112,24 +113,11 @@ def get_profile(
 def _read_chunks(read, size: int) -> Iterator[bytes]:
     """Fixed-size chunks from a ``read(n)`` callable; never an empty chunk."""
     while True:
-        chunk = read(size)
-        if not chunk:
-            return
+        chunk = read_exact(read, size)
+        if chunk:
+            yield chunk
         if len(chunk) < size:
-            # A short read is not the end: keep reading until full or EOF.
-            parts = [chunk]
-            have = len(chunk)
-            while have < size:
-                more = read(size - have)
-                if not more:
-                    break
-                parts.append(more)
-                have += len(more)
-            chunk = b"".join(parts)
-            if have < size:
-                yield chunk
-                return
-        yield bytes(chunk) if not isinstance(chunk, bytes) else chunk
+            return
 
 
 def _rechunk(pieces: Iterable[bytes | bytearray | memoryview], size: int) -> Iterator[bytes]:
