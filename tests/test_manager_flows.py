@@ -303,7 +303,10 @@ async def test_pay_as_you_go_push():
         assert paid == sorted(paid) and paid[-1] == size == reval.paid[chid]
         codes = b.recorder.codes(chid)
         assert codes.count("PauseResponder") >= 2
-        assert codes.count("NewVoucher") == len(paid)
+        # a payment may cross the responder's completion and arrive after it
+        # ended; every voucher it recorded is one the initiator sent, in order
+        received = [v.amount for v in b.manager.channel_state(chid).vouchers]
+        assert received == paid[: len(received)] and received[-1] == size
         assert b.recorder.statuses(chid)[-3:] == ["Finalizing", "Completing", "Completed"]
         assert a.manager.channel_state(chid).status == S.Completed
         assert b.manager.channel_state(chid).received == size
