@@ -1,0 +1,460 @@
+"""Data-transfer messages over libp2p streams: protocol ``/fil/datatransfer/1.2.0``.
+
+Wire behaviour, as go-data-transfer v1.13+ and v2 do it
+(``network/libp2p_impl.go``, ``message/message1_1prime``):
+
+* Each message travels on a **new stream**: the sender opens a stream on the
+  protocol, writes the message, and closes it.
+* The message is one DAG-CBOR value written straight onto the stream, with
+  **no length prefix**: it delimits itself.
+* The reader decodes messages one after another until the stream ends;
+  a clean end (also a message cut short by the end, which Go ignores) just
+  closes the stream; a decode error resets it.
+* Opening a stream is retried with exponential backoff (Go: 5 attempts,
+  1 s min, 5 min max, factor 5, jitter; 10 s to open, 10 s to write).
+
+Since there is no length prefix, the size limit (:data:`MAX_MESSAGE_SIZE` by
+default) is enforced while reading: a small scanner follows the CBOR heads as
+bytes arrive and refuses a message as soon as its declared lengths (a byte
+string's length, an array's or map's item count) or the bytes buffered for it
+exceed the limit. The stream is then reset; the bytes beyond are never read.
+A malformed message resets the stream too. Neither stops the host from
+serving other streams.
+
+Only ``/fil/datatransfer/1.2.0`` is registered: 1.1.0 and 1.0.0 (cbor-gen
+encodings) were dropped by Go in v1.13.0.
+
+Messages sent by separate :meth:`DataTransferNetwork.send_message` calls
+travel on separate streams and may be *delivered* in either order (as in
+Go); pass ``wait_for_receipt=True`` to return only once the receiver has
+handled the message (it closes its side after handling), which orders
+consecutive sends. Do not wait for a receipt while the receiving side may be
+waiting on you, or both wait until the send timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamEOF
+
+from datatransfer.ipld.dagcbor import MAX_DEPTH
+from datatransfer.messages import (
+    MAX_MESSAGE_SIZE,
+    PROTOCOL_ID,
+    Message,
+    MessageError,
+    decode_message,
+    encode_message,
+)
+from datatransfer.types import PeerID
+from transport.base import PeerUnreachable, TransportError
+from transport.libp2p.host import libp2p_id, peer_id_of
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MAX_MESSAGE_SIZE",
+    "PROTOCOL_ID",
+    "DataTransferNetwork",
+    "MessageHandler",
+    "NetworkStats",
+    "RetryPolicy",
+]
+
+#: ``async on_message(sender, message)``: where received messages go.
+MessageHandler = Callable[[PeerID, Message], Awaitable[None]]
+
+#: Bytes asked of the stream per read.
+READ_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How :meth:`DataTransferNetwork.send_message` opens its stream.
+
+    ``attempts`` tries in all; after failed attempt *k* (from 0) it waits
+    ``min(min_delay * factor**k, max_delay)``, drawn uniformly from
+    ``[min_delay, that]`` when ``jitter`` is set. Defaults are Go's.
+    ``open_timeout`` bounds each attempt (dial + protocol negotiation),
+    ``send_timeout`` the write (and the wait for a receipt).
+    """
+
+    attempts: int = 5
+    min_delay: float = 1.0
+    max_delay: float = 300.0
+    factor: float = 5.0
+    jitter: bool = True
+    open_timeout: float = 10.0
+    send_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if self.min_delay < 0 or self.max_delay < self.min_delay:
+            raise ValueError("need 0 <= min_delay <= max_delay")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (0-based)."""
+        top = min(self.min_delay * self.factor**attempt, self.max_delay)
+        if self.jitter and top > self.min_delay:
+            return random.uniform(self.min_delay, top)
+        return top
+
+
+@dataclass(slots=True)
+class NetworkStats:
+    """Counters, for tests and monitoring."""
+
+    sent: int = 0
+    send_failures: int = 0
+    received: int = 0
+    refused_malformed: int = 0
+    refused_oversized: int = 0
+    timed_out: int = 0
+    handler_errors: int = 0
+
+
+# -- framing: where does the CBOR value end? ------------------------------------------
+
+
+class _Oversized(Exception):
+    pass
+
+
+class _Malformed(Exception):
+    pass
+
+
+class _ItemScanner:
+    """Finds the end of the first CBOR data item in a buffer that grows.
+
+    Resumable: :meth:`feed` continues where the previous call stopped, so
+    each byte's head is looked at once. It only follows the structure
+    (heads, lengths, counts); the decoder checks everything else. Raises
+    :class:`_Oversized` as soon as the item cannot fit in ``limit`` bytes
+    (every item still owed takes at least one byte), :class:`_Malformed` for
+    indefinite lengths, reserved head values and nesting deeper than the
+    DAG-CBOR codec accepts.
+    """
+
+    __slots__ = ("limit", "pending", "pos", "stack")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.reset()
+
+    def reset(self) -> None:
+        self.pos = 0  # next unread byte (may run past the buffer inside a string)
+        self.stack = [1]  # items still owed, per open container
+        self.pending = 1  # sum of self.stack
+
+    def feed(self, buf: bytes | bytearray) -> int | None:
+        """The item's length once ``buf`` holds all of it, else None."""
+        n = len(buf)
+        pos, stack, pending = self.pos, self.stack, self.pending
+        try:
+            while True:
+                while stack and stack[-1] == 0:
+                    stack.pop()
+                if pos > n:
+                    return None
+                if not stack:
+                    return pos
+                if pos == n:
+                    return None
+                initial = buf[pos]
+                major, info = initial >> 5, initial & 0x1F
+                if info < 24:
+                    arg, head = info, 1
+                elif info < 28:
+                    size = 1 << (info - 24)
+                    if pos + 1 + size > n:
+                        return None
+                    arg, head = int.from_bytes(buf[pos + 1 : pos + 1 + size], "big"), 1 + size
+                else:
+                    raise _Malformed(f"indefinite length or reserved head 0x{initial:02x}")
+                stack[-1] -= 1
+                pending -= 1
+                pos += head
+                if major == 2 or major == 3:  # byte / text string
+                    pos += arg
+                elif major == 4 or major == 5 or major == 6:  # array / map / tag
+                    owed = arg if major == 4 else 2 * arg if major == 5 else 1
+                    if owed:
+                        stack.append(owed)
+                        pending += owed
+                        if len(stack) > MAX_DEPTH + 1:
+                            raise _Malformed(f"nesting deeper than {MAX_DEPTH}")
+                if pos + pending > self.limit:
+                    raise _Oversized(
+                        f"message needs at least {pos + pending} bytes (limit {self.limit})"
+                    )
+        finally:
+            self.pos, self.pending = pos, pending
+
+
+# -- the network ----------------------------------------------------------------------
+
+
+class DataTransferNetwork:
+    """Sends and receives data-transfer messages through a libp2p host.
+
+    ``on_message`` receives each decoded message with the sender's peer id,
+    one at a time per stream (in the order the stream carried them); an
+    exception it raises is logged and does not affect the stream. Call
+    :meth:`start` (once the host runs) to accept streams, :meth:`stop` to
+    refuse them again.
+    """
+
+    def __init__(
+        self,
+        host: IHost,
+        on_message: MessageHandler | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        read_timeout: float = 60.0,
+        protocols: Sequence[str] = (PROTOCOL_ID,),
+    ) -> None:
+        if max_message_size < 1:
+            raise ValueError("max_message_size must be positive")
+        self._host = host
+        self._on_message = on_message
+        self.retry = retry or RetryPolicy()
+        self.max_message_size = max_message_size
+        #: Seconds a receiving stream may stay silent before it is reset.
+        self.read_timeout = read_timeout
+        self._protocols = [TProtocol(p) for p in protocols]
+        self.stats = NetworkStats()
+        self._started = False
+
+    @property
+    def host(self) -> IHost:
+        return self._host
+
+    @property
+    def peer_id(self) -> PeerID:
+        return peer_id_of(self._host)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self, on_message: MessageHandler | None = None) -> None:
+        """Register the stream handler; ``on_message`` replaces the handler
+        given to the constructor, if any."""
+        if on_message is not None:
+            self._on_message = on_message
+        if self._on_message is None:
+            raise ValueError("no on_message handler")
+        for proto in self._protocols:
+            self._host.set_stream_handler(proto, self._handle_stream)
+        self._started = True
+
+    def stop(self) -> None:
+        """Stop accepting streams (those already open finish)."""
+        if not self._started:
+            return
+        for proto in self._protocols:
+            self._host.remove_stream_handler(proto)
+        self._started = False
+
+    # -- sending ----------------------------------------------------------------------
+
+    async def send_message(
+        self, peer: PeerID, message: Message, *, wait_for_receipt: bool = False
+    ) -> None:
+        """Send ``message`` to ``peer`` on a stream of its own.
+
+        Opening the stream is retried per :attr:`retry`; raises
+        :class:`PeerUnreachable` when every attempt failed, or when the
+        stream broke while writing (the message may then have been lost; it
+        is not resent, as in Go). With ``wait_for_receipt``, also waits (up
+        to ``retry.send_timeout``) until the receiver has handled the message
+        and closed its side; raises :class:`TransportError` if the stream is
+        reset instead (best effort: py-libp2p sometimes reports a reset as a
+        clean end, so a refusal can look like a receipt).
+        Raises :class:`ValueError` for a message larger than
+        :attr:`max_message_size` (a receiver would refuse it).
+        """
+        data = encode_message(message)
+        if len(data) > self.max_message_size:
+            raise ValueError(
+                f"message is {len(data)} bytes, over the {self.max_message_size}-byte limit"
+            )
+        stream = await self._open_stream(peer)
+        try:
+            with anyio.fail_after(self.retry.send_timeout):
+                await stream.write(data)
+                if wait_for_receipt:
+                    await stream.close_write()
+                    await self._await_receipt(stream)
+                await stream.close()
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await _reset(stream)
+            if not isinstance(exc, Exception):
+                raise  # cancellation
+            self.stats.send_failures += 1
+            if isinstance(exc, TransportError):
+                raise
+            raise PeerUnreachable(f"sending to {peer} failed: {_describe(exc)}") from exc
+        self.stats.sent += 1
+
+    async def _await_receipt(self, stream: INetStream) -> None:
+        try:
+            while await stream.read(READ_CHUNK):
+                pass  # nothing is expected; keep reading until the receiver closes
+        except StreamEOF:
+            return
+        except Exception as exc:
+            raise TransportError(f"receiver refused the message: {_describe(exc)}") from exc
+
+    async def connect_with_retry(self, peer: PeerID) -> None:
+        """Check that ``peer`` accepts data-transfer streams: open one (with
+        the retry policy) and close it. Raises :class:`PeerUnreachable`."""
+        stream = await self._open_stream(peer)
+        with anyio.CancelScope(shield=True):
+            try:
+                await stream.close()
+            except Exception:
+                await _reset(stream)
+
+    async def _open_stream(self, peer: PeerID) -> INetStream:
+        pid = libp2p_id(peer)
+        network = self._host.get_network()
+        policy = self.retry
+        last: Exception | None = None
+        for attempt in range(policy.attempts):
+            # The swarm refuses to re-dial a peer whose dial just failed (a
+            # short negative cache); our own backoff decides when to retry.
+            unblock = getattr(network, "unblock_peer", None)
+            if unblock is not None:
+                unblock(pid)
+            try:
+                with anyio.fail_after(policy.open_timeout):
+                    return await self._host.new_stream(pid, self._protocols)
+            except Exception as exc:  # dial errors, negotiation errors, timeouts
+                last = exc
+            if attempt + 1 == policy.attempts:
+                break
+            wait = policy.delay(attempt)
+            log.warning(
+                "cannot open a stream to %s (attempt %d of %d): %s; retrying in %.2fs",
+                peer,
+                attempt + 1,
+                policy.attempts,
+                _describe(last),
+                wait,
+            )
+            await anyio.sleep(wait)
+        self.stats.send_failures += 1
+        raise PeerUnreachable(
+            f"cannot open a stream to {peer} after {policy.attempts} attempts: {_describe(last)}"
+        ) from last
+
+    # -- receiving --------------------------------------------------------------------
+
+    async def _handle_stream(self, stream: INetStream) -> None:
+        """Read messages from an inbound stream until it ends. Never raises
+        (except cancellation): whatever the peer sends, the host carries on."""
+        try:
+            sender = PeerID(stream.muxed_conn.peer_id.to_bytes())
+        except Exception:
+            await _reset(stream)
+            return
+        try:
+            outcome = await self._read_messages(sender, stream)
+        except Exception:  # a bug here must not take the connection down
+            log.exception("data-transfer stream from %s failed", sender)
+            outcome = "reset"
+        if outcome == "close":
+            try:
+                await stream.close()
+            except Exception:
+                await _reset(stream)
+        elif outcome == "reset":
+            await _reset(stream)
+
+    async def _read_messages(self, sender: PeerID, stream: INetStream) -> str:
+        """Returns what to do with the stream: "close", "reset" or "" (gone)."""
+        limit = self.max_message_size
+        scanner = _ItemScanner(limit)
+        buf = bytearray()
+        while True:
+            try:
+                with anyio.fail_after(self.read_timeout):
+                    chunk = await stream.read(min(READ_CHUNK, limit + 1 - len(buf)))
+            except StreamEOF:
+                chunk = b""
+            except TimeoutError:
+                self.stats.timed_out += 1
+                log.info(
+                    "data-transfer stream from %s idle for %ss; reset", sender, self.read_timeout
+                )
+                return "reset"
+            except Exception as exc:  # reset by the peer, connection lost
+                log.debug("data-transfer stream from %s broke: %s", sender, _describe(exc))
+                return ""
+            if not chunk:
+                if buf:  # Go drops a message cut short by the end of the stream, too
+                    self.stats.refused_malformed += 1
+                    log.info("data-transfer stream from %s ended inside a message", sender)
+                return "close"
+            buf += chunk
+            while buf:
+                try:
+                    end = scanner.feed(buf)
+                except _Oversized as exc:
+                    self.stats.refused_oversized += 1
+                    log.warning("refused a message from %s: %s", sender, exc)
+                    return "reset"
+                except _Malformed as exc:
+                    self.stats.refused_malformed += 1
+                    log.warning("refused a malformed message from %s: %s", sender, exc)
+                    return "reset"
+                if end is None:
+                    if len(buf) > limit:  # cannot happen (the scanner refuses first)
+                        self.stats.refused_oversized += 1
+                        return "reset"
+                    break
+                frame = bytes(buf[:end])
+                del buf[:end]
+                scanner.reset()
+                try:
+                    message = decode_message(frame)
+                except MessageError as exc:
+                    self.stats.refused_malformed += 1
+                    log.warning("refused a malformed message from %s: %s", sender, exc)
+                    return "reset"
+                self.stats.received += 1
+                await self._deliver(sender, message)
+
+    async def _deliver(self, sender: PeerID, message: Message) -> None:
+        handler = self._on_message
+        if handler is None:
+            return
+        try:
+            await handler(sender, message)
+        except Exception:
+            self.stats.handler_errors += 1
+            log.exception("on_message failed for a message from %s", sender)
+
+
+async def _reset(stream: INetStream) -> None:
+    try:
+        await stream.reset()
+    except Exception as exc:
+        log.debug("stream reset failed: %s", _describe(exc))
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,263 @@
+"""The libp2p host: identity, construction, addresses, connecting.
+
+The host speaks what a Go Filecoin node speaks by default: TCP, secured with
+Noise, multiplexed with Yamux. Nothing else is offered (in particular no
+plaintext "security"), so a connection is either Noise+Yamux or refused.
+
+py-libp2p runs on trio only; everything here must run under the trio backend
+(``anyio.run(..., backend="trio")`` or ``trio.run``).
+
+Identity: :func:`load_or_create_identity` keeps one Ed25519 key in the node's
+home (``identity.key``, mode 0600, libp2p's protobuf private-key encoding, the
+same bytes go-libp2p's ``crypto.MarshalPrivateKey`` produces), so a node keeps
+its peer id across restarts.
+
+Addresses: a *peer address* is a multiaddr ending in ``/p2p/<peer id>``, e.g.
+``/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...``: what :func:`peer_addrs` prints and
+:func:`parse_peer_addr` / :func:`connect` accept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import multiaddr
+from libp2p import new_swarm
+from libp2p.abc import IHost
+from libp2p.crypto.ed25519 import create_new_key_pair as _new_ed25519_key_pair
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.serialization import deserialize_private_key
+from libp2p.crypto.x25519 import create_new_key_pair as _new_x25519_key_pair
+from libp2p.host.basic_host import BasicHost
+from libp2p.network.config import RetryConfig
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.peer.peerstore import PERMANENT_ADDR_TTL
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from datatransfer.types import PeerID
+
+log = logging.getLogger(__name__)
+
+#: File name of the node's private key inside its home directory.
+IDENTITY_FILE = "identity.key"
+
+#: Listen address used when none is given: every IPv4 interface, a port the OS picks.
+DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/0"
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "IDENTITY_FILE",
+    "IdentityError",
+    "add_peer_addrs",
+    "connect",
+    "format_peer_addr",
+    "libp2p_id",
+    "load_or_create_identity",
+    "make_host",
+    "open_host",
+    "parse_peer_addr",
+    "peer_addrs",
+    "peer_id_of",
+]
+
+
+class IdentityError(Exception):
+    """The identity file exists but cannot be used (corrupt or unreadable)."""
+
+
+# -- identity ------------------------------------------------------------------------
+
+
+def load_or_create_identity(home: str | os.PathLike[str]) -> KeyPair:
+    """The node's key pair, read from ``home/identity.key``; created on first use.
+
+    A new key is Ed25519, written atomically (temporary file + rename) with
+    mode 0600. An existing file that others can read is narrowed to 0600 (and
+    a warning logged). Raises :class:`IdentityError` if the file exists but is
+    not a valid libp2p private key: a broken identity is never silently
+    replaced, since that would change the node's peer id.
+    """
+    home = Path(home)
+    path = home / IDENTITY_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return _create_identity(path)
+    except OSError as exc:
+        raise IdentityError(f"cannot read identity {path}: {exc}") from exc
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if os.name != "nt" and mode & 0o077:
+        log.warning("identity %s had mode %o; narrowing to 0600", path, mode)
+        os.chmod(path, 0o600)
+    try:
+        private_key = deserialize_private_key(data)
+        public_key = private_key.get_public_key()
+    except Exception as exc:  # the library raises assorted errors for bad bytes
+        raise IdentityError(f"identity {path} is not a valid libp2p private key: {exc}") from exc
+    return KeyPair(private_key, public_key)
+
+
+def _create_identity(path: Path) -> KeyPair:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key_pair = _new_ed25519_key_pair()
+    data = key_pair.private_key.serialize()
+    fd, tmp = tempfile.mkstemp(prefix=".identity-", dir=path.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            # Another process may have won the race; keep the first identity.
+            os.link(tmp, path)
+        except FileExistsError:
+            return load_or_create_identity(path.parent)
+        except OSError:
+            os.replace(tmp, path)  # file systems without hard links
+            tmp = ""
+    finally:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+    log.info("created identity %s (peer id %s)", path, ID.from_pubkey(key_pair.public_key))
+    return key_pair
+
+
+def peer_id_of(key_pair_or_host: KeyPair | IHost) -> PeerID:
+    """The peer id of a key pair or a host."""
+    if isinstance(key_pair_or_host, KeyPair):
+        return PeerID(ID.from_pubkey(key_pair_or_host.public_key).to_bytes())
+    return PeerID(key_pair_or_host.get_id().to_bytes())
+
+
+def libp2p_id(peer: PeerID | ID | bytes) -> ID:
+    """Our :class:`~datatransfer.types.PeerID` (raw peer-id bytes) as libp2p's ``ID``."""
+    if isinstance(peer, ID):
+        return peer
+    return ID(bytes(peer))
+
+
+# -- the host ------------------------------------------------------------------------
+
+
+def make_host(
+    key_pair: KeyPair,
+    listen: Sequence[str] = (DEFAULT_LISTEN,),
+    *,
+    dial_retries: int = 0,
+) -> IHost:
+    """A libp2p host with ``key_pair``'s identity: TCP + Noise + Yamux only.
+
+    The host is not running yet; run it with ``async with host.run(addrs)`` or
+    use :func:`open_host`. ``listen`` only selects the transports here (TCP);
+    pass the same addresses to ``run``.
+
+    ``dial_retries``: how many times the swarm itself re-dials an address that
+    failed. 0 by default: callers that retry (the data-transfer network) run
+    their own backoff, and the swarm's own retries would multiply with them.
+    """
+    listen_addrs = [multiaddr.Multiaddr(a) for a in listen]
+    noise = NoiseTransport(key_pair, noise_privkey=_new_x25519_key_pair().private_key)
+    swarm = new_swarm(
+        key_pair=key_pair,
+        sec_opt={NOISE_PROTOCOL_ID: noise},
+        muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
+        listen_addrs=listen_addrs,
+        retry_config=RetryConfig(max_retries=dial_retries),
+    )
+    return BasicHost(network=swarm)
+
+
+@asynccontextmanager
+async def open_host(
+    key_pair: KeyPair,
+    listen: Sequence[str] = (DEFAULT_LISTEN,),
+    *,
+    dial_retries: int = 0,
+) -> AsyncIterator[IHost]:
+    """Build a host (:func:`make_host`) and run it, listening on ``listen``,
+    for the duration of the block; it is closed on exit."""
+    host = make_host(key_pair, listen, dial_retries=dial_retries)
+    async with host.run([multiaddr.Multiaddr(a) for a in listen]):
+        yield host
+
+
+# -- addresses -----------------------------------------------------------------------
+
+
+def format_peer_addr(addr: str | multiaddr.Multiaddr, peer: PeerID | ID) -> str:
+    """``addr`` with ``/p2p/<peer>`` appended (replacing any ``/p2p`` part it had)."""
+    ma = multiaddr.Multiaddr(str(addr))
+    pid = libp2p_id(peer)
+    try:
+        existing = ma.value_for_protocol("p2p")
+    except Exception:  # ProtocolLookupError when absent
+        existing = None
+    if existing:
+        ma = ma.decapsulate(multiaddr.Multiaddr(f"/p2p/{existing}"))
+    return str(ma.encapsulate(multiaddr.Multiaddr(f"/p2p/{pid.to_base58()}")))
+
+
+def peer_addrs(host: IHost) -> list[str]:
+    """The addresses a peer can dial this (running) host at, each ending in
+    ``/p2p/<peer id>``. Listening on 0.0.0.0 shows the bound port but the
+    wildcard address; use a concrete interface address to hand out."""
+    return [str(a) for a in host.get_addrs()]
+
+
+def parse_peer_addr(text: str) -> tuple[PeerID, list[multiaddr.Multiaddr]]:
+    """Split a peer address into (peer id, [transport address]).
+
+    A bare ``/p2p/<peer id>`` yields no transport address. Raises
+    :class:`ValueError` if ``text`` is not a multiaddr or lacks the final
+    ``/p2p/<peer id>`` part.
+    """
+    try:
+        info = info_from_p2p_addr(multiaddr.Multiaddr(text))
+    except ValueError:
+        raise
+    except Exception as exc:  # multiaddr parse errors are not all ValueErrors
+        raise ValueError(f"not a peer multiaddr: {text!r}: {exc}") from exc
+    addrs = [a for a in info.addrs if str(a) not in ("", "/")]
+    return PeerID(info.peer_id.to_bytes()), addrs
+
+
+def add_peer_addrs(
+    host: IHost, peer: PeerID | ID, addrs: Iterable[str | multiaddr.Multiaddr]
+) -> None:
+    """Remember ``addrs`` for ``peer`` (without dialing), so a later stream to
+    the peer can dial it. The addresses do not expire."""
+    mas = [multiaddr.Multiaddr(str(a)) for a in addrs]
+    if mas:
+        host.get_peerstore().add_addrs(libp2p_id(peer), mas, PERMANENT_ADDR_TTL)
+
+
+async def connect(host: IHost, addr: str | PeerInfo) -> PeerID:
+    """Dial a peer address (or ``PeerInfo``) unless already connected; return
+    its peer id. The addresses are kept (no expiry) for later re-dials.
+
+    Raises :class:`ValueError` for a malformed address and libp2p's
+    ``SwarmException`` when the dial fails.
+    """
+    if isinstance(addr, PeerInfo):
+        info = addr
+    else:
+        peer, addrs = parse_peer_addr(addr)
+        info = PeerInfo(libp2p_id(peer), addrs)
+    # Let an explicit connect re-dial a peer the swarm recently marked as failed.
+    unblock = getattr(host.get_network(), "unblock_peer", None)
+    if unblock is not None:
+        unblock(info.peer_id)
+    await host.connect(info)
+    # host.connect stores the addresses with a 2-minute TTL; keep them.
+    add_peer_addrs(host, info.peer_id, info.addrs)
+    return PeerID(info.peer_id.to_bytes())
