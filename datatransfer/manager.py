@@ -15,13 +15,14 @@ Every task the Manager starts belongs to the task group opened by
 ``async with Manager(...)``; leaving the block cancels them all, flushes the
 store and stops the event bus.
 
-Progress events (a block queued, sent or received) are frequent; their
-records are written to the store at most every ``config.tick`` seconds and
-always before any status change or message, so a crash can lose at most the
-last tick of progress. A restarted transfer then asks the sender to skip the
-blocks the store knows were received: a few blocks may arrive twice after a
-hard crash, and they are counted once, because counters only grow with block
-indices above the highest already recorded.
+Each block moved is one write: its index event (DataReceived, DataSent,
+DataQueued) only marks the record dirty, and the byte-count event that
+follows it writes index and bytes together, so the store never holds one
+without the other. (An index event with no byte count, e.g. a block sent
+after the transfer finished, is written by the watchdog's next tick.) A
+restarted transfer asks the sender to skip the blocks the store knows were
+received; counters only grow with block indices above the highest already
+recorded, so no byte is counted twice.
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ S = Status
 FINALIZING_STATUSES = frozenset(
     {S.Finalizing, S.ResponderFinalizing, S.ResponderFinalizingTransferFinished}
 )
-#: Events that are progress in the data flow (reset the no-progress clock and
-#: the restart count) when they record a new block.
+#: Events that record a new block: progress, so they reset the restart count.
+#: Their write is deferred to the *Progress event that follows (see module doc).
 _DATA_EVENTS = frozenset({E.DataReceived, E.DataSent, E.DataQueued})
 
 
@@ -154,10 +155,11 @@ class Manager:
         self._tg = await self._tg_cm.__aenter__()
         try:
             await self._tg.start(self.transport.serve, self)
+            self._started = True  # before _load: it schedules restarts
             self._load()
-            self._started = True
             self._tg.start_soon(self._watchdog)
         except BaseException:
+            self._started = False
             self._tg.cancel_scope.cancel()
             await self._tg_cm.__aexit__(None, None, None)
             raise
@@ -624,11 +626,15 @@ class Manager:
         ch = self._channels.get(chid)
         if ch is not None and ch.base_cid != request.base_cid:
             raise ProtocolError(f"restart of {chid} names another base CID")
-        if ch is None or ch.record.status in FINAL_STATUSES:
-            if ch is not None and ch.record.status == S.Completed:
-                # our completion message was lost: say it again
+        if ch is None or ch.record.status in FINAL_STATUSES | CLEANUP_STATUSES:
+            if ch is not None and ch.record.status in (S.Completed, S.Completing):
+                # our completion message was lost: say it again. A pull's
+                # initiator may have lost the end of the data too: serve it
+                # again (it skips what it holds; a final channel counts nothing)
+                if request.pull:  # a Completing cleanup must not cancel it
+                    self._runtime[chid].data_open = True
                 return Decision(message=self._response(ch, MessageType.Complete, True),
-                                accept=False)
+                                accept=request.pull)
             response = self._result_response(MessageType.Restart, chid.id, False, False, None)
             return Decision(message=response, accept=False)
         outcome, result = await self._validate(chid, sender, request, ch.voucher, restart=True)
@@ -686,7 +692,8 @@ class Manager:
     async def _receive_voucher(self, ch: Channel, request: TransferRequest) -> None:
         chid = ch.channel_id
         encoded: Encoded = (request.voucher_type, request.voucher)
-        self._fire(ch, E.NewVoucher, voucher=encoded)
+        if not self._try_fire(ch, E.NewVoucher, voucher=encoded):
+            return  # the channel ended (e.g. the voucher crossed our completion)
         rt = self._runtime[chid]
         if rt.awaiting_validation:
             await self._revalidate_request(ch, encoded)
@@ -832,8 +839,8 @@ class Manager:
 
     def _handle_response(self, ch: Channel, response: TransferResponse) -> None:
         """Apply a response from the responder to our (the initiator's) channel."""
-        if ch.record.status in FINAL_STATUSES:
-            return
+        if ch.record.status in FINAL_STATUSES or ch.record.status in CLEANUP_STATUSES:
+            return  # ending: a late response (e.g. a second Complete) must not move it
         if response.voucher_result_type:
             self._fire(ch, E.NewVoucherResult,
                        voucher_result=(response.voucher_result_type, response.voucher_result))
@@ -922,7 +929,9 @@ class Manager:
         try:
             if status in (S.Cancelling, S.Failing):
                 await self.transport.close_channel(chid)
-            await self.transport.cleanup_channel(chid)
+            if not (status == S.Completing and self._runtime[chid].data_open):
+                # (a restart crossing our completion is being served again)
+                await self.transport.cleanup_channel(chid)
         except TransportError as exc:
             log.info("cleanup of %s: %s", chid, exc)
         self._runtime[chid].data_open = False

@@ -725,6 +725,9 @@ class InMemoryTransport(Transport):
 
     async def _notify_disconnected(self, state: _Channel, reason: str) -> None:
         assert self._events is not None
+        current = self._channels.get(state.channel_id)
+        if current is not None and current is not state:
+            return  # a newer request (a restart) replaced this one: old news
         await self._events.on_disconnected(state.channel_id, reason)
 
     # -- channel state helpers --------------------------------------------------
