@@ -4,6 +4,8 @@
   speaks TCP + Noise + Yamux (what Go nodes use), peer addresses, connecting.
 * :mod:`transport.libp2p.dtnet`: :class:`DataTransferNetwork`, data-transfer
   messages on ``/fil/datatransfer/1.2.0`` (one stream per message, as Go).
+* :mod:`transport.libp2p.transport`: :class:`Libp2pTransport`, the Manager's
+  transport: graphsync 2.0.0 plus the message protocol over one host.
 
 py-libp2p is trio-based: run this under the trio backend.
 """
@@ -24,9 +26,12 @@ from transport.libp2p.host import (
     peer_addrs,
     peer_id_of,
 )
+from transport.libp2p.transport import GRAPHSYNC_PROTOCOL, Libp2pTransport
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "GRAPHSYNC_PROTOCOL",
+    "Libp2pTransport",
     "IDENTITY_FILE",
     "DataTransferNetwork",
     "IdentityError",

@@ -1,0 +1,489 @@
+"""The graphsync engine (transport/graphsync/engine.py) over in-memory pipes:
+two engines whose messages go through the real frame encoding."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import pytest
+from _support import make_dag
+
+from datatransfer.ipld.block import Block
+from datatransfer.ipld.blockstore import MemoryBlockstore
+from datatransfer.ipld.selector import ALL_SELECTOR_NODE
+from datatransfer.messages import new_request, new_response, voucher_result_response
+from datatransfer.types import ChannelID, PeerID
+from transport.base import PROCEED, Decision, PeerUnreachable
+from transport.graphsync.engine import EXTENSION_PAUSE, GraphsyncEngine
+from transport.graphsync.framing import MAX_FRAME, encode_frame, read_frame, split_frames
+from transport.graphsync.message import (
+    EXTENSION_DATA_TRANSFER,
+    EXTENSION_DO_NOT_SEND_FIRST_BLOCKS,
+    GraphsyncMessage,
+    GraphsyncRequest,
+    GraphsyncResponse,
+    GraphsyncWireError,
+    LinkMetadatum,
+)
+from transport.graphsync.status import LinkAction, RequestType, ResponseStatus
+
+pytestmark = pytest.mark.anyio
+
+A = PeerID(b"\x00\x08peer-a__")
+B = PeerID(b"\x00\x08peer-b__")
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+@dataclass
+class Events:
+    """Records every callback; decisions come from optional hooks."""
+
+    log: list[tuple] = field(default_factory=list)
+    on_request: Callable[..., Decision] | None = None
+    on_queued: Callable[[int], Decision] | None = None
+    on_received: Callable[[int], Decision] | None = None
+    done: dict[ChannelID, anyio.Event] = field(default_factory=dict)
+
+    def finished(self, chid: ChannelID) -> anyio.Event:
+        return self.done.setdefault(chid, anyio.Event())
+
+    def _end(self, chid: ChannelID) -> None:
+        self.finished(chid).set()
+
+    def kinds(self) -> list[str]:
+        return [e[0] for e in self.log]
+
+    async def on_message(self, sender, message):
+        self.log.append(("message", message))
+
+    async def on_request_received(self, chid, sender, message):
+        self.log.append(("request", chid, message))
+        return self.on_request(chid, message) if self.on_request else PROCEED
+
+    async def on_response_received(self, chid, response):
+        self.log.append(("response", chid, response))
+
+    async def on_channel_opened(self, chid):
+        self.log.append(("opened", chid))
+
+    async def on_data_queued(self, chid, cid, size, index):
+        self.log.append(("queued", index))
+        return self.on_queued(index) if self.on_queued else PROCEED
+
+    async def on_data_sent(self, chid, cid, size, index):
+        self.log.append(("sent", index))
+
+    async def on_data_received(self, chid, cid, size, index):
+        self.log.append(("received", index))
+        return self.on_received(index) if self.on_received else PROCEED
+
+    async def on_channel_completed(self, chid, error):
+        self.log.append(("completed", error))
+        self._end(chid)
+
+    async def on_request_cancelled(self, chid, reason):
+        self.log.append(("cancelled", reason))
+        self._end(chid)
+
+    async def on_disconnected(self, chid, reason):
+        self.log.append(("disconnected", reason))
+        self._end(chid)
+
+    async def on_send_data_error(self, chid, reason):
+        self.log.append(("send-error", reason))
+        self._end(chid)
+
+    async def on_receive_data_error(self, chid, reason):
+        self.log.append(("receive-error", reason))
+        self._end(chid)
+
+
+@dataclass
+class Side:
+    engine: GraphsyncEngine
+    events: Events
+    store: MemoryBlockstore
+    wire: list[GraphsyncMessage] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def pair(**options: Any) -> AsyncIterator[tuple[Side, Side]]:
+    sides: dict[PeerID, Side] = {}
+
+    def make(me: PeerID) -> Side:
+        async def send(peer: PeerID, msg: GraphsyncMessage) -> None:
+            frame = encode_frame(msg, max_size=options.get("max_frame", MAX_FRAME))
+            sides[me].wire.append(msg)
+            for payload in split_frames(frame):
+                sides[peer].engine.handle_frame(me, payload)
+
+        async def send_dt(peer: PeerID, message: Any) -> None:
+            sides[peer].engine.handle_dt_message(me, message)
+
+        store = MemoryBlockstore()
+        opts = {k: v for k, v in options.items() if k != "max_frame"}
+        return Side(GraphsyncEngine(me, store, send, send_dt, **opts), Events(), store)
+
+    sides[A] = make(A)
+    sides[B] = make(B)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sides[A].engine.serve, sides[A].events)
+        await tg.start(sides[B].engine.serve, sides[B].events)
+        yield sides[A], sides[B]
+        tg.cancel_scope.cancel()
+
+
+def pull_message(tid: int = 1, root=None):  # type: ignore[no-untyped-def]
+    return new_request(tid, base_cid=root, selector=ALL_SELECTOR_NODE, voucher_type="v",
+                       voucher={"x": 1}, pull=True)
+
+
+async def wait_done(*pairs: tuple[Side, ChannelID]) -> None:
+    with anyio.fail_after(5):
+        for side, chid in pairs:
+            await side.events.finished(chid).wait()
+    await anyio.sleep(0.01)
+
+
+async def test_full_pull_batches_blocks_per_512_kib():
+    async with pair() as (a, b):
+        root, size, order = make_dag(b.store, leaves=9, leaf_size=200_000)
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await wait_done((a, chid), (b, chid))
+        n = len(order)
+        assert a.events.kinds() == ["opened"] + ["received"] * n + ["completed"]
+        assert a.events.log[-1] == ("completed", None)
+        assert [e[1] for e in a.events.log if e[0] == "received"] == list(range(1, n + 1))
+        assert b.events.log[0][0] == "request" and b.events.log[0][1] == chid
+        assert b.events.log[-1] == ("completed", None)
+        for cid in order:
+            cid.verify(a.store.get(cid))
+        # the request carried the data-transfer message; responses batch blocks
+        (req,) = a.wire[0].requests
+        assert req.type is RequestType.NEW and EXTENSION_DATA_TRANSFER in req.extensions
+        data_msgs = [m for m in b.wire if m.blocks]
+        assert all(m.block_bytes <= 512 * 1024 for m in data_msgs)
+        assert len(data_msgs) < n
+        assert b.wire[-1].responses[-1].status is ResponseStatus.COMPLETED_FULL
+        assert a.engine.is_idle() and b.engine.is_idle()
+
+
+async def test_push_acceptance_rides_the_request():
+    async with pair() as (a, b):
+        root, _, order = make_dag(a.store, leaves=3)
+        chid = ChannelID(A, B, 7)  # A initiated a push; B (receiver) opens the data request
+        acceptance = new_response(7, accepted=True)
+        await b.engine.open_channel(A, chid, root, ALL_SELECTOR_NODE, acceptance)
+        await wait_done((a, chid), (b, chid))
+        assert a.events.log[0] == ("request", chid, acceptance)
+        assert b.events.log[-1] == ("completed", None)
+        assert all(cid in b.store for cid in order)
+
+
+async def test_restart_skips_the_first_blocks():
+    async with pair() as (a, b):
+        root, _, order = make_dag(b.store, leaves=8)
+        k = 4
+        for cid in order[:k]:
+            a.store.put_many([Block(cid, b.store.get(cid))])
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root),
+                                    skip_blocks=k)
+        await wait_done((a, chid), (b, chid))
+        (req,) = a.wire[0].requests
+        assert req.extensions[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS] == k
+        assert [e[1] for e in a.events.log if e[0] == "received"] == list(
+            range(k + 1, len(order) + 1))
+        assert [e[1] for e in b.events.log if e[0] == "sent"] == list(range(k + 1, len(order) + 1))
+        sent_cids = {blk.cid for m in b.wire for blk in m.blocks}
+        assert sent_cids == set(order[k:])
+        assert a.events.log[-1] == ("completed", None)
+
+
+async def test_receiver_pause_holds_sender_until_resume_with_message():
+    async with pair(max_block_bytes=1) as (a, b):
+        root, _, order = make_dag(b.store, leaves=6)
+        chid = ChannelID(A, B, 1)
+        a.events.on_received = lambda i: Decision(pause=True) if i == 2 else PROCEED
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        with anyio.fail_after(5):
+            while not any(u.type is RequestType.UPDATE for m in a.wire for u in m.requests):
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.1)
+        received = [e for e in a.events.log if e[0] == "received"]
+        assert [e[1] for e in received][:2] == [1, 2]
+        # at most the blocks already in flight; the sender stopped
+        sent_before = len([e for e in b.events.log if e[0] == "sent"])
+        await anyio.sleep(0.1)
+        assert len([e for e in b.events.log if e[0] == "sent"]) == sent_before
+        assert sent_before < len(order)
+        payment = new_request(1, base_cid=root, selector=ALL_SELECTOR_NODE, voucher_type="v",
+                              voucher={"pay": 1}, pull=True)
+        await a.engine.resume_channel(chid, payment)
+        await wait_done((a, chid), (b, chid))
+        updates = [u for m in a.wire for u in m.requests if u.type is RequestType.UPDATE]
+        assert updates[0].extensions == {EXTENSION_PAUSE: True}
+        assert updates[1].extensions[EXTENSION_PAUSE] is False
+        assert ("message", payment) in b.events.log
+        assert a.events.log[-1] == ("completed", None)
+
+
+async def test_sender_pause_sends_paused_status_and_resume_carries_message():
+    async with pair(max_block_bytes=1) as (a, b):
+        root, _, order = make_dag(b.store, leaves=6)
+        chid = ChannelID(A, B, 1)
+        result = voucher_result_response(1, accepted=True, paused=True, voucher_result_type="r",
+                                         voucher_result={"pay": 3})
+        b.events.on_queued = lambda i: Decision(message=result, pause=True) if i == 3 else PROCEED
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        with anyio.fail_after(5):
+            while not any(r.status is ResponseStatus.PAUSED for m in b.wire for r in m.responses):
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.05)
+        assert [e[1] for e in a.events.log if e[0] == "received"] == [1, 2]
+        assert ("response", chid, result) in a.events.log
+        assert ("sent", 3) not in b.events.log
+        await b.engine.resume_channel(chid)
+        await wait_done((a, chid), (b, chid))
+        assert [e[1] for e in a.events.log if e[0] == "received"] == list(
+            range(1, len(order) + 1))
+        assert b.events.kinds().count("queued") == len(order)
+
+
+@pytest.mark.parametrize("who", ["receiver", "sender"])
+async def test_cancel_from_either_side(who):
+    async with pair(max_block_bytes=1) as (a, b):
+        root, _, order = make_dag(b.store, leaves=8)
+        chid = ChannelID(A, B, 1)
+        a.events.on_received = lambda i: Decision(pause=True) if i == 2 else PROCEED
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        with anyio.fail_after(5):
+            while ("received", 2) not in a.events.log:
+                await anyio.sleep(0.01)
+        if who == "receiver":
+            await a.engine.close_channel(chid)
+            await a.engine.close_channel(chid)  # idempotent
+            await wait_done((b, chid))
+            assert b.events.log[-1][0] == "cancelled"
+            assert a.wire[-1].requests[-1].type is RequestType.CANCEL
+        else:
+            await b.engine.close_channel(chid)
+            await wait_done((a, chid))
+            assert a.events.log[-1][0] == "cancelled"
+            assert b.wire[-1].responses[-1].status is ResponseStatus.CANCELLED
+        await anyio.sleep(0.05)
+        assert a.engine.is_idle() and b.engine.is_idle()
+        await a.engine.cleanup_channel(chid)
+        await b.engine.cleanup_channel(chid)
+
+
+async def test_unexpected_block_is_refused_and_never_stored():
+    async with pair() as (a, b):
+        root, _, order = make_dag(b.store, leaves=4)
+        b.events.on_request = lambda chid, msg: Decision(pause=True)  # send nothing yet
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await anyio.sleep(0.05)
+        rid = a.wire[0].requests[0].id
+        intruder = Block.of(b"nobody asked for this")
+        a.engine.handle_message(B, GraphsyncMessage(
+            responses=(GraphsyncResponse(rid, ResponseStatus.PARTIAL_RESPONSE,
+                                         (LinkMetadatum(intruder.cid, LinkAction.PRESENT),)),),
+            blocks=(intruder,)))
+        await wait_done((a, chid), (b, chid))
+        assert a.events.log[-1][0] == "receive-error"
+        assert "unexpected block" in a.events.log[-1][1]
+        assert intruder.cid not in a.store
+        assert a.wire[-1].requests[-1].type is RequestType.CANCEL
+        assert b.events.log[-1][0] == "cancelled"
+
+
+async def test_responses_from_a_stranger_or_for_unknown_requests_are_ignored():
+    async with pair() as (a, b):
+        root, _, _ = make_dag(b.store, leaves=2)
+        b.events.on_request = lambda chid, msg: Decision(pause=True)
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await anyio.sleep(0.05)
+        rid = a.wire[0].requests[0].id
+        done = GraphsyncMessage(responses=(GraphsyncResponse(rid, ResponseStatus.COMPLETED_FULL),))
+        a.engine.handle_message(PeerID(b"\x00\x08stranger"), done)
+        a.engine.handle_message(B, GraphsyncMessage(
+            responses=(GraphsyncResponse(b"\x01" * 16, ResponseStatus.COMPLETED_FULL),)))
+        await anyio.sleep(0.05)
+        assert a.events.kinds() == ["opened"]
+        assert chid in a.engine.active_channels
+
+
+async def test_oversized_frames_are_refused():
+    # reading: the header alone condemns it
+    big = (MAX_FRAME + 1).to_bytes(4, "little")  # any bytes; build a real varint below
+    from datatransfer.ipld.varint import encode_uvarint  # noqa: PLC0415
+
+    data = encode_uvarint(MAX_FRAME + 1) + b"\x00" * 16
+    pos = 0
+
+    async def receive_exact(n: int) -> bytes:
+        nonlocal pos
+        out = data[pos: pos + n]
+        pos += n
+        return out
+
+    with pytest.raises(GraphsyncWireError):
+        await read_frame(receive_exact)
+    assert pos < 16 and big
+    # sending: a message over the frame limit fails the channel (never sent)
+    async with pair(max_frame=64 * 1024) as (a, b):
+        root, _, _ = make_dag(b.store, leaves=2, leaf_size=100_000)
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await wait_done((b, chid))
+        assert b.events.log[-1][0] == "disconnected"
+        assert "frame limit" in b.events.log[-1][1]
+
+
+async def test_malformed_frame_is_refused():
+    async with pair() as (a, _b):
+        with pytest.raises(GraphsyncWireError):
+            a.engine.handle_frame(B, b"\xa1\x63gs2\x01")
+        assert a.engine.stats.bad_frames == 1
+
+
+async def test_request_without_data_transfer_extension_is_rejected():
+    async with pair() as (a, b):
+        root, _, _ = make_dag(b.store, leaves=2)
+        req = GraphsyncRequest.new(root, ALL_SELECTOR_NODE)
+        b.engine.handle_message(A, GraphsyncMessage(requests=(req,)))
+        await anyio.sleep(0.05)
+        assert b.events.log == []
+        (rsp,) = b.wire[-1].responses
+        assert rsp.request_id == req.id and rsp.status is ResponseStatus.REJECTED
+
+
+async def test_manager_rejection_completes_the_receiver_with_an_error():
+    async with pair() as (a, b):
+        root, _, _ = make_dag(b.store, leaves=2)
+        refusal = new_response(1, accepted=False)
+        b.events.on_request = lambda chid, msg: Decision(message=refusal, accept=False)
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await wait_done((a, chid))
+        assert ("response", chid, refusal) in a.events.log
+        assert a.events.log[-1] == ("completed", "request rejected")
+        assert b.engine.is_idle()
+
+
+async def test_requests_over_the_per_peer_limit_get_busy():
+    async with pair(max_requests_per_peer=1) as (a, b):
+        root, _, _ = make_dag(b.store, leaves=2)
+        b.events.on_request = lambda chid, msg: Decision(pause=True)  # stays in progress
+        first, second = ChannelID(A, B, 1), ChannelID(A, B, 2)
+        await a.engine.open_channel(B, first, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await a.engine.open_channel(B, second, root, ALL_SELECTOR_NODE, pull_message(2, root))
+        await wait_done((a, second))
+        assert a.events.log[-1][0] == "completed"
+        assert "in progress" in a.events.log[-1][1]
+        assert b.engine.stats.busy_refused == 1
+        assert [e[1] for e in b.events.log if e[0] == "request"] == [first]
+        assert any(r.status is ResponseStatus.BUSY for m in b.wire for r in m.responses)
+        # once the first ends, a new request is served
+        await a.engine.close_channel(first)
+        await wait_done((b, first))
+        b.events.on_request = None
+        third = ChannelID(A, B, 3)
+        await a.engine.open_channel(B, third, root, ALL_SELECTOR_NODE, pull_message(3, root))
+        await wait_done((a, third))
+        assert a.events.log[-1] == ("completed", None)
+
+
+async def test_reopening_replaces_the_request_and_old_news_is_dropped():
+    async with pair() as (a, b):
+        root, _, order = make_dag(b.store, leaves=4)
+        b.events.on_request = lambda chid, msg: Decision(pause=True)
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await anyio.sleep(0.05)
+        old_rid = a.wire[0].requests[0].id
+        b.events.on_request = None
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await wait_done((a, chid), (b, chid))
+        # the old request's completion is ignored
+        a.engine.handle_message(B, GraphsyncMessage(
+            responses=(GraphsyncResponse(old_rid, ResponseStatus.REJECTED),)))
+        await anyio.sleep(0.05)
+        assert a.events.kinds().count("completed") == 1
+        assert a.events.log[-1] == ("completed", None)
+        assert all(cid in a.store for cid in order)
+        assert a.engine.is_idle() and b.engine.is_idle()
+
+
+async def test_send_to_a_stopped_engine_fails():
+    store = MemoryBlockstore()
+
+    async def nowhere(peer, msg):  # type: ignore[no-untyped-def]
+        raise PeerUnreachable("no route")
+
+    engine = GraphsyncEngine(A, store, nowhere, nowhere)
+    with pytest.raises(PeerUnreachable):
+        await engine.send_message(B, new_response(1, accepted=True))
+
+
+async def test_peer_lost_ends_every_channel_with_that_peer():
+    async with pair() as (a, b):
+        root, _, _ = make_dag(b.store, leaves=3)
+        b.events.on_request = lambda chid, msg: Decision(pause=True)
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await anyio.sleep(0.05)
+        a.engine.peer_lost(B, "gone")
+        b.engine.peer_lost(A, "gone")
+        await wait_done((a, chid), (b, chid))
+        assert a.events.log[-1] == ("disconnected", "gone")
+        assert b.events.log[-1] == ("disconnected", "gone")
+        assert a.engine.is_idle() and b.engine.is_idle()
+
+
+async def test_backlog_of_received_blocks_is_bounded():
+    async with pair(max_backlog_bytes=1000) as (a, b):
+        root, _, order = make_dag(b.store, leaves=6, leaf_size=2000)
+        gate = anyio.Event()
+        blocked = anyio.Event()
+
+        async def slow(chid, cid, size, index):  # type: ignore[no-untyped-def]
+            a.events.log.append(("received", index))
+            if index == 1:
+                blocked.set()
+                await gate.wait()
+            return PROCEED
+
+        a.events.on_data_received = slow  # type: ignore[method-assign]
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        with anyio.fail_after(5):
+            await blocked.wait()
+        assert a.engine.backlog_bytes > 1000
+        waited = anyio.Event()
+
+        async def reader():  # type: ignore[no-untyped-def]
+            await a.engine.wait_backlog()
+            waited.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            await anyio.sleep(0.05)
+            assert not waited.is_set()
+            gate.set()
+            with anyio.fail_after(5):
+                await waited.wait()
+        await wait_done((a, chid), (b, chid))
+        assert a.engine.backlog_bytes == 0
+        assert a.events.log[-1] == ("completed", None)

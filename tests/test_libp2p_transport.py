@@ -1,0 +1,315 @@
+"""Two Managers moving a UnixFS file over real libp2p hosts on 127.0.0.1
+(trio), through :class:`transport.libp2p.transport.Libp2pTransport`."""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+from _support import (
+    FAST,
+    LabelVoucher,
+    Node,
+    NoteResult,
+    PayEveryN,
+    Payment,
+    Recorder,
+    ScriptedValidator,
+    make_dag,
+)
+
+from datatransfer.errors import ChannelNotFound
+from datatransfer.ipld.blockstore import MemoryBlockstore
+from datatransfer.ipld.selector import ALL_SELECTOR_NODE
+from datatransfer.ipld.unixfs import import_file
+from datatransfer.manager import Manager
+from datatransfer.store import ChannelStore
+from datatransfer.types import ChannelID
+from transport.inmem import InMemoryNetwork
+from transport.libp2p import (
+    RetryPolicy,
+    connect,
+    load_or_create_identity,
+    open_host,
+    peer_addrs,
+)
+from transport.libp2p.transport import Libp2pTransport
+
+pytestmark = pytest.mark.anyio
+
+LOCAL = ("/ip4/127.0.0.1/tcp/0",)
+FAST_RETRY = RetryPolicy(attempts=3, min_delay=0.05, max_delay=0.2, factor=2.0, open_timeout=3.0)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "trio"
+
+
+def _setup(manager: Manager, reval=None) -> None:  # type: ignore[no-untyped-def]
+    manager.register_voucher_result_type(NoteResult)
+    manager.register_voucher_type(LabelVoucher, ScriptedValidator())
+    if reval is not None:
+        manager.register_revalidator(Payment, reval)
+
+
+async def _node(stack: AsyncExitStack, transport, peer, bs, reval=None) -> Node:  # type: ignore[no-untyped-def]
+    manager = Manager(transport, store=ChannelStore(), config=FAST)
+    _setup(manager, reval)
+    rec = Recorder()
+    manager.subscribe(rec)
+    await stack.enter_async_context(manager)
+    return Node(peer, manager, bs, rec)
+
+
+@asynccontextmanager
+async def libp2p_pair(tmp_path: Path, reval=None, **options) -> AsyncIterator[tuple[Node, Node]]:  # type: ignore[no-untyped-def]
+    async with AsyncExitStack() as stack:
+        nodes = []
+        hosts = []
+        for name in ("a", "b"):
+            key = load_or_create_identity(tmp_path / name)
+            host = await stack.enter_async_context(open_host(key, LOCAL))
+            hosts.append(host)
+            bs = MemoryBlockstore()
+            transport = Libp2pTransport(host, bs, retry=FAST_RETRY, **options)
+            nodes.append(await _node(stack, transport, transport.peer_id, bs,
+                                     reval if name == "b" else None))
+        await connect(hosts[0], peer_addrs(hosts[1])[0])
+        yield nodes[0], nodes[1]
+        for node in nodes:
+            node.manager.events.flush(5)
+
+
+@asynccontextmanager
+async def inmem_pair() -> AsyncIterator[tuple[Node, Node]]:
+    net = InMemoryNetwork()
+    async with AsyncExitStack() as stack:
+        nodes = []
+        for name in ("a", "b"):
+            peer = b"\x00\x08" + name.encode().ljust(8, b"_")
+            bs = MemoryBlockstore()
+            nodes.append(await _node(stack, net.transport(peer, bs), peer, bs))
+        yield nodes[0], nodes[1]
+        for node in nodes:
+            node.manager.events.flush(5)
+
+
+def make_file(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def settle(*nodes: Node, chid: ChannelID) -> None:
+    for node in nodes:
+        try:
+            await node.manager.wait(chid, timeout=15)
+        except ChannelNotFound:
+            pass
+    for node in nodes:
+        assert node.manager.events.flush(5)
+
+
+def read_back(bs: MemoryBlockstore, root) -> bytes:  # type: ignore[no-untyped-def]
+    from datatransfer.ipld.unixfs import export_file  # noqa: PLC0415
+
+    out = io.BytesIO()
+    export_file(root, bs, out)
+    return out.getvalue()
+
+
+async def run_flow(pair, kind: str, data: bytes, chunk: int):  # type: ignore[no-untyped-def]
+    async with pair as (a, b):
+        source = b if kind == "pull" else a
+        root = import_file(io.BytesIO(data), source.blockstore, chunk_size=chunk)
+        if kind == "pull":
+            chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root,
+                                                     ALL_SELECTOR_NODE)
+        else:
+            chid = await a.manager.open_push_channel(b.peer, LabelVoucher(), root,
+                                                     ALL_SELECTOR_NODE)
+        await settle(a, b, chid=chid)
+        dest = a if kind == "pull" else b
+        got = read_back(dest.blockstore, root)
+        return (a.recorder.codes(chid), b.recorder.codes(chid),
+                a.manager.channel_state(chid).status.name,
+                b.manager.channel_state(chid).status.name, got)
+
+
+@pytest.mark.parametrize("kind", ["pull", "push"])
+@pytest.mark.parametrize("batch", [1, None], ids=["per-block", "512KiB"])
+async def test_transfer_over_libp2p_matches_inmem(tmp_path, kind, batch):
+    data = make_file(300_000)
+    chunk = 64 * 1024
+    options = {} if batch is None else {"max_block_bytes": batch}
+    ref = await run_flow(inmem_pair(), kind, data, chunk)
+    got = await run_flow(libp2p_pair(tmp_path, **options), kind, data, chunk)
+    assert ref[2:4] == ("Completed", "Completed")
+    assert got[2:4] == ("Completed", "Completed")
+    assert ref[4] == data and got[4] == data
+    if batch == 1:
+        # one block per graphsync message: exactly the in-memory sequences
+        assert got[0] == ref[0]
+        assert got[1] == ref[1]
+    else:
+        # Go batching: a batch's DataQueued come before its DataSent (as Go's
+        # hooks); the receiver's sequence is unchanged.
+        receiver = 0 if kind == "pull" else 1
+        assert got[receiver] == ref[receiver]
+        assert sorted(got[1 - receiver]) == sorted(ref[1 - receiver])
+        assert [c for c in got[1 - receiver] if not c.startswith("Data")] == [
+            c for c in ref[1 - receiver] if not c.startswith("Data")
+        ]
+
+
+async def _pay_when_asked(a: Node, chid: ChannelID) -> list[int]:
+    from statemachine import FINAL_STATUSES  # noqa: PLC0415
+
+    paid: list[int] = []
+    with anyio.fail_after(15):
+        while True:
+            state = a.manager.channel_state(chid)
+            if state.status in FINAL_STATUSES:
+                return paid
+            asks = [r for r in state.voucher_results if r.note.startswith(("pay", "final"))]
+            if len(paid) < len(asks):
+                amount = int(asks[len(paid)].note.split()[1])
+                paid.append(amount)
+                await a.manager.send_voucher(chid, Payment(amount))
+            await anyio.sleep(0.005)
+
+
+async def test_pay_as_you_go_pull_pauses_and_resumes_over_libp2p(tmp_path):
+    reval = PayEveryN(3000, final=True)
+    async with libp2p_pair(tmp_path, reval=reval) as (a, b):
+        root, size, order = make_dag(b.blockstore, leaves=8)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
+        paid = await _pay_when_asked(a, chid)
+        await settle(a, b, chid=chid)
+        assert a.manager.channel_state(chid).status.name == "Completed"
+        assert b.manager.channel_state(chid).status.name == "Completed"
+        assert len(paid) == 3 and paid[-1] == size
+        assert a.recorder.statuses(chid) == [
+            "Requested", "Ongoing", "ResponderPaused", "Ongoing", "ResponderPaused", "Ongoing",
+            "TransferFinished", "ResponderFinalizingTransferFinished", "Completing",
+            "Completed"]
+        assert a.manager.channel_state(chid).received == size
+        for cid in order:
+            cid.verify(a.blockstore.get(cid))
+
+
+@pytest.mark.parametrize("who", ["a", "b"])
+async def test_cancel_mid_transfer_over_libp2p(tmp_path, who):
+    reval = PayEveryN(3000)  # the responder pauses, waiting for a payment that never comes
+    async with libp2p_pair(tmp_path, reval=reval) as (a, b):
+        root, size, _ = make_dag(b.blockstore, leaves=8)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
+        await a.manager.wait(chid, {__import__("statemachine").Status.ResponderPaused},
+                             timeout=10)
+        canceller = a if who == "a" else b
+        await canceller.manager.close_channel(chid)
+        await settle(a, b, chid=chid)
+        for node in (a, b):
+            assert node.manager.channel_state(chid).status.name == "Cancelled"
+        assert a.manager.channel_state(chid).received < size
+        with anyio.fail_after(5):
+            while not (a.manager.transport.is_idle() and b.manager.transport.is_idle()):
+                await anyio.sleep(0.02)
+
+
+async def test_oversized_frame_resets_the_stream_and_the_node_keeps_serving(tmp_path):
+    from datatransfer.ipld.varint import encode_uvarint  # noqa: PLC0415
+    from transport.graphsync.framing import MAX_FRAME  # noqa: PLC0415
+    from transport.libp2p import libp2p_id  # noqa: PLC0415
+    from transport.libp2p.transport import GRAPHSYNC_PROTOCOL  # noqa: PLC0415
+
+    async with libp2p_pair(tmp_path) as (a, b):
+        host_a = a.manager.transport.host
+        stream = await host_a.new_stream(libp2p_id(b.peer), [GRAPHSYNC_PROTOCOL])
+        await stream.write(encode_uvarint(MAX_FRAME + 1) + b"\x00" * 64)
+        with anyio.fail_after(5):
+            while b.manager.transport.stats.bad_frames == 0:
+                await anyio.sleep(0.02)
+        try:
+            await stream.reset()
+        except Exception:
+            pass
+        data = make_file(50_000)
+        root = import_file(io.BytesIO(data), b.blockstore, chunk_size=16 * 1024)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
+        await settle(a, b, chid=chid)
+        assert read_back(a.blockstore, root) == data
+
+
+class _GateAt:
+    """A revalidator that holds the sender inside on_pull_data_sent at block ``at``."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.count = 0
+        self.reached = anyio.Event()
+        self.release = anyio.Event()
+
+    async def on_pull_data_sent(self, channel_id, additional_bytes):  # type: ignore[no-untyped-def]
+        self.count += 1
+        if self.count == self.at:
+            self.reached.set()
+            await self.release.wait()
+        return None
+
+    async def on_push_data_received(self, channel_id, additional_bytes):  # type: ignore[no-untyped-def]
+        return None
+
+    async def revalidate(self, channel_id, voucher):  # type: ignore[no-untyped-def]
+        return None
+
+    async def on_complete(self, channel_id):  # type: ignore[no-untyped-def]
+        return None
+
+
+async def test_connection_loss_mid_pull_restarts_and_skips_held_blocks(tmp_path):
+    from transport.libp2p import libp2p_id  # noqa: PLC0415
+
+    k = 5
+    gate = _GateAt(k + 1)
+    async with libp2p_pair(tmp_path, reval=gate, max_block_bytes=1) as (a, b):
+        root, size, order = make_dag(b.blockstore, leaves=12)
+        sent_by_a: list = []
+        original = a.manager.transport._send_gs
+
+        async def spy(peer, msg):  # type: ignore[no-untyped-def]
+            sent_by_a.append(msg)
+            await original(peer, msg)
+
+        a.manager.transport._send_gs = spy
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
+        with anyio.fail_after(10):
+            await gate.reached.wait()
+            while a.manager.channel_state(chid).received_index < k:
+                await anyio.sleep(0.01)
+        await a.manager.transport.host.get_network().close_peer(libp2p_id(b.peer))
+        with anyio.fail_after(10):
+            while "Disconnected" not in a.recorder.codes(chid):
+                await anyio.sleep(0.01)
+        gate.release.set()
+        await settle(a, b, chid=chid)
+        sa, sb = a.manager.channel_state(chid), b.manager.channel_state(chid)
+        assert (sa.status.name, sb.status.name) == ("Completed", "Completed"), (
+            sa.message, sb.message)
+        assert sa.received == size and sa.received_index == len(order)
+        assert "Restart" in a.recorder.codes(chid)
+        for cid in order:
+            cid.verify(a.blockstore.get(cid))
+        # the restart asked the sender to skip what the receiver held
+        assert b.manager.transport.stats.requests_served == 2
+        from transport.graphsync import EXTENSION_DO_NOT_SEND_FIRST_BLOCKS  # noqa: PLC0415
+        from transport.graphsync.status import RequestType  # noqa: PLC0415
+
+        new = [r for m in sent_by_a for r in m.requests if r.type is RequestType.NEW]
+        assert len(new) == 2
+        assert EXTENSION_DO_NOT_SEND_FIRST_BLOCKS not in new[0].extensions
+        assert new[1].extensions[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS] == k

@@ -1,0 +1,1010 @@
+"""A graphsync 2.0.0 requester/responder implementing :class:`transport.base.Transport`.
+
+The engine knows nothing of libp2p: it sends whole :class:`GraphsyncMessage`
+values through an async ``send(peer, message)`` function and is fed what
+arrives through :meth:`GraphsyncEngine.handle_message` (or
+:meth:`GraphsyncEngine.handle_frame` for an undecoded frame payload).
+Data-transfer messages that travel on their own go through an async
+``send_dt(peer, message)`` function and arrive through
+:meth:`GraphsyncEngine.handle_dt_message`. :mod:`transport.libp2p.transport`
+plugs it into a libp2p host; tests plug two engines together in memory.
+
+Semantics are those of :mod:`transport.inmem` (see :mod:`transport.base`);
+on the wire they map onto graphsync as go-data-transfer's graphsync
+transport does:
+
+* the data receiver sends a request (type ``n``) with the root, the
+  selector node, the data-transfer message in ``fil/data-transfer/1.1`` and,
+  on a restart, ``graphsync/do-not-send-first-blocks`` = the count it holds;
+* the data sender derives the channel id from that message (a request: the
+  requester initiated the channel; a response, i.e. a push responder's
+  acceptance: this node initiated it), asks the Manager
+  (``on_request_received``; anything else -- no or a malformed extension --
+  is answered 30 Rejected without asking), then traverses its blockstore and
+  answers with responses: each block with a ``p`` metadata entry, blocks
+  batched up to 512 KiB per message (Go's limit), a data-transfer message in
+  the response's extension (sent in a message of its own, ahead of the blocks
+  queued after it), status 14 while going, 15 when it pauses, 20 when done,
+  30 rejected, 35 cancelled by the sender, 32 for a sender-side failure;
+* the receiver runs its own traversal and accepts only the block it needs
+  next (anything else cancels the request with ``c`` and reports a receive
+  error); its messages (``on_data_received`` decisions, ``resume_channel``)
+  go as update requests (``u``) with the extension;
+* **deviation**: the receiver's pause and resume travel as update requests
+  with the private extension :data:`EXTENSION_PAUSE` (``true``/``false``);
+  go-graphsync's requester pause is local and resumes by re-requesting;
+* a responder serves at most ``max_requests_per_peer`` requests of one peer
+  at a time; a request over the limit is answered 31 Busy at once (not
+  queued), which the receiver reports as a failed completion;
+* a "Complete" data-transfer response arriving on its own for a channel whose
+  data request is still live here is held back until that request ends (so
+  it never overtakes the last block on the other stream), at most
+  :attr:`GraphsyncEngine.complete_hold` seconds.
+
+Each channel's work runs in a lane (one item at a time, in arrival order);
+every task belongs to :meth:`serve`'s task group. Received block data waiting
+in lanes is counted (:attr:`GraphsyncEngine.backlog_bytes`); a stream reader
+calls :meth:`GraphsyncEngine.wait_backlog` between frames so a slow receiver
+holds the stream back instead of buffering without bound.
+:meth:`GraphsyncEngine.peer_lost` ends every channel with a peer whose
+connection is gone (``on_disconnected``), as the in-memory network's
+disconnect does.
+
+Block events on the sender follow Go's hooks: ``on_data_queued`` as each
+block joins the outgoing message, ``on_data_sent`` for all of a message's
+blocks once the message was handed to the network; so with several blocks
+per message the sender's queued/sent events interleave per message, not per
+block (``max_block_bytes=1`` gives one block per message, and exactly the
+in-memory transport's event order).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+
+from datatransfer.ipld.block import Block
+from datatransfer.ipld.blockstore import Blockstore
+from datatransfer.ipld.cid import CID
+from datatransfer.ipld.selector import BlockRequest, Selector, Traverser, parse_selector
+from datatransfer.ipld.selector.ast import selector_to_node
+from datatransfer.messages import TransferRequest, TransferResponse, from_node, to_node
+from datatransfer.types import ChannelID, PeerID
+from transport.base import (
+    PROCEED,
+    Decision,
+    PeerUnreachable,
+    Transport,
+    TransportError,
+    TransportEvents,
+    UnknownTransportChannel,
+)
+from transport.graphsync.builder import MAX_BLOCK_BYTES
+from transport.graphsync.message import (
+    EXTENSION_DATA_TRANSFER,
+    EXTENSION_DO_NOT_SEND_FIRST_BLOCKS,
+    GraphsyncMessage,
+    GraphsyncRequest,
+    GraphsyncResponse,
+    GraphsyncWireError,
+    LinkMetadatum,
+    decode_do_not_send_first_blocks,
+    decode_message,
+    encode_do_not_send_first_blocks,
+)
+from transport.graphsync.status import LinkAction, RequestType, ResponseStatus
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup, TaskStatus
+
+__all__ = [
+    "DEFAULT_MAX_BACKLOG_BYTES",
+    "DEFAULT_MAX_REQUESTS_PER_PEER",
+    "EXTENSION_ERROR",
+    "EXTENSION_PAUSE",
+    "GraphsyncEngine",
+    "SendDT",
+    "SendGS",
+]
+
+log = logging.getLogger(__name__)
+
+#: Private extension on an update request: the receiver holds (true) or
+#: releases (false) the data flow.
+EXTENSION_PAUSE = "py-data-transfer/pause"
+#: Private extension on a failed response: why it failed (text).
+EXTENSION_ERROR = "py-data-transfer/error"
+
+DEFAULT_MAX_REQUESTS_PER_PEER = 16
+DEFAULT_MAX_BACKLOG_BYTES = 16 * 1024 * 1024
+
+SendGS = Callable[[PeerID, GraphsyncMessage], Awaitable[None]]
+SendDT = Callable[[PeerID, Any], Awaitable[None]]
+
+
+@dataclass
+class EngineStats:
+    requests_sent: int = 0
+    requests_served: int = 0
+    busy_refused: int = 0
+    rejected_malformed: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    bad_frames: int = 0
+
+
+class _Channel:
+    __slots__ = ("channel_id", "peer", "request_id", "traverser", "local_hold")
+
+    def __init__(self, channel_id: ChannelID, peer: PeerID, request_id: bytes, traverser):
+        self.channel_id = channel_id
+        self.peer = peer
+        self.request_id = request_id
+        self.traverser = traverser
+        self.local_hold = False
+
+
+class _Receiver(_Channel):
+    __slots__ = ("last_index", "expect", "traversal_done")
+
+    def __init__(self, channel_id, peer, request_id, traverser, skip_blocks: int) -> None:
+        super().__init__(channel_id, peer, request_id, traverser)
+        self.last_index = skip_blocks
+        self.expect: BlockRequest | None = None
+        self.traversal_done = False
+
+
+class _Sender(_Channel):
+    __slots__ = ("remote_hold", "pumping", "pump_active", "pending", "decided")
+
+    def __init__(self, channel_id, peer, request_id, traverser) -> None:
+        super().__init__(channel_id, peer, request_id, traverser)
+        self.remote_hold = False
+        self.pumping = False
+        self.pump_active = False
+        self.pending: tuple[BlockRequest, bytes] | None = None
+        self.decided = False
+
+    @property
+    def held(self) -> bool:
+        return self.local_hold or self.remote_hold
+
+
+class _Charge:
+    """Received block bytes queued on lanes: released when the last of the
+    message's work items has run."""
+
+    __slots__ = ("engine", "size", "left")
+
+    def __init__(self, engine: GraphsyncEngine, size: int, items: int) -> None:
+        self.engine = engine
+        self.size = size
+        self.left = items
+
+    async def run(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        try:
+            await fn(*args)
+        finally:
+            self.left -= 1
+            if self.left == 0:
+                self.engine._release_backlog(self.size)
+
+
+class _Lane:
+    __slots__ = ("items", "running")
+
+    def __init__(self) -> None:
+        self.items: deque[Callable[[], Awaitable[None]]] = deque()
+        self.running = False
+
+
+def _dt_from(extensions: dict[str, Any]) -> Any:
+    """The data-transfer message of an extension map, None if absent;
+    raises ValueError if malformed."""
+    if EXTENSION_DATA_TRANSFER not in extensions:
+        return None
+    return from_node(extensions[EXTENSION_DATA_TRANSFER])
+
+
+class GraphsyncEngine(Transport):
+    """Graphsync requester + responder for one node; see the module docs."""
+
+    supports_pause = True
+
+    def __init__(
+        self,
+        peer_id: PeerID,
+        blockstore: Blockstore,
+        send: SendGS,
+        send_dt: SendDT,
+        *,
+        max_requests_per_peer: int = DEFAULT_MAX_REQUESTS_PER_PEER,
+        max_block_bytes: int = MAX_BLOCK_BYTES,
+        complete_hold: float = 2.0,
+        max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
+    ) -> None:
+        self._peer_id = PeerID(peer_id)
+        #: Received block bytes queued and not yet handled; see :meth:`wait_backlog`.
+        self.backlog_bytes = 0
+        self.max_backlog_bytes = max_backlog_bytes
+        self._backlog_drained: anyio.Event | None = None
+        self.blockstore = blockstore
+        self._send_gs = send
+        self._send_dt = send_dt
+        self.max_requests_per_peer = max_requests_per_peer
+        self.max_block_bytes = max_block_bytes
+        self.complete_hold = complete_hold
+        self.stats = EngineStats()
+        self._tg: TaskGroup | None = None
+        self._events: TransportEvents | None = None
+        self._channels: dict[ChannelID, _Channel] = {}
+        self._outgoing: dict[bytes, _Receiver] = {}
+        self._incoming: dict[tuple[PeerID, bytes], _Sender] = {}
+        self._lanes: dict[ChannelID, _Lane] = {}
+        self._held: dict[ChannelID, list[tuple[PeerID, Any]]] = {}
+
+    # -- introspection -------------------------------------------------------------
+
+    @property
+    def peer_id(self) -> PeerID:
+        return self._peer_id
+
+    @property
+    def active_channels(self) -> frozenset[ChannelID]:
+        return frozenset(self._channels)
+
+    def resources(self) -> dict[str, int]:
+        return {
+            "channels": len(self._channels),
+            "outgoing": len(self._outgoing),
+            "incoming": len(self._incoming),
+            "lanes": len(self._lanes),
+            "held": len(self._held),
+        }
+
+    def is_idle(self) -> bool:
+        """No channel state left (connections and streams do not count)."""
+        return not any(GraphsyncEngine.resources(self).values())
+
+    # -- serving -------------------------------------------------------------------
+
+    async def serve(
+        self, events: TransportEvents, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        if self._tg is not None:
+            raise RuntimeError("already serving")
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._events = events
+                await self._started(tg)
+                task_status.started()
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    self._stopping()
+        finally:
+            self._tg = None
+            self._events = None
+
+    async def _started(self, tg: TaskGroup) -> None:
+        """Hook for subclasses: the task group is up, events are set."""
+
+    def _stopping(self) -> None:
+        for state in self._channels.values():
+            state.traverser.close()
+        self._channels.clear()
+        self._outgoing.clear()
+        self._incoming.clear()
+        self._lanes.clear()
+        self._held.clear()
+        self.backlog_bytes = 0
+        if self._backlog_drained is not None:
+            self._backlog_drained.set()
+            self._backlog_drained = None
+
+    def _require_serving(self) -> TaskGroup:
+        if self._tg is None:
+            raise PeerUnreachable(f"transport {self._peer_id} is not running")
+        return self._tg
+
+    # -- lanes ---------------------------------------------------------------------
+
+    def _enqueue(self, chid: ChannelID, run: Callable[[], Awaitable[None]]) -> None:
+        if self._tg is None:
+            return
+        lane = self._lanes.get(chid)
+        if lane is None:
+            lane = self._lanes[chid] = _Lane()
+        lane.items.append(run)
+        if not lane.running:
+            lane.running = True
+            self._tg.start_soon(self._run_lane, chid, lane)
+
+    async def _run_lane(self, chid: ChannelID, lane: _Lane) -> None:
+        try:
+            while lane.items:
+                run = lane.items.popleft()
+                await run()
+        finally:
+            lane.running = False
+            if self._lanes.get(chid) is lane:
+                del self._lanes[chid]
+
+    # -- state helpers -------------------------------------------------------------
+
+    def _current(self, state: _Channel) -> bool:
+        return self._channels.get(state.channel_id) is state
+
+    def _remove(self, state: _Channel) -> None:
+        if self._channels.get(state.channel_id) is state:
+            del self._channels[state.channel_id]
+        if isinstance(state, _Receiver):
+            if self._outgoing.get(state.request_id) is state:
+                del self._outgoing[state.request_id]
+        else:
+            key = (state.peer, state.request_id)
+            if self._incoming.get(key) is state:
+                del self._incoming[key]
+        state.traverser.close()
+        held = self._held.pop(state.channel_id, None)
+        if held:
+            for sender, message in held:
+                self._enqueue(state.channel_id, partial(self._deliver_message, sender, message))
+
+    async def _send(self, peer: PeerID, msg: GraphsyncMessage) -> None:
+        await self._send_gs(peer, msg)
+        self.stats.messages_sent += 1
+
+    async def _try_send(self, peer: PeerID, msg: GraphsyncMessage) -> bool:
+        try:
+            await self._send(peer, msg)
+        except TransportError as exc:
+            log.debug("send to %s failed: %s", peer, exc)
+            return False
+        return True
+
+    async def _send_or_lose(self, state: _Channel, msg: GraphsyncMessage) -> bool:
+        """Send for a live channel; on failure the channel ends with on_disconnected."""
+        try:
+            await self._send(state.peer, msg)
+        except TransportError as exc:
+            if self._current(state):
+                self._remove(state)
+                assert self._events is not None
+                await self._events.on_disconnected(state.channel_id, str(exc))
+            return False
+        return True
+
+    @staticmethod
+    def _response(
+        state: _Channel,
+        status: ResponseStatus,
+        *,
+        message: Any = None,
+        error: str | None = None,
+        metadata: tuple[LinkMetadatum, ...] = (),
+        blocks: tuple[Block, ...] = (),
+    ) -> GraphsyncMessage:
+        ext: dict[str, Any] = {}
+        if message is not None:
+            ext[EXTENSION_DATA_TRANSFER] = to_node(message)
+        if error is not None:
+            ext[EXTENSION_ERROR] = error
+        rsp = GraphsyncResponse(state.request_id, status, metadata, ext)
+        return GraphsyncMessage(responses=(rsp,), blocks=blocks)
+
+    @staticmethod
+    def _update(state: _Channel, *, message: Any = None, pause: bool | None = None) -> GraphsyncMessage:
+        ext: dict[str, Any] = {}
+        if message is not None:
+            ext[EXTENSION_DATA_TRANSFER] = to_node(message)
+        if pause is not None:
+            ext[EXTENSION_PAUSE] = pause
+        return GraphsyncMessage(requests=(GraphsyncRequest.update(state.request_id, ext),))
+
+    # -- inbound -------------------------------------------------------------------
+
+    def handle_frame(self, sender: PeerID, payload: bytes) -> None:
+        """Decode one frame payload from ``sender`` and handle it; a frame
+        that does not decode is counted and dropped (raises
+        :class:`GraphsyncWireError` so the caller can reset the stream)."""
+        try:
+            msg = decode_message(payload)
+        except GraphsyncWireError:
+            self.stats.bad_frames += 1
+            raise
+        self.handle_message(sender, msg)
+
+    def handle_message(self, sender: PeerID, msg: GraphsyncMessage) -> None:
+        """Handle one graphsync message from ``sender`` (synchronous: the
+        work is queued on the channels' lanes, in order)."""
+        if self._tg is None:
+            return
+        sender = PeerID(sender)
+        self.stats.messages_received += 1
+        for req in msg.requests:
+            if req.type is RequestType.NEW:
+                self._on_new_request(sender, req)
+                continue
+            state = self._incoming.get((sender, req.id))
+            if state is None:
+                continue
+            if req.type is RequestType.CANCEL:
+                self._enqueue(state.channel_id, partial(self._on_cancel, state))
+            else:
+                self._enqueue(state.channel_id, partial(self._on_update, state, req))
+        if msg.responses:
+            blocks = {b.cid: b for b in msg.blocks if isinstance(b, Block)}
+            work = []
+            for rsp in msg.responses:
+                state = self._outgoing.get(rsp.request_id)
+                if state is None or state.peer != sender:
+                    continue
+                work.append((state, rsp))
+            if not work:
+                return
+            charge = _Charge(self, msg.block_bytes, len(work))
+            self.backlog_bytes += charge.size
+            for state, rsp in work:
+                self._enqueue(
+                    state.channel_id, partial(charge.run, self._on_response, state, rsp, blocks)
+                )
+
+    async def wait_backlog(self) -> None:
+        """Wait while more than :attr:`max_backlog_bytes` of received block
+        data is queued, not yet handled (a reader calls this between frames,
+        so a slow receiver holds the stream back instead of buffering)."""
+        while self.backlog_bytes > self.max_backlog_bytes and self._tg is not None:
+            if self._backlog_drained is None:
+                self._backlog_drained = anyio.Event()
+            await self._backlog_drained.wait()
+
+    def _release_backlog(self, size: int) -> None:
+        self.backlog_bytes -= size
+        if self.backlog_bytes <= self.max_backlog_bytes and self._backlog_drained is not None:
+            self._backlog_drained.set()
+            self._backlog_drained = None
+
+    def handle_dt_message(self, sender: PeerID, message: Any) -> None:
+        """A data-transfer message arrived on its own (not with data)."""
+        if self._tg is None:
+            return
+        sender = PeerID(sender)
+        chid = self._related_live_channel(sender, message)
+        if chid is not None and self.complete_hold > 0:
+            held = self._held.setdefault(chid, [])
+            held.append((sender, message))
+            if len(held) == 1:
+                self._tg.start_soon(self._release_held, chid, self._channels[chid])
+            return
+        key: Any = ("msg", sender)
+        self._enqueue(key, partial(self._deliver_message, sender, message))
+
+    def _related_live_channel(self, sender: PeerID, message: Any) -> ChannelID | None:
+        if not isinstance(message, TransferResponse) or not message.is_complete:
+            return None
+        for chid in (
+            ChannelID(self._peer_id, sender, message.transfer_id),
+            ChannelID(sender, self._peer_id, message.transfer_id),
+        ):
+            state = self._channels.get(chid)
+            if state is not None and state.peer == sender:
+                return chid
+        return None
+
+    async def _release_held(self, chid: ChannelID, state: _Channel) -> None:
+        await anyio.sleep(self.complete_hold)
+        if self._channels.get(chid) is state:
+            held = self._held.pop(chid, None)
+            for sender, message in held or ():
+                self._enqueue(chid, partial(self._deliver_message, sender, message))
+
+    def peer_lost(self, peer: PeerID, reason: str) -> None:
+        """The connection with ``peer`` is gone: every channel with it ends
+        with ``on_disconnected`` (on its lane, unless a newer request
+        replaced it by then)."""
+        peer = PeerID(peer)
+        for key in [k for k, s in self._incoming.items() if s.peer == peer]:
+            state = self._incoming[key]
+            if not self._current(state):
+                del self._incoming[key]  # admitted, never served
+                state.traverser.close()
+        for state in [s for s in self._channels.values() if s.peer == peer]:
+            self._remove(state)
+            self._enqueue(state.channel_id, partial(self._notify_disconnected, state, reason))
+
+    async def _notify_disconnected(self, state: _Channel, reason: str) -> None:
+        assert self._events is not None
+        current = self._channels.get(state.channel_id)
+        if current is not None and current is not state:
+            return  # a newer request (a restart) replaced it: old news
+        await self._events.on_disconnected(state.channel_id, reason)
+
+    async def _deliver_message(self, sender: PeerID, message: Any) -> None:
+        assert self._events is not None
+        await self._events.on_message(sender, message)
+
+    # -- the data sender (graphsync responder) -------------------------------------
+
+    def _on_new_request(self, sender: PeerID, req: GraphsyncRequest) -> None:
+        assert self._tg is not None
+        try:
+            message = _dt_from(req.extensions)
+            if message is None:
+                raise ValueError("no data-transfer extension")
+            if isinstance(message, TransferRequest):
+                chid = ChannelID(sender, self._peer_id, message.transfer_id)
+            else:
+                chid = ChannelID(self._peer_id, sender, message.transfer_id)
+            skip = 0
+            if EXTENSION_DO_NOT_SEND_FIRST_BLOCKS in req.extensions:
+                skip = decode_do_not_send_first_blocks(
+                    req.extensions[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS]
+                )
+            if req.root is None:
+                raise ValueError("no root")
+            selector = parse_selector(req.selector)
+        except Exception as exc:  # noqa: BLE001 - anything malformed is refused
+            self.stats.rejected_malformed += 1
+            log.info("refused a graphsync request from %s: %s", sender, exc)
+            self._tg.start_soon(self._refuse, sender, req.id, ResponseStatus.REJECTED, str(exc))
+            return
+        active = sum(1 for s in self._incoming.values() if s.peer == sender)
+        old = self._channels.get(chid)
+        if isinstance(old, _Sender) and old.peer == sender:
+            active -= 1  # a restart replaces it
+        if active >= self.max_requests_per_peer:
+            self.stats.busy_refused += 1
+            self._tg.start_soon(
+                self._refuse, sender, req.id, ResponseStatus.BUSY,
+                f"more than {self.max_requests_per_peer} requests in progress",
+            )
+            return
+        traverser = Traverser(
+            req.root, selector, skip_first_blocks=skip, verify=False, visits=False
+        )
+        state = _Sender(chid, sender, req.id, traverser)
+        # Admitted now (counts against the limit); serving waits for its lane.
+        self._incoming[(sender, req.id)] = state
+        self._enqueue(chid, partial(self._on_request, state, message))
+
+    async def _refuse(self, peer: PeerID, rid: bytes, status: ResponseStatus, why: str) -> None:
+        msg = GraphsyncMessage(
+            responses=(GraphsyncResponse(rid, status, (), {EXTENSION_ERROR: why}),)
+        )
+        await self._try_send(peer, msg)
+
+    async def _on_request(self, state: _Sender, message: Any) -> None:
+        events = self._events
+        assert events is not None
+        sender, chid = state.peer, state.channel_id
+        if self._incoming.get((sender, state.request_id)) is not state:
+            state.traverser.close()
+            return  # cancelled before it was served
+        old = self._channels.get(chid)
+        if old is not None:
+            if old.peer != sender:
+                del self._incoming[(sender, state.request_id)]
+                state.traverser.close()
+                await self._refuse(sender, state.request_id, ResponseStatus.REJECTED,
+                                   "channel id in use")
+                return
+            self._remove(old)
+        self._channels[chid] = state
+        self.stats.requests_served += 1
+        decision: Decision = await events.on_request_received(chid, sender, message) or PROCEED
+        if not self._current(state):
+            return
+        if not decision.accept:
+            self._remove(state)
+            await self._try_send(
+                sender,
+                self._response(state, ResponseStatus.REJECTED, message=decision.message,
+                               error="request rejected"),
+            )
+            return
+        if decision.message is not None:
+            msg = self._response(state, ResponseStatus.PARTIAL_RESPONSE, message=decision.message)
+            if not await self._send_or_lose(state, msg):
+                return
+        state.pumping = True
+        if decision.pause:
+            state.local_hold = True
+            if not await self._send_or_lose(state, self._response(state, ResponseStatus.PAUSED)):
+                return
+        self._kick(state)
+
+    async def _on_cancel(self, state: _Sender) -> None:
+        if not self._current(state):
+            self._remove(state)  # not served yet: it never will be
+            return
+        self._remove(state)
+        assert self._events is not None
+        await self._events.on_request_cancelled(state.channel_id, f"cancelled by {state.peer}")
+
+    async def _on_update(self, state: _Sender, req: GraphsyncRequest) -> None:
+        ext = req.extensions
+        try:
+            message = _dt_from(ext)
+        except Exception as exc:  # noqa: BLE001
+            log.info("malformed data-transfer extension from %s: %s", state.peer, exc)
+            message = None
+        if message is not None:
+            assert self._events is not None
+            await self._events.on_message(state.peer, message)
+        if not self._current(state):
+            return
+        pause = ext.get(EXTENSION_PAUSE)
+        if pause is True:
+            state.remote_hold = True
+        elif pause is False:
+            state.remote_hold = False
+            self._kick(state)
+
+    def _kick(self, state: _Sender) -> None:
+        if state.pumping and not state.held and not state.pump_active and self._current(state):
+            state.pump_active = True
+            self._enqueue(state.channel_id, partial(self._pump, state))
+
+    def _next_block(self, state: _Sender) -> tuple[BlockRequest, bytes] | str | None:
+        traverser = state.traverser
+        while True:
+            try:
+                event = traverser.next()
+            except Exception as exc:  # noqa: BLE001
+                return f"traversal failed: {exc}"
+            if event is None:
+                return None
+            if type(event) is not BlockRequest:
+                continue
+            try:
+                data = self.blockstore.get(event.cid)
+            except Exception as exc:  # noqa: BLE001
+                return f"cannot load block {event.cid} (index {event.index + 1}): {exc}"
+            traverser.provide(data)
+            if event.send:
+                return event, data
+
+    async def _pump(self, state: _Sender) -> None:
+        """One step: decide on blocks until a batch of max_block_bytes is
+        ready (or something holds the channel), send it, report it sent."""
+        events = self._events
+        assert events is not None
+        chid = state.channel_id
+        if not self._current(state):
+            return
+        batch: list[tuple[BlockRequest, bytes]] = []
+        batch_bytes = 0
+        finished: str | None | bool = False  # False: not finished
+        while True:
+            if state.held:
+                break
+            if state.pending is None:
+                step = self._next_block(state)
+                if not isinstance(step, tuple):
+                    finished = step
+                    break
+                state.pending = step
+                state.decided = False
+            request, data = state.pending
+            if batch and batch_bytes + len(data) > self.max_block_bytes:
+                break
+            if not state.decided:
+                decision: Decision = (
+                    await events.on_data_queued(chid, request.cid, len(data), request.index + 1)
+                    or PROCEED
+                )
+                if not self._current(state):
+                    return
+                if decision.message is not None:
+                    if batch and not await self._flush(state, batch):
+                        return
+                    batch, batch_bytes = [], 0
+                    msg = self._response(state, ResponseStatus.PARTIAL_RESPONSE,
+                                         message=decision.message)
+                    if not await self._send_or_lose(state, msg):
+                        return
+                if not decision.accept:
+                    self._remove(state)
+                    if batch:
+                        await self._flush(state, batch, live=False)
+                    await self._try_send(
+                        state.peer,
+                        self._response(state, ResponseStatus.CANCELLED,
+                                       error="cancelled by the data sender"),
+                    )
+                    return
+                state.decided = True
+                if decision.pause:
+                    state.local_hold = True
+            if state.held:
+                break
+            batch.append((request, data))
+            batch_bytes += len(data)
+            state.pending = None
+            state.decided = False
+        if finished is not False:
+            self._remove(state)
+            status = ResponseStatus.COMPLETED_FULL if finished is None else ResponseStatus.UNKNOWN
+            msg = self._batch_message(state, batch, status, error=finished)
+            try:
+                await self._send(state.peer, msg)
+            except TransportError as exc:
+                await events.on_disconnected(chid, str(exc))
+                return
+            for request, data in batch:
+                await events.on_data_sent(chid, request.cid, len(data), request.index + 1)
+            await events.on_channel_completed(chid, finished)
+            return
+        if batch and not await self._flush(state, batch):
+            return
+        if not self._current(state):
+            return
+        if state.held:
+            state.pump_active = False
+            if state.local_hold:
+                await self._send_or_lose(state, self._response(state, ResponseStatus.PAUSED))
+            return
+        self._enqueue(chid, partial(self._pump, state))
+        await anyio.lowlevel.checkpoint()
+
+    def _batch_message(
+        self, state: _Sender, batch: list[tuple[BlockRequest, bytes]],
+        status: ResponseStatus, error: str | None = None,
+    ) -> GraphsyncMessage:
+        meta = tuple(LinkMetadatum(r.cid, LinkAction.PRESENT) for r, _ in batch)
+        seen: dict[CID, Block] = {}
+        for r, data in batch:
+            if r.cid not in seen:
+                seen[r.cid] = Block._hashed(r.cid, data)
+        return self._response(state, status, error=error, metadata=meta,
+                              blocks=tuple(seen.values()))
+
+    async def _flush(
+        self, state: _Sender, batch: list[tuple[BlockRequest, bytes]], *, live: bool = True
+    ) -> bool:
+        msg = self._batch_message(state, batch, ResponseStatus.PARTIAL_RESPONSE)
+        if live:
+            if not await self._send_or_lose(state, msg):
+                return False
+        elif not await self._try_send(state.peer, msg):
+            return False
+        assert self._events is not None
+        for request, data in batch:
+            await self._events.on_data_sent(
+                state.channel_id, request.cid, len(data), request.index + 1
+            )
+        return True
+
+    # -- the data receiver (graphsync requester) -----------------------------------
+
+    def _advance(self, state: _Receiver) -> str | None:
+        traverser = state.traverser
+        while True:
+            try:
+                event = traverser.next()
+            except Exception as exc:  # noqa: BLE001
+                return f"traversal failed: {exc}"
+            if event is None:
+                state.traversal_done = True
+                state.expect = None
+                return None
+            if type(event) is not BlockRequest:
+                continue
+            if event.send:
+                state.expect = event
+                return None
+            try:
+                data = self.blockstore.get(event.cid)
+            except Exception as exc:  # noqa: BLE001
+                return (
+                    f"block {event.cid} (index {event.index + 1}) to skip on restart "
+                    f"is not in the local store: {exc}"
+                )
+            traverser.provide(data)
+
+    async def _start_receiver(self, state: _Receiver) -> None:
+        assert self._events is not None
+        if not self._current(state):
+            return
+        await self._events.on_channel_opened(state.channel_id)
+        if not self._current(state):
+            return
+        error = self._advance(state)
+        if error is not None:
+            await self._receive_failed(state, error)
+
+    async def _receive_failed(self, state: _Receiver, reason: str) -> None:
+        assert self._events is not None
+        self._remove(state)
+        await self._try_send(
+            state.peer, GraphsyncMessage(requests=(GraphsyncRequest.cancel(state.request_id),))
+        )
+        await self._events.on_receive_data_error(state.channel_id, reason)
+
+    async def _on_response(
+        self, state: _Receiver, rsp: GraphsyncResponse, blocks: dict[CID, Block]
+    ) -> None:
+        events = self._events
+        assert events is not None
+        chid = state.channel_id
+        if not self._current(state):
+            return
+        try:
+            message = _dt_from(rsp.extensions)
+        except Exception as exc:  # noqa: BLE001
+            await self._receive_failed(state, f"malformed data-transfer extension: {exc}")
+            return
+        if message is not None:
+            if isinstance(message, TransferResponse):
+                await events.on_response_received(chid, message)
+            else:
+                await events.on_message(state.peer, message)
+            if not self._current(state):
+                return
+        for link, action in rsp.metadata:
+            if action is not LinkAction.PRESENT:
+                continue
+            block = blocks.get(link)
+            if block is None:
+                await self._receive_failed(state, f"block {link} listed but not sent")
+                return
+            if not await self._on_block(state, block):
+                return
+        status = rsp.status
+        if not status.is_terminal:
+            return
+        error = rsp.extensions.get(EXTENSION_ERROR)
+        if status is ResponseStatus.CANCELLED:
+            self._remove(state)
+            await events.on_request_cancelled(chid, str(error or "cancelled by the data sender"))
+            return
+        if status.is_failure:
+            self._remove(state)
+            await events.on_channel_completed(chid, str(error or status.go_name))
+            return
+        if state.traversal_done:
+            self._remove(state)
+            await events.on_channel_completed(chid, None)
+            return
+        expect = state.expect
+        missing = "?" if expect is None else f"{expect.cid} (index {expect.index + 1})"
+        await self._receive_failed(
+            state, f"the sender completed but block {missing} was never received"
+        )
+
+    async def _on_block(self, state: _Receiver, block: Block) -> bool:
+        events = self._events
+        assert events is not None
+        chid = state.channel_id
+        expect = state.expect
+        cid, data = block.cid, block.data
+        if expect is None or cid != expect.cid:
+            wanted = "nothing" if expect is None else f"{expect.cid} at index {expect.index + 1}"
+            await self._receive_failed(state, f"unexpected block {cid} (expected {wanted})")
+            return False
+        index = expect.index + 1
+        try:
+            self.blockstore.put_many((block,))
+        except Exception as exc:  # noqa: BLE001
+            await self._receive_failed(state, f"cannot store block {cid}: {exc}")
+            return False
+        state.last_index = index
+        state.expect = None
+        state.traverser.provide(data)
+        decision: Decision = await events.on_data_received(chid, cid, len(data), index) or PROCEED
+        if not self._current(state):
+            return False
+        if decision.message is not None:
+            if not await self._send_or_lose(state, self._update(state, message=decision.message)):
+                return False
+        if not decision.accept:
+            self._remove(state)
+            await self._try_send(
+                state.peer, GraphsyncMessage(requests=(GraphsyncRequest.cancel(state.request_id),))
+            )
+            return False
+        if decision.pause and not state.local_hold:
+            state.local_hold = True
+            if not await self._send_or_lose(state, self._update(state, pause=True)):
+                return False
+        error = self._advance(state)
+        if error is not None:
+            await self._receive_failed(state, error)
+            return False
+        return True
+
+    # -- Transport API -------------------------------------------------------------
+
+    async def send_message(self, peer: PeerID, message: Any) -> None:
+        self._require_serving()
+        await self._send_dt(PeerID(peer), message)
+
+    async def open_channel(
+        self,
+        data_sender: PeerID,
+        channel_id: ChannelID,
+        root: CID,
+        selector: Any,
+        message: Any,
+        skip_blocks: int = 0,
+    ) -> None:
+        self._require_serving()
+        data_sender = PeerID(data_sender)
+        if isinstance(selector, Selector):
+            selector_node = selector_to_node(selector)
+            parsed = selector
+        else:
+            selector_node = selector
+            parsed = parse_selector(selector)
+        traverser = Traverser(
+            root, parsed, skip_first_blocks=skip_blocks, verify=False, visits=False
+        )
+        old = self._channels.get(channel_id)
+        if old is not None:
+            self._remove(old)
+        ext: dict[str, Any] = {EXTENSION_DATA_TRANSFER: to_node(message)}
+        if skip_blocks:
+            ext[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS] = encode_do_not_send_first_blocks(skip_blocks)
+        req = GraphsyncRequest.new(root, selector_node, extensions=ext)
+        state = _Receiver(channel_id, data_sender, req.id, traverser, skip_blocks)
+        self._channels[channel_id] = state
+        self._outgoing[req.id] = state
+        self._enqueue(channel_id, partial(self._start_receiver, state))
+        try:
+            await self._send(data_sender, GraphsyncMessage(requests=(req,)))
+        except BaseException:
+            self._remove(state)
+            raise
+        self.stats.requests_sent += 1
+
+    async def close_channel(self, channel_id: ChannelID) -> None:
+        state = self._channels.get(channel_id)
+        if state is None:
+            return
+        self._remove(state)
+        if isinstance(state, _Receiver):
+            msg = GraphsyncMessage(requests=(GraphsyncRequest.cancel(state.request_id),))
+        else:
+            msg = self._response(state, ResponseStatus.CANCELLED,
+                                 error=f"cancelled by {self._peer_id}")
+        await self._try_send(state.peer, msg)
+
+    def _get(self, channel_id: ChannelID) -> _Channel:
+        state = self._channels.get(channel_id)
+        if state is None:
+            raise UnknownTransportChannel(f"no open data request for channel {channel_id}")
+        return state
+
+    async def pause_channel(self, channel_id: ChannelID) -> None:
+        state = self._get(channel_id)
+        if state.local_hold:
+            return
+        state.local_hold = True
+        if isinstance(state, _Receiver):
+            await self._try_send(state.peer, self._update(state, pause=True))
+
+    async def resume_channel(self, channel_id: ChannelID, message: Any = None) -> None:
+        state = self._get(channel_id)
+        state.local_hold = False
+        if isinstance(state, _Receiver):
+            await self._send(state.peer, self._update(state, message=message, pause=False))
+        else:
+            assert isinstance(state, _Sender)
+            if message is not None:
+                await self._send(
+                    state.peer,
+                    self._response(state, ResponseStatus.PARTIAL_RESPONSE, message=message),
+                )
+            self._kick(state)
+
+    async def cleanup_channel(self, channel_id: ChannelID) -> None:
+        await self.close_channel(channel_id)

@@ -1,0 +1,288 @@
+"""``Libp2pTransport``: the graphsync engine over a py-libp2p host.
+
+* Graphsync messages travel on ``/ipfs/graphsync/2.0.0`` as uvarint-framed
+  DAG-CBOR (4 MiB frame limit). Each node writes on its **own** outbound
+  stream to a peer (opened on first use, kept, reopened after a failure) and
+  reads whatever streams peers open to it; nothing is ever answered on an
+  inbound stream (as go-graphsync).
+* Data-transfer messages sent on their own go through
+  :class:`~transport.libp2p.dtnet.DataTransferNetwork`
+  (``/fil/datatransfer/1.2.0``).
+* :meth:`serve` registers both protocols and runs the reading of every
+  inbound graphsync stream inside its own task group (the libp2p handler only
+  hands the stream over and waits); leaving ``serve`` unregisters them and
+  resets the outbound streams.
+
+py-libp2p is trio-only: run under the trio backend, with the host running
+(``open_host``). A stream that sends an oversized or undecodable frame is
+reset; the host keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamEOF
+
+from datatransfer.ipld.blockstore import Blockstore
+from datatransfer.types import PeerID
+from transport.base import PeerUnreachable
+from transport.graphsync.builder import MAX_BLOCK_BYTES
+from transport.graphsync.engine import (
+    DEFAULT_MAX_BACKLOG_BYTES,
+    DEFAULT_MAX_REQUESTS_PER_PEER,
+    GraphsyncEngine,
+)
+from transport.graphsync.framing import MAX_FRAME, encode_frame, read_frame
+from transport.graphsync.message import PROTOCOL_ID, GraphsyncMessage, GraphsyncWireError
+from transport.libp2p.dtnet import DataTransferNetwork, RetryPolicy
+from transport.libp2p.host import libp2p_id, peer_id_of
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+__all__ = ["GRAPHSYNC_PROTOCOL", "Libp2pTransport"]
+
+log = logging.getLogger(__name__)
+
+GRAPHSYNC_PROTOCOL = TProtocol(PROTOCOL_ID)
+READ_CHUNK = 256 * 1024
+
+
+class _StreamReader:
+    """``receive_exact`` over a libp2p stream, buffered."""
+
+    def __init__(self, stream: INetStream) -> None:
+        self.stream = stream
+        self.buf = bytearray()
+
+    async def receive_exact(self, n: int) -> bytes:
+        buf = self.buf
+        while len(buf) < n:
+            try:
+                chunk = await self.stream.read(max(n - len(buf), READ_CHUNK))
+            except StreamEOF:
+                chunk = b""
+            if not chunk:
+                raise anyio.EndOfStream
+            buf += chunk
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
+
+
+class _Outbound:
+    __slots__ = ("lock", "stream")
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.stream: INetStream | None = None
+
+
+class Libp2pTransport(GraphsyncEngine):
+    """A :class:`~transport.base.Transport` over a running libp2p host.
+
+    ``dtnet``: the data-transfer message network to use (one is made from
+    ``host`` with ``retry`` when not given). ``open_timeout`` bounds opening
+    the graphsync stream to a peer, ``write_timeout`` each frame's write.
+    An inbound stream stops being read while more than ``max_backlog_bytes``
+    of received blocks wait to be handled (Yamux flow control then holds the
+    sender back). The other options are :class:`GraphsyncEngine`'s.
+    """
+
+    def __init__(
+        self,
+        host: IHost,
+        blockstore: Blockstore,
+        *,
+        dtnet: DataTransferNetwork | None = None,
+        retry: RetryPolicy | None = None,
+        max_requests_per_peer: int = DEFAULT_MAX_REQUESTS_PER_PEER,
+        max_block_bytes: int = MAX_BLOCK_BYTES,
+        max_frame: int = MAX_FRAME,
+        open_timeout: float = 10.0,
+        write_timeout: float = 30.0,
+        complete_hold: float = 2.0,
+        max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
+    ) -> None:
+        self.host = host
+        self.dtnet = dtnet or DataTransferNetwork(host, retry=retry)
+        super().__init__(
+            peer_id_of(host),
+            blockstore,
+            self._send_frame,
+            self._send_dt_message,
+            max_requests_per_peer=max_requests_per_peer,
+            max_block_bytes=max_block_bytes,
+            complete_hold=complete_hold,
+            max_backlog_bytes=max_backlog_bytes,
+        )
+        self.max_frame = max_frame
+        self.open_timeout = open_timeout
+        self.write_timeout = write_timeout
+        self._out: dict[PeerID, _Outbound] = {}
+        self._readers = 0
+        self._notifee: _Notifee | None = None
+
+    def _connection_lost(self, peer: PeerID) -> None:
+        """The last connection to ``peer`` closed: forget the outbound
+        stream, end the channels with it."""
+        if self._tg is None:
+            return
+        try:
+            if self.host.get_network().get_connections(libp2p_id(peer)):
+                return  # another connection remains
+        except Exception:  # noqa: BLE001
+            pass
+        entry = self._out.pop(peer, None)
+        if entry is not None and entry.stream is not None:
+            self._tg.start_soon(_reset, entry.stream)
+        self.peer_lost(peer, f"disconnected: lost connection to {peer}")
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def _started(self, tg: TaskGroup) -> None:
+        self.host.set_stream_handler(GRAPHSYNC_PROTOCOL, self._handle_stream)
+        self.dtnet.start(self._on_dt_message)
+        self._notifee = _Notifee(self)
+        self.host.get_network().register_notifee(self._notifee)
+
+    def _stopping(self) -> None:
+        try:
+            self.host.remove_stream_handler(GRAPHSYNC_PROTOCOL)
+            self.host.get_network().remove_notifee(self._notifee)
+        except Exception:  # noqa: BLE001 - host already closed
+            pass
+        self.dtnet.stop()
+        out, self._out = self._out, {}
+        for entry in out.values():
+            if entry.stream is not None and self._tg is not None:
+                self._tg.start_soon(_reset, entry.stream)
+        super()._stopping()
+
+    def resources(self) -> dict[str, int]:
+        res = super().resources()
+        res["inbound_streams"] = self._readers
+        return res
+
+    # -- data-transfer messages ------------------------------------------------------
+
+    async def _send_dt_message(self, peer: PeerID, message: Any) -> None:
+        await self.dtnet.send_message(peer, message)
+
+    async def _on_dt_message(self, sender: PeerID, message: Any) -> None:
+        self.handle_dt_message(sender, message)
+
+    # -- graphsync: outbound -----------------------------------------------------------
+
+    async def _send_frame(self, peer: PeerID, msg: GraphsyncMessage) -> None:
+        data = encode_frame(msg, max_size=self.max_frame)
+        entry = self._out.get(peer)
+        if entry is None:
+            entry = self._out[peer] = _Outbound()
+        async with entry.lock:
+            stream = entry.stream
+            if stream is None:
+                try:
+                    with anyio.fail_after(self.open_timeout):
+                        stream = await self.host.new_stream(libp2p_id(peer), [GRAPHSYNC_PROTOCOL])
+                except Exception as exc:  # dial / negotiation failures, timeouts
+                    raise PeerUnreachable(
+                        f"cannot open a graphsync stream to {peer}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                entry.stream = stream
+            try:
+                with anyio.fail_after(self.write_timeout):
+                    await stream.write(data)
+            except Exception as exc:
+                entry.stream = None
+                with anyio.CancelScope(shield=True):
+                    await _reset(stream)
+                raise PeerUnreachable(
+                    f"graphsync stream to {peer} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+
+    # -- graphsync: inbound ------------------------------------------------------------
+
+    async def _handle_stream(self, stream: INetStream) -> None:
+        """libp2p's handler: hand the stream to our task group, wait for it."""
+        tg = self._tg
+        if tg is None:
+            await _reset(stream)
+            return
+        done = anyio.Event()
+        tg.start_soon(self._read_stream, stream, done)
+        await done.wait()
+
+    async def _read_stream(self, stream: INetStream, done: anyio.Event) -> None:
+        self._readers += 1
+        try:
+            sender = PeerID(stream.muxed_conn.peer_id.to_bytes())
+            reader = _StreamReader(stream)
+            while True:
+                try:
+                    payload = await read_frame(reader.receive_exact, self.max_frame)
+                except GraphsyncWireError as exc:
+                    log.warning("graphsync stream from %s refused: %s", sender, exc)
+                    self.stats.bad_frames += 1
+                    await _reset(stream)
+                    return
+                except Exception as exc:  # noqa: BLE001 - reset by the peer, lost connection
+                    log.debug("graphsync stream from %s broke: %s", sender, exc)
+                    return
+                if payload is None:
+                    try:
+                        await stream.close()
+                    except Exception:  # noqa: BLE001
+                        await _reset(stream)
+                    return
+                try:
+                    self.handle_frame(sender, payload)
+                except GraphsyncWireError as exc:
+                    log.warning("malformed graphsync message from %s: %s", sender, exc)
+                    await _reset(stream)
+                    return
+                await self.wait_backlog()
+        finally:
+            self._readers -= 1
+            done.set()
+
+
+class _Notifee(INotifee):
+    """Tells the transport when a peer's last connection closes."""
+
+    def __init__(self, transport: Libp2pTransport) -> None:
+        self.transport = transport
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        try:
+            peer = PeerID(conn.muxed_conn.peer_id.to_bytes())
+        except Exception:  # noqa: BLE001
+            return
+        self.transport._connection_lost(peer)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        pass
+
+    async def listen(self, network: INetwork, multiaddr: Any) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: Any) -> None:
+        pass
+
+
+async def _reset(stream: INetStream) -> None:
+    try:
+        await stream.reset()
+    except Exception as exc:  # noqa: BLE001
+        log.debug("stream reset failed: %s", exc)
