@@ -382,29 +382,45 @@ async def test_manager_rejection_completes_the_receiver_with_an_error():
         assert b.engine.is_idle()
 
 
-async def test_requests_over_the_per_peer_limit_get_busy():
+async def test_requests_over_the_per_peer_limit_wait_their_turn():
     async with pair(max_requests_per_peer=1) as (a, b):
-        root, _, _ = make_dag(b.store, leaves=2)
+        root, _, order = make_dag(b.store, leaves=2)
         b.events.on_request = lambda chid, msg: Decision(pause=True)  # stays in progress
         first, second = ChannelID(A, B, 1), ChannelID(A, B, 2)
         await a.engine.open_channel(B, first, root, ALL_SELECTOR_NODE, pull_message(1, root))
         await a.engine.open_channel(B, second, root, ALL_SELECTOR_NODE, pull_message(2, root))
-        await wait_done((a, second))
-        # (channels run in their own lanes: the first one's "opened" may be
-        # logged after the second's completion, so pick out the completions)
-        completed = [e for e in a.events.log if e[0] == "completed"]
-        assert len(completed) == 1 and "in progress" in completed[0][1]
-        assert b.engine.stats.busy_refused == 1
+        await anyio.sleep(0.05)
+        # the second waits: not refused, not yet shown to the Manager
+        assert b.engine.stats.queued == 1 and b.engine.stats.busy_refused == 0
         assert [e[1] for e in b.events.log if e[0] == "request"] == [first]
-        assert any(r.status is ResponseStatus.BUSY for m in b.wire for r in m.responses)
-        # once the first ends, a new request is served
-        await a.engine.close_channel(first)
-        await wait_done((b, first))
+        assert b.engine.resources()["waiting"] == 1
         b.events.on_request = None
-        third = ChannelID(A, B, 3)
-        await a.engine.open_channel(B, third, root, ALL_SELECTOR_NODE, pull_message(3, root))
-        await wait_done((a, third))
-        assert [e for e in a.events.log if e[0] == "completed"][-1] == ("completed", None)
+        await a.engine.close_channel(first)  # the first ends: the second is served
+        await wait_done((a, second))
+        assert [e[1] for e in b.events.log if e[0] == "request"] == [first, second]
+        assert [e for e in a.events.log if e[0] == "completed"] == [("completed", None)]
+        assert all(cid in a.store for cid in order)
+
+
+async def test_a_full_queue_answers_busy_and_a_cancel_leaves_the_queue():
+    async with pair(max_requests_per_peer=1, max_queued_per_peer=1) as (a, b):
+        root, _, _ = make_dag(b.store, leaves=2)
+        b.events.on_request = lambda chid, msg: Decision(pause=True)
+        chids = [ChannelID(A, B, i) for i in (1, 2, 3)]
+        for i, chid in enumerate(chids, 1):
+            await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(i, root))
+        await wait_done((a, chids[2]))
+        completed = [e for e in a.events.log if e[0] == "completed"]
+        assert len(completed) == 1 and "waiting" in completed[0][1]
+        assert b.engine.stats.busy_refused == 1
+        assert any(r.status is ResponseStatus.BUSY for m in b.wire for r in m.responses)
+        await a.engine.close_channel(chids[1])  # cancels the waiting request
+        await anyio.sleep(0.05)
+        assert b.engine.resources()["waiting"] == 0
+        await a.engine.close_channel(chids[0])
+        await anyio.sleep(0.05)
+        assert [e[1] for e in b.events.log if e[0] == "request"] == [chids[0]]
+        assert b.engine.is_idle()
 
 
 async def test_reopening_replaces_the_request_and_old_news_is_dropped():

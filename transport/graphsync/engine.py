@@ -34,8 +34,9 @@ transport does:
   with the private extension :data:`EXTENSION_PAUSE` (``true``/``false``);
   go-graphsync's requester pause is local and resumes by re-requesting;
 * a responder serves at most ``max_requests_per_peer`` requests of one peer
-  at a time; a request over the limit is answered 31 Busy at once (not
-  queued), which the receiver reports as a failed completion;
+  at a time; further requests wait in that peer's FIFO queue (as in
+  go-graphsync) and are admitted as served ones end; only when the queue
+  holds ``max_queued_per_peer`` requests is a new one answered 31 Busy;
 * a "Complete" data-transfer response arriving on its own for a channel whose
   data request is still live here is held back until that request ends (so
   it never overtakes the last block on the other stream), at most
@@ -123,6 +124,7 @@ EXTENSION_PAUSE = "py-data-transfer/pause"
 EXTENSION_ERROR = "py-data-transfer/error"
 
 DEFAULT_MAX_REQUESTS_PER_PEER = 16
+DEFAULT_MAX_QUEUED_PER_PEER = 1024
 DEFAULT_MAX_BACKLOG_BYTES = 16 * 1024 * 1024
 
 SendGS = Callable[[PeerID, GraphsyncMessage], Awaitable[None]]
@@ -134,6 +136,7 @@ class EngineStats:
     requests_sent: int = 0
     requests_served: int = 0
     busy_refused: int = 0
+    queued: int = 0
     rejected_malformed: int = 0
     messages_sent: int = 0
     messages_received: int = 0
@@ -226,6 +229,7 @@ class GraphsyncEngine(Transport):
         send_dt: SendDT,
         *,
         max_requests_per_peer: int = DEFAULT_MAX_REQUESTS_PER_PEER,
+        max_queued_per_peer: int = DEFAULT_MAX_QUEUED_PER_PEER,
         max_block_bytes: int = MAX_BLOCK_BYTES,
         complete_hold: float = 2.0,
         max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
@@ -239,6 +243,7 @@ class GraphsyncEngine(Transport):
         self._send_gs = send
         self._send_dt = send_dt
         self.max_requests_per_peer = max_requests_per_peer
+        self.max_queued_per_peer = max_queued_per_peer
         self.max_block_bytes = max_block_bytes
         self.complete_hold = complete_hold
         self.stats = EngineStats()
@@ -247,6 +252,8 @@ class GraphsyncEngine(Transport):
         self._channels: dict[ChannelID, _Channel] = {}
         self._outgoing: dict[bytes, _Receiver] = {}
         self._incoming: dict[tuple[PeerID, bytes], _Sender] = {}
+        #: New requests over a peer's limit, in arrival order.
+        self._waiting: dict[PeerID, deque[GraphsyncRequest]] = {}
         self._lanes: dict[ChannelID, _Lane] = {}
         self._held: dict[ChannelID, list[tuple[PeerID, Any]]] = {}
 
@@ -267,6 +274,7 @@ class GraphsyncEngine(Transport):
             "incoming": len(self._incoming),
             "lanes": len(self._lanes),
             "held": len(self._held),
+            "waiting": sum(len(w) for w in self._waiting.values()),
         }
 
     def is_idle(self) -> bool:
@@ -303,6 +311,7 @@ class GraphsyncEngine(Transport):
         self._channels.clear()
         self._outgoing.clear()
         self._incoming.clear()
+        self._waiting.clear()
         self._lanes.clear()
         self._held.clear()
         self.backlog_bytes = 0
@@ -353,6 +362,7 @@ class GraphsyncEngine(Transport):
             key = (state.peer, state.request_id)
             if self._incoming.get(key) is state:
                 del self._incoming[key]
+                self._admit_waiting(state.peer)
         state.traverser.close()
         held = self._held.pop(state.channel_id, None)
         if held:
@@ -436,6 +446,8 @@ class GraphsyncEngine(Transport):
                 continue
             state = self._incoming.get((sender, req.id))
             if state is None:
+                if req.type is RequestType.CANCEL:
+                    self._drop_waiting(sender, req.id)
                 continue
             if req.type is RequestType.CANCEL:
                 self._enqueue(state.channel_id, partial(self._on_cancel, state))
@@ -512,6 +524,7 @@ class GraphsyncEngine(Transport):
         with ``on_disconnected`` (on its lane, unless a newer request
         replaced it by then)."""
         peer = PeerID(peer)
+        self._waiting.pop(peer, None)
         for key in [k for k, s in self._incoming.items() if s.peer == peer]:
             state = self._incoming[key]
             if not self._current(state):
@@ -562,10 +575,16 @@ class GraphsyncEngine(Transport):
         if isinstance(old, _Sender) and old.peer == sender:
             active -= 1  # a restart replaces it
         if active >= self.max_requests_per_peer:
+            waiting = self._waiting.setdefault(sender, deque())
+            if len(waiting) < self.max_queued_per_peer:
+                waiting.append(req)  # admitted when a served request ends
+                self.stats.queued += 1
+                return
             self.stats.busy_refused += 1
             self._tg.start_soon(
                 self._refuse, sender, req.id, ResponseStatus.BUSY,
-                f"more than {self.max_requests_per_peer} requests in progress",
+                f"{self.max_requests_per_peer} requests in progress and "
+                f"{self.max_queued_per_peer} waiting",
             )
             return
         traverser = Traverser(
@@ -575,6 +594,21 @@ class GraphsyncEngine(Transport):
         # Admitted now (counts against the limit); serving waits for its lane.
         self._incoming[(sender, req.id)] = state
         self._enqueue(chid, partial(self._on_request, state, message))
+
+    def _admit_waiting(self, peer: PeerID) -> None:
+        """A served request of ``peer`` ended: admit the oldest waiting one."""
+        waiting = self._waiting.get(peer)
+        if not waiting:
+            return
+        req = waiting.popleft()
+        if not waiting:
+            del self._waiting[peer]
+        self._on_new_request(peer, req)
+
+    def _drop_waiting(self, peer: PeerID, rid: bytes) -> None:
+        waiting = self._waiting.get(peer)
+        if waiting:
+            self._waiting[peer] = deque(r for r in waiting if r.id != rid)
 
     async def _refuse(self, peer: PeerID, rid: bytes, status: ResponseStatus, why: str) -> None:
         msg = GraphsyncMessage(

@@ -1,0 +1,148 @@
+"""Two Managers over real libp2p hosts on 127.0.0.1 (trio; TCP + Noise + Yamux),
+through :class:`transport.libp2p.transport.Libp2pTransport` with its defaults.
+
+* one large pull, then one large push, of 256 MiB (quick: 32 MiB) UnixFS
+  (modern profile, MemoryBlockstore on both sides): MiB/s beside the bare
+  py-libp2p stream (same security and muxer; ``bench_libp2p``'s measurement,
+  same size) measured in the same run. Issue 5's target: ratio >= 0.6;
+* 100 (quick: 20) concurrent pulls of small files (2 KiB) from one server by
+  one client: how many completed (target: all) and channels/s. When some do
+  not complete, the reasons they ended with are printed, with the responder's
+  ``busy_refused`` count, and the run is repeated with the per-peer request
+  limit raised to the number of channels, to show whether the limit is the
+  cause.
+
+The time of a transfer runs from opening the channel until the initiating
+Manager reports it Completed; importing the file is not counted.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections import Counter
+from contextlib import AsyncExitStack
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from benchmarks._report import Reporter
+from benchmarks.bench_libp2p import MIB, _libp2p_stream
+from benchmarks.bench_manager import CONFIG, BenchVoucher, Validator
+from datatransfer.ipld.blockstore import MemoryBlockstore
+from datatransfer.ipld.selector import ALL_SELECTOR_NODE
+from datatransfer.ipld.unixfs import import_file
+from datatransfer.manager import Manager
+from statemachine import Status
+from transport.libp2p import connect, load_or_create_identity, open_host, peer_addrs
+from transport.libp2p.transport import Libp2pTransport
+
+LOCAL = ("/ip4/127.0.0.1/tcp/0",)
+
+
+class _Pair:
+    """Server and client Managers on two libp2p hosts, connected."""
+
+    def __init__(self, home: Path, **options: Any) -> None:
+        self.home = home
+        self.options = options
+        self.stack = AsyncExitStack()
+
+    async def __aenter__(self) -> _Pair:
+        stack = await self.stack.__aenter__()
+        managers = []
+        hosts = []
+        for name in ("server", "client"):
+            key = load_or_create_identity(self.home / name)
+            host = await stack.enter_async_context(open_host(key, LOCAL))
+            transport = Libp2pTransport(host, MemoryBlockstore(), **self.options)
+            manager = Manager(transport, config=CONFIG)
+            manager.register_voucher_type(BenchVoucher, Validator())
+            await stack.enter_async_context(manager)
+            hosts.append(host)
+            managers.append(manager)
+        await connect(hosts[1], peer_addrs(hosts[0])[0])
+        self.server, self.client = managers
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stack.__aexit__(*exc)
+
+
+async def _large(kind: str, data: bytes, home: Path) -> tuple[float, Status, str]:
+    """MiB/s of one ``kind`` ("pull"/"push") of ``data``; final status, message."""
+    async with _Pair(home) as pair:
+        source = pair.server if kind == "pull" else pair.client
+        root = import_file(data, source.transport.blockstore, profile="modern")
+        start = time.perf_counter()
+        if kind == "pull":
+            chid = await pair.client.open_pull_channel(
+                pair.server.peer_id, BenchVoucher(), root, ALL_SELECTOR_NODE)
+        else:
+            chid = await pair.client.open_push_channel(
+                pair.server.peer_id, BenchVoucher(), root, ALL_SELECTOR_NODE)
+        state = await pair.client.wait(chid, timeout=600)
+        elapsed = time.perf_counter() - start
+    return len(data) / MIB / elapsed, state.status, state.message
+
+
+async def _many(count: int, home: Path, **options: Any) -> tuple[int, float, Counter, int]:
+    """``count`` concurrent small pulls: (completed, channels/s, reasons of
+    the others, the server's busy_refused)."""
+    async with _Pair(home, **options) as pair:
+        store = pair.server.transport.blockstore
+        roots = [import_file(os.urandom(2048) + i.to_bytes(4, "big"), store, profile="modern")
+                 for i in range(count)]
+        start = time.perf_counter()
+        chids = [await pair.client.open_pull_channel(pair.server.peer_id, BenchVoucher(),
+                                                     root, ALL_SELECTOR_NODE)
+                 for root in roots]
+        done = 0
+        reasons: Counter = Counter()
+        for chid in chids:
+            state = await pair.client.wait(chid, timeout=300)
+            if state.status == Status.Completed:
+                done += 1
+            else:
+                reasons[f"{state.status.name}: {state.message}"] += 1
+        elapsed = time.perf_counter() - start
+        busy = pair.server.transport.stats.busy_refused
+    return done, count / elapsed, reasons, busy
+
+
+def run(report: Reporter, quick: bool) -> None:
+    size = (32 if quick else 256) * MIB
+    count = 20 if quick else 100
+    data = os.urandom(size)
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        for kind in ("pull", "push"):
+            bare = trio.run(_libp2p_stream, size, home / f"bare-{kind}")
+            speed, status, message = trio.run(_large, kind, data, home / kind)
+            if status != Status.Completed:
+                print(f"   {kind} ended {status.name}: {message}", flush=True)
+            report.line(f"libp2p {kind} {size // MIB} MiB ({status.name})", speed, "MiB/s",
+                        "bare libp2p stream, same size", bare)
+        done, rate, reasons, busy = trio.run(_many, count, home / "many")
+        report.line(f"libp2p {count} concurrent pulls: completed", done, f"of {count}")
+        report.line(f"libp2p {count} concurrent pulls", rate, "channels/s")
+        if done != count:
+            print(f"   server refused {busy} requests Busy; the others ended:", flush=True)
+            for reason, n in reasons.most_common():
+                print(f"     {n} x {reason}", flush=True)
+            done, rate, reasons, busy = trio.run(partial(
+                _many, count, home / "many-unlimited", max_requests_per_peer=count))
+            report.line(f"  same, max_requests_per_peer={count}: completed", done,
+                        f"of {count}")
+            report.line(f"  same, max_requests_per_peer={count}", rate, "channels/s")
+            for reason, n in reasons.most_common():
+                print(f"     {n} x {reason}", flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    run(Reporter(), "--quick" in sys.argv)
