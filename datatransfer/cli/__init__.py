@@ -16,10 +16,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from datatransfer.cli import blocks, fsm
+    from datatransfer.cli import blocks, fsm, node
 
     main.add_command(fsm.fsm)
     blocks.register(main)
+    node.register(main)
 
 
 _register()

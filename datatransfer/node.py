@@ -1,0 +1,405 @@
+"""A data-transfer node built from its home directory.
+
+:class:`Node` assembles everything one node needs, all kept in its home
+(:func:`datatransfer.home.resolve_home`):
+
+* its identity (``identity.key``): the same peer id across restarts,
+* its block store (``blocks.sqlite``) and channel store (``channels.sqlite``),
+  both SQLite in WAL mode, so other processes (``datatransfer add``/``cat``/
+  ``ls``) may use the home while the node runs,
+* a libp2p host listening on the given multiaddrs, the
+  :class:`~transport.libp2p.transport.Libp2pTransport` over it, and the
+  :class:`~datatransfer.manager.Manager`.
+
+Use it as ``async with Node(home) as node:`` under the **trio** backend
+(py-libp2p is trio-only).
+
+Vouchers. A request carries a voucher, and the responder accepts it only if
+it has a validator registered for the voucher's type. The command line uses
+:class:`OpenVoucher` (type ``"py-data-transfer/open"``: "no deal, just move
+the data"); a node accepts it with :class:`AcceptAll` unless told otherwise
+(``open_validator=None`` refuses it). A real market registers its own voucher
+types and validators on ``node.manager`` (``register_voucher_type``) instead.
+
+Metrics. :class:`NodeMetrics` turns the Manager's events into Prometheus
+metrics (channels by status, bytes and blocks sent and received, restarts,
+errors, active graphsync requests); :meth:`Node.serve_metrics` exposes them
+over HTTP on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+
+from datatransfer.config import ManagerConfig
+from datatransfer.home import open_blockstore, resolve_home
+from datatransfer.ipld import dagpb
+from datatransfer.ipld.cid import CID, DAG_PB
+from datatransfer.ipld.selector import ALL_SELECTOR_NODE
+from datatransfer.manager import Manager
+from datatransfer.store import ChannelStore
+from datatransfer.types import ChannelID, ChannelState, Event, PeerID
+from registry import Voucher
+from statemachine import EventCode, Status
+
+#: File name of the channel store inside the home directory.
+CHANNELS_FILE = "channels.sqlite"
+#: Where a node listens when nothing is said: loopback, a port the OS picks.
+LOCAL_LISTEN = "/ip4/127.0.0.1/tcp/0"
+
+__all__ = [
+    "CHANNELS_FILE",
+    "LOCAL_LISTEN",
+    "AcceptAll",
+    "Node",
+    "NodeMetrics",
+    "OpenVoucher",
+    "channels_path",
+    "dag_size",
+    "dialable_addr",
+]
+
+
+def channels_path(home: str | os.PathLike[str] | None = None) -> Path:
+    """Where the home's channel store lives."""
+    return resolve_home(home) / CHANNELS_FILE
+
+
+@dataclass(frozen=True)
+class OpenVoucher(Voucher):
+    """The command line's voucher: asks for a transfer with no deal attached.
+
+    ``note`` is free text shown to the responder's validator. Serving nodes
+    accept it by default (:class:`AcceptAll`); a market replaces it with its
+    own voucher type (deal proposal, payment) and validator.
+    """
+
+    type_id = "py-data-transfer/open"
+    note: str = ""
+
+    def to_node(self) -> Any:
+        return {"Note": self.note}
+
+    @classmethod
+    def from_node(cls, node: Any) -> OpenVoucher:
+        if not isinstance(node, dict) or not isinstance(node.get("Note", ""), str):
+            raise ValueError(f"bad open voucher {node!r}")
+        return cls(node.get("Note", ""))
+
+
+class AcceptAll:
+    """A validator that accepts every push and pull request (no result)."""
+
+    async def validate_push(self, is_restart, chid, sender, voucher, root, selector):  # type: ignore[no-untyped-def]
+        return None
+
+    async def validate_pull(self, is_restart, chid, receiver, voucher, root, selector):  # type: ignore[no-untyped-def]
+        return None
+
+
+_DEFAULT = object()
+
+
+def dag_size(root: CID, blockstore: Any) -> int | None:
+    """Bytes of every block of the DAG under ``root`` as the root's links
+    declare them (root block + the links' ``Tsize``), or None when the root
+    is not in ``blockstore`` or does not say."""
+    try:
+        if not blockstore.has(root):
+            return None
+        data = blockstore.get(root)
+    except Exception:  # noqa: BLE001 - a store error just means "unknown"
+        return None
+    if root.codec != DAG_PB:
+        return len(data)
+    try:
+        links = dagpb.decode(data)["Links"]
+    except Exception:  # noqa: BLE001
+        return None
+    total = len(data)
+    for link in links:
+        tsize = link.get("Tsize")
+        if tsize is None:
+            return None
+        total += tsize
+    return total
+
+
+def _outbound_ipv4() -> str:
+    """This machine's address on its default route (no packet is sent);
+    127.0.0.1 when there is none."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: routing lookup only
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+def dialable_addr(addr: str) -> str:
+    """``addr`` with a wildcard IP (0.0.0.0 / ::) replaced by one a peer can
+    dial: this machine's outbound address (IPv4) or ::1 (IPv6)."""
+    parts = str(addr).split("/")
+    if len(parts) > 2 and parts[1] == "ip4" and parts[2] == "0.0.0.0":
+        parts[2] = _outbound_ipv4()
+    elif len(parts) > 2 and parts[1] == "ip6" and parts[2] in ("::", "0:0:0:0:0:0:0:0"):
+        parts[2] = "::1"
+    return "/".join(parts)
+
+
+class Node:
+    """One data-transfer node: identity, stores, libp2p host, transport and
+    Manager, all from ``home`` (see the module docs).
+
+    ``listen``: multiaddrs to listen on (default: loopback, any port).
+    ``config``: the Manager's settings. ``open_validator``: the validator of
+    :class:`OpenVoucher` requests (default :class:`AcceptAll`; None refuses
+    them). ``metrics``: also build a :class:`NodeMetrics`. ``transport_options``
+    go to :class:`~transport.libp2p.transport.Libp2pTransport`.
+    """
+
+    def __init__(
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        listen: Sequence[str] = (LOCAL_LISTEN,),
+        config: ManagerConfig | None = None,
+        open_validator: Any = _DEFAULT,
+        metrics: bool = False,
+        transport_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.home = resolve_home(home)
+        self.listen = tuple(listen)
+        self.config = config
+        self.open_validator = AcceptAll() if open_validator is _DEFAULT else open_validator
+        self.want_metrics = metrics
+        self.transport_options = dict(transport_options or {})
+        self.blockstore: Any = None
+        self.channel_store: ChannelStore | None = None
+        self.host: Any = None
+        self.transport: Any = None
+        self.manager: Manager | None = None
+        self.metrics: NodeMetrics | None = None
+        self._stack: AsyncExitStack | None = None
+        self._metrics_server: Any = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> Node:
+        from transport.libp2p import load_or_create_identity, open_host
+        from transport.libp2p.transport import Libp2pTransport
+
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            key = load_or_create_identity(self.home)
+            self.blockstore = stack.enter_context(open_blockstore(self.home))
+            self.channel_store = stack.enter_context(ChannelStore(self.home / CHANNELS_FILE))
+            self.host = await stack.enter_async_context(open_host(key, self.listen))
+            self.transport = Libp2pTransport(self.host, self.blockstore, **self.transport_options)
+            manager = Manager(self.transport, store=self.channel_store, config=self.config)
+            if self.open_validator is not None:
+                manager.register_voucher_type(OpenVoucher, self.open_validator)
+            if self.want_metrics:
+                self.metrics = NodeMetrics(manager, self.transport)
+            await manager.__aenter__()
+            self.manager = manager
+            stack.push_async_callback(self._stop_manager)
+            stack.callback(self.stop_metrics)
+        except BaseException:
+            self.manager = None
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
+        return self
+
+    async def _stop_manager(self) -> None:
+        manager, self.manager = self.manager, None
+        if manager is not None:
+            manager.events.flush(5)
+            await manager.__aexit__(None, None, None)
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.__aexit__(*exc_info)
+
+    # -- identity and addresses ------------------------------------------------------
+
+    @property
+    def peer_id(self) -> PeerID:
+        from transport.libp2p import peer_id_of
+
+        return peer_id_of(self.host)
+
+    def addrs(self) -> list[str]:
+        """Every address a peer can dial this node at, ``/p2p/<peer id>``
+        included, wildcard IPs replaced by concrete ones; the first is the one
+        to hand out."""
+        from transport.libp2p import format_peer_addr
+
+        out: list[str] = []
+        for a in self.host.get_addrs():
+            a = str(a)
+            candidates = [dialable_addr(a)]
+            if a.startswith("/ip4/0.0.0.0/"):
+                candidates.append("/ip4/127.0.0.1/" + a[len("/ip4/0.0.0.0/"):])
+            for c in candidates:
+                text = format_peer_addr(c, self.peer_id)
+                if text not in out:
+                    out.append(text)
+        return out
+
+    async def connect(self, addr: str) -> PeerID:
+        """Dial a peer address (``.../p2p/<peer id>``); return its peer id.
+        Raises ValueError for a malformed address, OSError-like errors from
+        libp2p when the dial fails."""
+        from transport.libp2p import connect
+
+        multiaddr.Multiaddr(addr)  # raises for garbage before libp2p does
+        return await connect(self.host, addr)
+
+    # -- transfers -----------------------------------------------------------------
+
+    async def pull(
+        self, addr: str, root: CID, selector: Any = ALL_SELECTOR_NODE, voucher: Voucher | None = None
+    ) -> ChannelID:
+        """Connect to ``addr`` and open a pull of ``root`` (``selector``) with
+        ``voucher`` (default an :class:`OpenVoucher`)."""
+        assert self.manager is not None
+        peer = await self.connect(addr)
+        return await self.manager.open_pull_channel(peer, voucher or OpenVoucher(), root, selector)
+
+    async def push(
+        self, addr: str, root: CID, selector: Any = ALL_SELECTOR_NODE, voucher: Voucher | None = None
+    ) -> ChannelID:
+        """Connect to ``addr`` and offer it ``root`` (``selector``)."""
+        assert self.manager is not None
+        peer = await self.connect(addr)
+        return await self.manager.open_push_channel(peer, voucher or OpenVoucher(), root, selector)
+
+    # -- metrics -------------------------------------------------------------------
+
+    def serve_metrics(self, port: int) -> int:
+        """Serve the metrics over HTTP on 127.0.0.1:``port`` (0: any free
+        port) until the node stops; return the port."""
+        from prometheus_client import start_http_server
+
+        if self.metrics is None:
+            raise RuntimeError("node built without metrics=True")
+        server, thread = start_http_server(port, addr="127.0.0.1", registry=self.metrics.registry)
+        self._metrics_server = (server, thread)
+        return int(server.server_port)
+
+    def stop_metrics(self) -> None:
+        entry, self._metrics_server = self._metrics_server, None
+        if entry is not None:
+            server, thread = entry
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+
+
+_ERROR_EVENTS = frozenset({EventCode.Error, EventCode.SendDataError, EventCode.ReceiveDataError})
+
+
+class NodeMetrics:
+    """Prometheus metrics of one node, fed by a Manager subscriber.
+
+    Own registry (several nodes may live in one process). Metric names:
+    ``datatransfer_channels{status}`` (gauge), ``datatransfer_bytes_sent_total``,
+    ``datatransfer_bytes_received_total``, ``datatransfer_blocks_sent_total``,
+    ``datatransfer_blocks_received_total``, ``datatransfer_restarts_total``,
+    ``datatransfer_errors_total`` (counters) and
+    ``datatransfer_graphsync_requests_active{direction}`` (gauge: ``outgoing``
+    requests this node made, ``incoming`` ones it serves).
+
+    Build it before the Manager starts: it seeds the channel gauge from the
+    store, then follows the events.
+    """
+
+    def __init__(self, manager: Manager, transport: Any = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.channels = Gauge("datatransfer_channels", "Channels by status.", ["status"],
+                              registry=r)
+        self.bytes_sent = Counter("datatransfer_bytes_sent", "Bytes sent.", registry=r)
+        self.bytes_received = Counter("datatransfer_bytes_received", "Bytes received.",
+                                      registry=r)
+        self.blocks_sent = Counter("datatransfer_blocks_sent", "Blocks sent.", registry=r)
+        self.blocks_received = Counter("datatransfer_blocks_received", "Blocks received.",
+                                       registry=r)
+        self.restarts = Counter("datatransfer_restarts", "Channel restarts.", registry=r)
+        self.errors = Counter("datatransfer_errors", "Channel and data errors.", registry=r)
+        self.active = Gauge("datatransfer_graphsync_requests_active",
+                            "Graphsync requests in progress.", ["direction"], registry=r)
+        for status in Status:
+            if status is not Status.ChannelNotFoundError:
+                self.channels.labels(status=status.name).set(0)
+        if transport is not None and hasattr(transport, "resources"):
+            for direction in ("outgoing", "incoming"):
+                self.active.labels(direction=direction).set_function(
+                    _resource_reader(transport, direction))
+        self._lock = threading.Lock()
+        self._status: dict[ChannelID, Status] = {}
+        self._counts: dict[ChannelID, tuple[int, int]] = {}
+        for ch in manager.store.all():
+            self._status[ch.channel_id] = ch.record.status
+            self._counts[ch.channel_id] = (ch.record.sent, ch.record.received)
+            self.channels.labels(status=ch.record.status.name).inc()
+        manager.subscribe(self.on_event)
+
+    def on_event(self, event: Event, state: ChannelState) -> None:
+        """The Manager subscriber (runs on the event bus's worker thread)."""
+        chid = state.channel_id
+        code = event.code
+        with self._lock:
+            old = self._status.get(chid)
+            if old != state.status:
+                if old is not None:
+                    self.channels.labels(status=old.name).dec()
+                self.channels.labels(status=state.status.name).inc()
+                self._status[chid] = state.status
+            sent, received = self._counts.get(chid, (0, 0))
+            if state.sent > sent:
+                self.bytes_sent.inc(state.sent - sent)
+                sent = state.sent
+            if state.received > received:
+                self.bytes_received.inc(state.received - received)
+                received = state.received
+            self._counts[chid] = (sent, received)
+        if code == EventCode.DataSent:
+            self.blocks_sent.inc()
+        elif code == EventCode.DataReceived:
+            self.blocks_received.inc()
+        elif code == EventCode.Restart:
+            self.restarts.inc()
+        elif code in _ERROR_EVENTS:
+            self.errors.inc()
+
+    def render(self) -> str:
+        """The metrics in Prometheus' text format."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry).decode()
+
+
+def _resource_reader(transport: Any, direction: str):  # type: ignore[no-untyped-def]
+    def read() -> float:
+        try:
+            return float(transport.resources().get(direction, 0))
+        except Exception:  # noqa: BLE001 - a scrape must not fail
+            return 0.0
+
+    return read
