@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test install demo bench lint clean
+.PHONY: test install demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "need Python >= 3.11" >&2; exit 1; }
@@ -17,6 +17,10 @@ install: $(BIN)/python
 test: install
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check .
+
+# the main job: two nodes on loopback, a real transfer, progress shown
+demo: install
+	$(BIN)/datatransfer demo
 
 bench: install
 	$(BIN)/python -m benchmarks
