@@ -95,6 +95,7 @@ from transport.base import (
     TransportEvents,
     UnknownTransportChannel,
 )
+from transport.receiving import advance
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
@@ -954,34 +955,6 @@ class InMemoryTransport(Transport):
 
     # -- the data receiver ------------------------------------------------------
 
-    def _advance(self, state: _Receiver) -> str | None:
-        """Walk the receiver's traversal to the next block it needs from the
-        sender, loading restart-skipped blocks from the local store. Returns
-        an error text, or None."""
-        traverser = state.traverser
-        while True:
-            try:
-                event = traverser.next()
-            except Exception as exc:  # noqa: BLE001
-                return f"traversal failed: {exc}"
-            if event is None:
-                state.traversal_done = True
-                state.expect = None
-                return None
-            if type(event) is not BlockRequest:
-                continue
-            if event.send:
-                state.expect = event
-                return None
-            try:
-                data = self.blockstore.get(event.cid)
-            except Exception as exc:  # noqa: BLE001
-                return (
-                    f"block {event.cid} (index {event.index + 1}) to skip on restart "
-                    f"is not in the local store: {exc}"
-                )
-            traverser.provide(data)
-
     async def _start_receiver(self, state: _Receiver) -> None:
         assert self._events is not None
         if not self._current(state):
@@ -989,7 +962,7 @@ class InMemoryTransport(Transport):
         await self._events.on_channel_opened(state.channel_id)
         if not self._current(state):
             return
-        error = self._advance(state)
+        error = advance(state, self.blockstore)
         if error is not None:
             await self._receive_failed(state, error)
 
@@ -1040,7 +1013,7 @@ class InMemoryTransport(Transport):
             state.local_hold = True
             if not await self._send_or_lose(state, "pause"):
                 return
-        error = self._advance(state)
+        error = advance(state, self.blockstore)
         if error is not None:
             await self._receive_failed(state, error)
             return

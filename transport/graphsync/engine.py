@@ -101,6 +101,7 @@ from transport.graphsync.message import (
     encode_do_not_send_first_blocks,
 )
 from transport.graphsync.status import LinkAction, RequestType, ResponseStatus
+from transport.receiving import advance
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
@@ -820,31 +821,6 @@ class GraphsyncEngine(Transport):
 
     # -- the data receiver (graphsync requester) -----------------------------------
 
-    def _advance(self, state: _Receiver) -> str | None:
-        traverser = state.traverser
-        while True:
-            try:
-                event = traverser.next()
-            except Exception as exc:  # noqa: BLE001
-                return f"traversal failed: {exc}"
-            if event is None:
-                state.traversal_done = True
-                state.expect = None
-                return None
-            if type(event) is not BlockRequest:
-                continue
-            if event.send:
-                state.expect = event
-                return None
-            try:
-                data = self.blockstore.get(event.cid)
-            except Exception as exc:  # noqa: BLE001
-                return (
-                    f"block {event.cid} (index {event.index + 1}) to skip on restart "
-                    f"is not in the local store: {exc}"
-                )
-            traverser.provide(data)
-
     async def _start_receiver(self, state: _Receiver) -> None:
         assert self._events is not None
         if not self._current(state):
@@ -852,7 +828,7 @@ class GraphsyncEngine(Transport):
         await self._events.on_channel_opened(state.channel_id)
         if not self._current(state):
             return
-        error = self._advance(state)
+        error = advance(state, self.blockstore)
         if error is not None:
             await self._receive_failed(state, error)
 
@@ -950,7 +926,7 @@ class GraphsyncEngine(Transport):
             state.local_hold = True
             if not await self._send_or_lose(state, self._update(state, pause=True)):
                 return False
-        error = self._advance(state)
+        error = advance(state, self.blockstore)
         if error is not None:
             await self._receive_failed(state, error)
             return False
