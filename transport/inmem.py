@@ -95,7 +95,7 @@ from transport.base import (
     TransportEvents,
     UnknownTransportChannel,
 )
-from transport.receiving import advance
+from transport.walk import next_to_receive, next_to_send
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
@@ -877,27 +877,6 @@ class InMemoryTransport(Transport):
             state.pump_active = True
             self._local(state.channel_id, partial(self._pump, state))
 
-    def _next_block(self, state: _Sender) -> tuple[BlockRequest, bytes] | str | None:
-        """Advance the sender's traversal to the next block to send: that
-        block, None when the traversal is complete, or an error text."""
-        traverser = state.traverser
-        while True:
-            try:
-                event = traverser.next()
-            except Exception as exc:  # noqa: BLE001 - any traversal failure ends it
-                return f"traversal failed: {exc}"
-            if event is None:
-                return None
-            if type(event) is not BlockRequest:
-                continue
-            try:
-                data = self.blockstore.get(event.cid)
-            except Exception as exc:  # noqa: BLE001 - BlockNotFound, closed store...
-                return f"cannot load block {event.cid} (index {event.index + 1}): {exc}"
-            traverser.provide(data)
-            if event.send:
-                return event, data
-
     async def _pump(self, state: _Sender) -> None:
         """One step of the sender: decide on, then send, the next block."""
         events = self._events
@@ -909,7 +888,7 @@ class InMemoryTransport(Transport):
             state.pump_active = False
             return
         if state.pending is None:
-            step = self._next_block(state)
+            step = next_to_send(state.traverser, self.blockstore)
             if not isinstance(step, tuple):
                 # The traversal ended (step is None) or failed (the error).
                 self._remove(state)
@@ -962,7 +941,7 @@ class InMemoryTransport(Transport):
         await self._events.on_channel_opened(state.channel_id)
         if not self._current(state):
             return
-        error = advance(state, self.blockstore)
+        error = next_to_receive(state, self.blockstore)
         if error is not None:
             await self._receive_failed(state, error)
 
@@ -1013,7 +992,7 @@ class InMemoryTransport(Transport):
             state.local_hold = True
             if not await self._send_or_lose(state, "pause"):
                 return
-        error = advance(state, self.blockstore)
+        error = next_to_receive(state, self.blockstore)
         if error is not None:
             await self._receive_failed(state, error)
             return

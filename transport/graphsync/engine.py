@@ -101,7 +101,7 @@ from transport.graphsync.message import (
     encode_do_not_send_first_blocks,
 )
 from transport.graphsync.status import LinkAction, RequestType, ResponseStatus
-from transport.receiving import advance
+from transport.walk import next_to_receive, next_to_send
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
@@ -689,25 +689,6 @@ class GraphsyncEngine(Transport):
             state.pump_active = True
             self._enqueue(state.channel_id, partial(self._pump, state))
 
-    def _next_block(self, state: _Sender) -> tuple[BlockRequest, bytes] | str | None:
-        traverser = state.traverser
-        while True:
-            try:
-                event = traverser.next()
-            except Exception as exc:  # noqa: BLE001
-                return f"traversal failed: {exc}"
-            if event is None:
-                return None
-            if type(event) is not BlockRequest:
-                continue
-            try:
-                data = self.blockstore.get(event.cid)
-            except Exception as exc:  # noqa: BLE001
-                return f"cannot load block {event.cid} (index {event.index + 1}): {exc}"
-            traverser.provide(data)
-            if event.send:
-                return event, data
-
     async def _pump(self, state: _Sender) -> None:
         """One step: decide on blocks until a batch of max_block_bytes is
         ready (or something holds the channel), send it, report it sent."""
@@ -723,7 +704,7 @@ class GraphsyncEngine(Transport):
             if state.held:
                 break
             if state.pending is None:
-                step = self._next_block(state)
+                step = next_to_send(state.traverser, self.blockstore)
                 if not isinstance(step, tuple):
                     finished = step
                     break
@@ -828,7 +809,7 @@ class GraphsyncEngine(Transport):
         await self._events.on_channel_opened(state.channel_id)
         if not self._current(state):
             return
-        error = advance(state, self.blockstore)
+        error = next_to_receive(state, self.blockstore)
         if error is not None:
             await self._receive_failed(state, error)
 
@@ -926,7 +907,7 @@ class GraphsyncEngine(Transport):
             state.local_hold = True
             if not await self._send_or_lose(state, self._update(state, pause=True)):
                 return False
-        error = advance(state, self.blockstore)
+        error = next_to_receive(state, self.blockstore)
         if error is not None:
             await self._receive_failed(state, error)
             return False
