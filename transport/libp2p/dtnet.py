@@ -55,7 +55,7 @@ from datatransfer.messages import (
 )
 from datatransfer.types import PeerID
 from transport.base import PeerUnreachable, TransportError
-from transport.libp2p.host import libp2p_id, peer_id_of
+from transport.libp2p.host import forget_failed_dials, libp2p_id, peer_id_of
 
 log = logging.getLogger(__name__)
 
@@ -327,15 +327,10 @@ class DataTransferNetwork:
 
     async def _open_stream(self, peer: PeerID) -> INetStream:
         pid = libp2p_id(peer)
-        network = self._host.get_network()
         policy = self.retry
         last: Exception | None = None
         for attempt in range(policy.attempts):
-            # The swarm refuses to re-dial a peer whose dial just failed (a
-            # short negative cache); our own backoff decides when to retry.
-            unblock = getattr(network, "unblock_peer", None)
-            if unblock is not None:
-                unblock(pid)
+            forget_failed_dials(self._host, pid)  # our backoff decides when to retry
             try:
                 with anyio.fail_after(policy.open_timeout):
                     return await self._host.new_stream(pid, self._protocols)

@@ -149,6 +149,16 @@ def libp2p_id(peer: PeerID | ID | bytes) -> ID:
 # -- the host ------------------------------------------------------------------------
 
 
+def forget_failed_dials(host: IHost, peer: PeerID | ID | bytes) -> None:
+    """Let the next dial of ``peer`` go out now. py-libp2p refuses to re-dial
+    a peer for 60 s after a failed dial (its negative cache); our callers
+    have their own retry and backoff, and a peer restarted on the same
+    address must be reachable at once."""
+    unblock = getattr(host.get_network(), "unblock_peer", None)
+    if unblock is not None:
+        unblock(libp2p_id(peer))
+
+
 def make_host(
     key_pair: KeyPair,
     listen: Sequence[str] = (DEFAULT_LISTEN,),

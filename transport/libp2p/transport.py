@@ -40,7 +40,7 @@ from transport.graphsync.engine import (
 from transport.graphsync.framing import MAX_FRAME, encode_frame, read_frame
 from transport.graphsync.message import PROTOCOL_ID, GraphsyncMessage, GraphsyncWireError
 from transport.libp2p.dtnet import DataTransferNetwork, RetryPolicy
-from transport.libp2p.host import libp2p_id, peer_id_of
+from transport.libp2p.host import forget_failed_dials, libp2p_id, peer_id_of
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -187,6 +187,7 @@ class Libp2pTransport(GraphsyncEngine):
         async with entry.lock:
             stream = entry.stream
             if stream is None:
+                forget_failed_dials(self.host, peer)  # the Manager's restarts pace retries
                 try:
                     with anyio.fail_after(self.open_timeout):
                         stream = await self.host.new_stream(libp2p_id(peer), [GRAPHSYNC_PROTOCOL])

@@ -1,0 +1,448 @@
+"""Two nodes in separate OS processes on 127.0.0.1 (issue 5): large pull and
+push, paid retrieval, cancel from either side, a server killed and restarted
+mid-transfer, and a peer sending malformed frames.
+
+Processes are ``datatransfer serve/pull/push/add/cat/ls`` and
+``tests/_procnode.py`` (a scriptable node printing ``WORD args`` lines);
+every one is killed in ``finally``. All traffic stays on loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+_SCRIPT = Path(sys.executable).with_name("datatransfer")
+CLI = (
+    [str(_SCRIPT)]
+    if _SCRIPT.exists()
+    else [sys.executable, "-c", "from datatransfer.cli import main; main()"]
+)
+PROCNODE = [sys.executable, str(Path(__file__).with_name("_procnode.py"))]
+LOOPBACK = "/ip4/127.0.0.1/tcp/0"
+TIMEOUT = 60
+MIB = 1024 * 1024
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DATATRANSFER_HOME", None)
+    env["COLUMNS"] = "250"  # rich tables: no wrapping in a pipe
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run(*args: object, ok: bool = True, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=_env())
+    if ok:
+        assert proc.returncode == 0, f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+class Proc:
+    """A child process whose stdout lines are queued and stderr collected."""
+
+    def __init__(self, argv: list[str], *, stdin: bool = False) -> None:
+        self.argv = argv
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True, env=_env())
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+
+    def describe(self) -> str:
+        time.sleep(0.2)
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self.lines.put(None)
+                break
+            self.seen.append(line)
+        return (f"{self.argv[:3]} rc={self.proc.poll()}\nstdout:\n" + "\n".join(self.seen[-30:])
+                + "\nstderr:\n" + "".join(self.stderr[-40:]))
+
+    def expect(self, pred: Callable[[list[str]], bool], timeout: float = TIMEOUT) -> list[str]:
+        """The next stdout line (split in words) for which ``pred`` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out waiting for a line\n{self.describe()}")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.lines.put(None)
+                raise AssertionError(f"process ended first\n{self.describe()}")
+            self.seen.append(line)
+            words = line.split()
+            if words and pred(words):
+                return words
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        rc = self.proc.wait(timeout=timeout)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def procs() -> Iterator[Callable[..., Proc]]:
+    started: list[Proc] = []
+
+    def start(argv: list[str], *, stdin: bool = False) -> Proc:
+        p = Proc(argv, stdin=stdin)
+        started.append(p)
+        return p
+
+    try:
+        yield start
+    finally:
+        for p in started:
+            p.kill()
+
+
+def cli_serve(start: Callable[..., Proc], home: Path, listen: str = LOOPBACK) -> tuple[Proc, str]:
+    p = start([*CLI, "serve", "--home", str(home), "--listen", listen])
+    addr = p.expect(lambda w: True, timeout=30)[0]
+    assert addr.startswith("/ip4/127.0.0.1/tcp/"), p.describe()
+    return p, addr
+
+
+def node_serve(start: Callable[..., Proc], home: Path, *extra: object,
+               listen: str = LOOPBACK) -> tuple[Proc, str]:
+    p = start([*PROCNODE, "serve", "--home", str(home), "--listen", listen,
+               *map(str, extra)], stdin=True)
+    addr = p.expect(lambda w: w[0] == "ADDR", timeout=30)[1]
+    assert addr.startswith("/ip4/127.0.0.1/tcp/"), p.describe()
+    return p, addr
+
+
+def node_pull(start: Callable[..., Proc], home: Path, addr: str, cid: str,
+              *extra: object) -> Proc:
+    return start([*PROCNODE, "pull", "--home", str(home), "--addr", addr, "--cid", cid,
+                  *map(str, extra)])
+
+
+def make_file(path: Path, size: int, seed: int) -> str:
+    """Write ``size`` deterministic bytes; return their sha256."""
+    rng = random.Random(seed)
+    h = hashlib.sha256()
+    with path.open("wb") as fh:
+        left = size
+        while left:
+            chunk = rng.randbytes(min(left, 8 * MIB))
+            fh.write(chunk)
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(MIB), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def add(path: Path, home: Path) -> str:
+    return run("add", path, "--home", home).stdout.split()[-1]
+
+
+def ls_statuses(home: Path) -> str:
+    return run("ls", "--home", home).stdout
+
+
+def assert_ls(home: Path, role: str, status: str) -> None:
+    listing = ls_statuses(home)
+    rows = [line for line in listing.splitlines() if role in line]
+    assert rows, listing
+    assert all(status in row for row in rows), listing
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _status(words: list[str]) -> str:
+    return words[3] if words[0] == "STATE" else ""
+
+
+# -- 1. large files ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_pull_64mib_unixfs_file_between_processes(tmp_path, procs):
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    src = tmp_path / "src.bin"
+    digest = make_file(src, 64 * MIB + 4321, seed=11)
+    cid = add(src, server_home)
+    _, addr = cli_serve(procs, server_home)
+    out = tmp_path / "out.bin"
+    pulled = run("pull", addr, cid, "-o", out, "--home", client_home, timeout=90)
+    assert "Completed" in pulled.stderr
+    assert out.stat().st_size == src.stat().st_size
+    assert sha256(out) == digest
+    assert_ls(client_home, "receive (pull out)", "Completed")
+    assert_ls(server_home, "send (pull in)", "Completed")
+
+
+@pytest.mark.slow
+def test_push_64mib_unixfs_file_between_processes(tmp_path, procs):
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    src = tmp_path / "src.bin"
+    digest = make_file(src, 64 * MIB + 99, seed=12)
+    cid = add(src, client_home)
+    _, addr = cli_serve(procs, server_home)
+    pushed = run("push", addr, cid, "--home", client_home, timeout=90)
+    assert "Completed" in pushed.stderr
+    back = tmp_path / "back.bin"
+    run("cat", cid, "-o", back, "--home", server_home)  # while the server still runs
+    assert sha256(back) == digest
+    assert_ls(client_home, "send (push out)", "Completed")
+    assert_ls(server_home, "receive (push in)", "Completed")
+
+
+# -- 2. paid retrieval -------------------------------------------------------------------
+
+
+def test_paid_retrieval_pauses_and_completes_with_a_final_voucher(tmp_path, procs):
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    src = tmp_path / "src.bin"
+    digest = make_file(src, 6 * MIB + 17, seed=21)
+    cid = add(src, server_home)
+    server, addr = node_serve(procs, server_home, "--pay-interval", 2 * MIB)
+    client = node_pull(procs, client_home, addr, cid, "--pay")
+    done = client.expect(lambda w: w[0] == "DONE")
+    assert client.wait() == 0, client.describe()
+    status, received, size = done[1], int(done[2]), int(done[3])
+    assert status == "Completed", client.describe()
+    assert received == size > src.stat().st_size
+    paid = [int(line.split()[1]) for line in client.seen if line.startswith("PAID")]
+    # paused at least at 2, 4 and 6 MiB (more when data was in flight), then
+    # the final voucher settles everything
+    assert len(paid) >= 3 and paid == sorted(paid), paid
+    assert paid[-1] == size, (paid, size)
+    statuses = [line.split()[1] for line in client.seen if line.startswith("STATUS")]
+    assert statuses.count("ResponderPaused") >= 2, statuses
+    assert statuses[-1] == "Completed", statuses
+    server.expect(lambda w: _status(w) == "Completed", timeout=15)
+    server.send("quit")
+    assert server.wait(20) == 0, server.describe()
+    assert_ls(client_home, "receive (pull out)", "Completed")
+    assert_ls(server_home, "send (pull in)", "Completed")
+    out = tmp_path / "out.bin"
+    run("cat", cid, "-o", out, "--home", client_home)
+    assert sha256(out) == digest
+
+
+# -- 3. cancel from either side ----------------------------------------------------------
+
+
+def test_client_sigint_during_pull_cancels_on_both_sides(tmp_path, procs):
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    src = tmp_path / "src.bin"
+    make_file(src, 4 * MIB, seed=31)
+    cid = add(src, server_home)
+    # pauses after 1 MiB for a payment the command-line client never sends
+    server, addr = node_serve(procs, server_home, "--pay-interval", MIB)
+    client = procs([*CLI, "pull", addr, cid, "--home", str(client_home)])
+    server.expect(lambda w: _status(w) == "ResponderPaused")
+    assert client.proc.poll() is None, client.describe()
+    client.proc.send_signal(signal.SIGINT)
+    assert client.wait(30) == 130, client.describe()
+    assert "SIGINT: transfer stopped" in "".join(client.stderr)
+    assert "Traceback" not in "".join(client.stderr)
+    server.expect(lambda w: _status(w) == "Cancelled", timeout=15)
+    server.send("quit")
+    assert server.wait(20) == 0, server.describe()
+    assert_ls(client_home, "receive (pull out)", "Cancelled")
+    assert_ls(server_home, "send (pull in)", "Cancelled")
+
+
+def test_server_cancel_during_pull_cancels_on_both_sides(tmp_path, procs):
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    src = tmp_path / "src.bin"
+    make_file(src, 4 * MIB, seed=32)
+    cid = add(src, server_home)
+    server, addr = node_serve(procs, server_home, "--pay-interval", MIB)
+    client = node_pull(procs, client_home, addr, cid)  # never pays
+    client.expect(lambda w: _status(w) == "ResponderPaused")
+    server.send("cancel")
+    assert server.expect(lambda w: w[0] == "CANCELLED") == ["CANCELLED", "1"]
+    done = client.expect(lambda w: w[0] == "DONE", timeout=20)
+    assert client.wait() == 0, client.describe()
+    assert done[1] == "Cancelled", client.describe()
+    assert 0 < int(done[2]) < src.stat().st_size
+    server.expect(lambda w: _status(w) == "Cancelled", timeout=15)
+    server.send("quit")
+    assert server.wait(20) == 0, server.describe()
+    assert_ls(client_home, "receive (pull out)", "Cancelled")
+    assert_ls(server_home, "send (pull in)", "Cancelled")
+
+
+# -- 4. server killed and restarted ------------------------------------------------------
+
+
+def _kill_server_mid_pull(tmp_path: Path, procs: Callable[..., Proc],
+                          *client_extra: object) -> tuple[Proc, Proc, str, str, list[str]]:
+    """Pull 16 MiB from a slowed-down server, SIGKILL it once 4 MiB arrived,
+    restart it from its home on the same port; return (client, restarted
+    server, cid, sha256, the client's DONE line)."""
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    src = tmp_path / "src.bin"
+    digest = make_file(src, 16 * MIB + 5, seed=41)
+    cid = add(src, server_home)
+    listen = f"/ip4/127.0.0.1/tcp/{free_port()}"
+    server, addr = node_serve(procs, server_home, "--slow", 0.05, listen=listen)
+    client = node_pull(procs, client_home, addr, cid, "--timeout", 90, *client_extra)
+    mid = client.expect(lambda w: w[0] == "STATE" and int(w[5]) >= 4 * MIB)
+    assert int(mid[5]) < 12 * MIB, client.describe()
+    server.proc.send_signal(signal.SIGKILL)
+    server.wait(10)
+    restarted, addr2 = node_serve(procs, server_home, listen=listen)
+    assert addr2 == addr  # same peer id, same port
+    done = client.expect(lambda w: w[0] == "DONE", timeout=60)
+    assert client.wait() == 0, client.describe()
+    return client, restarted, cid, digest, done
+
+
+def test_server_sigkilled_mid_pull_restarts_from_its_home_and_the_pull_completes(
+        tmp_path, procs):
+    # with the Manager's default restart limit: the server is back on the
+    # same address within seconds and the pull's restart reaches it
+    client, restarted, cid, digest, done = _kill_server_mid_pull(
+        tmp_path, procs, "--max-restarts", 5)
+    status, received, size = done[1], int(done[2]), int(done[3])
+    assert status == "Completed", client.describe()
+    # every byte counted once: nothing that arrived before the kill came twice
+    assert received == size, (received, size, client.describe())
+    final = restarted.expect(lambda w: _status(w) == "Completed", timeout=15)
+    assert int(final[4]) == size, restarted.describe()  # the responder's sent, once too
+    first = next(line.split() for line in restarted.seen if line.startswith("STATE"))
+    assert 0 < int(first[4]) < size, restarted.describe()  # resumed from its store
+    restarted.send("quit")
+    assert restarted.wait(20) == 0, restarted.describe()
+    out = tmp_path / "out.bin"
+    run("cat", cid, "-o", out, "--home", tmp_path / "client")
+    assert sha256(out) == digest
+    assert_ls(tmp_path / "client", "receive (pull out)", "Completed")
+    assert_ls(tmp_path / "server", "send (pull in)", "Completed")
+
+
+# -- 5. malformed frames -----------------------------------------------------------------
+
+
+def _send_garbage(tmp_path: Path, addr: str) -> dict[str, str]:
+    """From a libp2p host in this process, open a graphsync stream with an
+    oversized frame header and a data-transfer stream with garbage; return
+    how each stream ended."""
+    import anyio
+
+    from datatransfer.ipld.varint import encode_uvarint
+    from datatransfer.messages import PROTOCOL_ID as DT_PROTOCOL
+    from transport.graphsync.framing import MAX_FRAME
+    from transport.libp2p import connect, libp2p_id, load_or_create_identity, open_host
+    from transport.libp2p.transport import GRAPHSYNC_PROTOCOL
+
+    payloads = {
+        str(GRAPHSYNC_PROTOCOL): encode_uvarint(MAX_FRAME + 1) + b"\x00" * 64,
+        str(DT_PROTOCOL): b"\xff" * 64,  # reserved CBOR head: not a message
+    }
+
+    async def main() -> dict[str, str]:
+        outcome: dict[str, str] = {}
+        key = load_or_create_identity(tmp_path / "rogue")
+        async with open_host(key, (LOOPBACK,)) as host:
+            with anyio.fail_after(20):
+                peer = await connect(host, addr)
+            for proto, payload in payloads.items():
+                with anyio.fail_after(10):
+                    stream = await host.new_stream(libp2p_id(peer), [proto])
+                    await stream.write(payload)
+                    try:
+                        data = await stream.read(1024)
+                        outcome[proto] = f"read {data!r}"
+                    except Exception as exc:  # noqa: BLE001 - reset / EOF: refused
+                        outcome[proto] = f"refused: {type(exc).__name__}"
+                try:
+                    await stream.reset()
+                except Exception:  # noqa: BLE001
+                    pass
+        return outcome
+
+    return anyio.run(main, backend="trio")
+
+
+def test_malformed_frames_are_refused_and_the_server_keeps_serving(tmp_path, procs):
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    src = tmp_path / "src.bin"
+    digest = make_file(src, 2 * MIB + 3, seed=51)
+    cid = add(src, server_home)
+    server, addr = cli_serve(procs, server_home)
+    outcome = _send_garbage(tmp_path, addr)
+    assert len(outcome) == 2, outcome
+    for proto, how in outcome.items():  # reset (or closed) by the server, no answer
+        assert how.startswith("refused") or how == "read b''", (proto, how)
+    # the server logged both refusals (oversized graphsync frame, bad CBOR)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        err = "".join(server.stderr)
+        if "graphsync stream from" in err and "refused a malformed message" in err:
+            break
+        time.sleep(0.05)
+    err = "".join(server.stderr)
+    assert "graphsync stream from" in err and "refused a malformed message" in err, err
+    out = tmp_path / "out.bin"
+    pulled = run("pull", addr, cid, "-o", out, "--home", client_home)
+    assert "Completed" in pulled.stderr
+    assert sha256(out) == digest
+    assert server.proc.poll() is None
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.wait(20) == 0, server.describe()
