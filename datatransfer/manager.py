@@ -106,6 +106,8 @@ class _Runtime:
     awaiting_validation: bool = False
     #: This node's application paused the channel (no timeouts apply).
     app_paused: bool = False
+    #: The initiator sent a voucher while the responder waited for the final one.
+    paid_while_finalizing: bool = False
     #: Decoded vouchers / results, rebuilt when the lists grow.
     decoded: tuple[int, int, tuple[Any, ...], tuple[Any, ...]] | None = None
     waiters: list[anyio.Event] = field(default_factory=list)
@@ -191,6 +193,10 @@ class Manager:
             if status in FINAL_STATUSES:
                 continue
             rt.app_paused = ch.app_paused
+            # A responder waiting for the final voucher, or paused without its
+            # app having paused, waits for a voucher (the flag is not stored).
+            rt.paused_for_voucher = not ch.is_initiator and (
+                status == S.Finalizing or (status == S.ResponderPaused and not ch.app_paused))
             if status in CLEANUP_STATUSES:
                 self._fire(ch, E.CompleteCleanupOnRestart)
             elif self.config.auto_restart and ch.is_initiator and not ch.app_paused:
@@ -325,6 +331,8 @@ class Manager:
         self._require_live(ch, E.NewVoucher)
         encoded = (voucher.type_id, voucher.to_node())
         self._fire(ch, E.NewVoucher, voucher=encoded)
+        if ch.record.status in FINALIZING_STATUSES:
+            self._runtime[channel_id].paid_while_finalizing = True
         request = TransferRequest(
             type=MessageType.Voucher,
             transfer_id=channel_id.id,
@@ -337,6 +345,8 @@ class Manager:
         """Cancel the channel on both sides."""
         ch = self._get(channel_id)
         self._require_live(ch, E.Cancel)
+        if ch.record.status == S.Completing:  # succeeded; only cleanup is left
+            raise IllegalTransition(ch.record.status, E.Cancel)
         self._fire(ch, E.Cancel, message="cancelled by this node")
         await self._tell_cancel(ch)
 
@@ -361,8 +371,14 @@ class Manager:
             raise Unsupported("this transport cannot pause channels")
         rt = self._runtime[channel_id]
         rt.app_paused = ch.app_paused = False
+        finalizing = ch.record.status == S.Finalizing
         self._fire(ch, E.ResumeInitiator if ch.is_initiator else E.ResumeResponder)
         message = self._update_message(ch, paused=False)
+        if finalizing and ch.record.status == S.Completing:
+            # the responder waived the final voucher: tell the initiator we completed
+            rt.paused_for_voucher = False
+            message = self._result_response(MessageType.Complete, channel_id.id, True,
+                                             False, None)
         if rt.data_open:
             try:
                 await self.transport.resume_channel(channel_id, message)
@@ -480,6 +496,8 @@ class Manager:
         ch = self._channels.get(channel_id)
         if ch is None:
             return Decision(accept=False)
+        if ch.is_initiator and ch.record.status == S.Requested:
+            self._try_fire(ch, E.Accept)  # data flows only once accepted: the answer was lost
         if index <= ch.record.received_index:
             return PROCEED
         self._progress(ch, E.DataReceived, E.DataReceivedProgress, index, size)
@@ -692,8 +710,9 @@ class Manager:
     async def _receive_voucher(self, ch: Channel, request: TransferRequest) -> None:
         chid = ch.channel_id
         encoded: Encoded = (request.voucher_type, request.voucher)
-        if not self._try_fire(ch, E.NewVoucher, voucher=encoded):
-            return  # the channel ended (e.g. the voucher crossed our completion)
+        if ch.record.status in CLEANUP_STATUSES or not self._try_fire(
+                ch, E.NewVoucher, voucher=encoded):
+            return  # the channel ends or ended (e.g. the voucher crossed our completion)
         rt = self._runtime[chid]
         if rt.awaiting_validation:
             await self._revalidate_request(ch, encoded)
@@ -756,8 +775,9 @@ class Manager:
                 MessageType.New, chid.id, False, False, result))
             return
         rt = self._runtime[chid]
+        if not self._try_fire(ch, E.Accept):
+            return  # no longer Requested (paused by the initiator, ending): refused
         rt.awaiting_validation = False
-        self._fire(ch, E.Accept)
         paused = outcome == "pause"
         if paused:
             rt.paused_for_voucher = True
@@ -851,11 +871,15 @@ class Manager:
         if not response.accepted:
             self._try_fire(ch, E.Error, error="rejected by the responder")
             return
-        if kind == MessageType.New and ch.record.status == S.Requested:
-            self._fire(ch, E.Accept)
-        elif kind == MessageType.Restart:
+        if kind == MessageType.Restart:
             self._try_fire(ch, E.Restart)
+        # an accepted restart accepts too when the New answer was lost
+        if kind in (MessageType.New, MessageType.Restart) and ch.record.status == S.Requested:
+            self._fire(ch, E.Accept)
         if kind == MessageType.Complete:
+            if response.paused and ch.record.status in (
+                    S.ResponderFinalizing, S.ResponderFinalizingTransferFinished):
+                return  # still finalizing (e.g. a short payment): nothing new
             self._try_fire(ch, E.ResponderBeginsFinalization if response.paused
                            else E.ResponderCompletes)
             return
@@ -987,13 +1011,19 @@ class Manager:
                             f"timed out after {cfg.accept_timeout:g} s waiting for the "
                             "request to be accepted"))
                 elif status in FINALIZING_STATUSES and cfg.finalization_timeout is not None:
-                    if waited > cfg.finalization_timeout:
+                    if waited > cfg.finalization_timeout and rt.paid_while_finalizing:
+                        # paid, no answer: it may be lost; a restart asks again
+                        rt.paid_while_finalizing = False
+                        rt.last_activity = now
+                        self._schedule_restart(ch, "no answer to the final voucher")
+                    elif waited > cfg.finalization_timeout:
                         self._try_fire(ch, E.Error, error=(
                             f"timed out after {cfg.finalization_timeout:g} s waiting for "
                             "the final voucher"))
                 elif cfg.no_progress_timeout is not None and waited > cfg.no_progress_timeout:
-                    if ch.is_initiator and status not in (S.TransferFinished,
-                                                          S.ResponderCompleted):
+                    # An initiator waiting for the other side's end (TransferFinished,
+                    # ResponderCompleted) restarts too: a lost Complete is said again.
+                    if ch.is_initiator:
                         rt.last_activity = now
                         self._schedule_restart(ch, (
                             f"no progress for {cfg.no_progress_timeout:g} s"))
