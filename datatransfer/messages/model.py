@@ -139,8 +139,32 @@ def _check_channel(value: Any) -> ChannelID | None:
     return value
 
 
+class _Kinds:
+    """The message-type predicates requests and responses share (Go's
+    ``IsNew``, ``IsRestart``, ``IsUpdate``, ``IsCancel``)."""
+
+    __slots__ = ()
+    type: MessageType
+
+    @property
+    def is_new(self) -> bool:
+        return self.type is MessageType.New
+
+    @property
+    def is_restart(self) -> bool:
+        return self.type is MessageType.Restart
+
+    @property
+    def is_update(self) -> bool:
+        return self.type is MessageType.Update
+
+    @property
+    def is_cancel(self) -> bool:
+        return self.type is MessageType.Cancel
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TransferRequest:
+class TransferRequest(_Kinds):
     """A message from a channel's initiator (wire struct ``TransferRequest``).
 
     ``selector``, ``voucher`` (and a response's ``voucher_result``) are IPLD
@@ -178,22 +202,6 @@ class TransferRequest:
     is_request = True
 
     @property
-    def is_new(self) -> bool:
-        return self.type is MessageType.New
-
-    @property
-    def is_restart(self) -> bool:
-        return self.type is MessageType.Restart
-
-    @property
-    def is_update(self) -> bool:
-        return self.type is MessageType.Update
-
-    @property
-    def is_cancel(self) -> bool:
-        return self.type is MessageType.Cancel
-
-    @property
     def is_voucher(self) -> bool:
         """True when the request carries a voucher to validate: a new
         request or a voucher request (as Go's ``IsVoucher``)."""
@@ -210,7 +218,7 @@ class TransferRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TransferResponse:
+class TransferResponse(_Kinds):
     """A message from a channel's responder (wire struct ``TransferResponse``)."""
 
     type: MessageType
@@ -229,22 +237,6 @@ class TransferResponse:
         _check_str(kind, "voucher_result_type", self.voucher_result_type)
 
     is_request = False
-
-    @property
-    def is_new(self) -> bool:
-        return self.type is MessageType.New
-
-    @property
-    def is_restart(self) -> bool:
-        return self.type is MessageType.Restart
-
-    @property
-    def is_update(self) -> bool:
-        return self.type is MessageType.Update
-
-    @property
-    def is_cancel(self) -> bool:
-        return self.type is MessageType.Cancel
 
     @property
     def is_complete(self) -> bool:
