@@ -11,6 +11,7 @@ or a response depending on which side acts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from datatransfer.ipld.cid import CID
@@ -25,61 +26,52 @@ from datatransfer.types import ChannelID
 # -- requests ------------------------------------------------------------------------
 
 
-def _opening_request(
-    mtype: MessageType,
-    transfer_id: int,
-    base_cid: CID,
-    selector: Any,
-    voucher_type: str,
-    voucher: Any,
-    pull: bool,
-) -> TransferRequest:
-    if not isinstance(base_cid, CID):
-        raise InvalidMessage("a new or restart request needs a base CID")
-    return TransferRequest(
-        type=mtype,
-        transfer_id=transfer_id,
-        base_cid=base_cid,
-        pull=pull,
-        selector=selector,
-        voucher=voucher,
-        voucher_type=voucher_type,
-    )
+def _opening_request(mtype: MessageType, name: str, doc: str) -> Callable[..., TransferRequest]:
+    """A builder for a request that opens (or reopens) a channel: new and
+    restart requests carry the same fields and differ only in their type."""
+
+    def build(
+        transfer_id: int,
+        *,
+        base_cid: CID,
+        selector: Any,
+        voucher_type: str,
+        voucher: Any,
+        pull: bool,
+    ) -> TransferRequest:
+        if not isinstance(base_cid, CID):
+            raise InvalidMessage(f"a {mtype.name} request needs a base CID")
+        return TransferRequest(
+            type=mtype,
+            transfer_id=transfer_id,
+            base_cid=base_cid,
+            pull=pull,
+            selector=selector,
+            voucher=voucher,
+            voucher_type=voucher_type,
+        )
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return build
 
 
-def new_request(
-    transfer_id: int,
-    *,
-    base_cid: CID,
-    selector: Any,
-    voucher_type: str,
-    voucher: Any,
-    pull: bool,
-) -> TransferRequest:
+new_request = _opening_request(
+    MessageType.New,
+    "new_request",
     """Sent by the initiator to open a channel: a *pull* asks the responder
     to send the DAG under ``base_cid`` that ``selector`` picks, a *push*
-    offers to send it. The voucher is what the responder's validator judges."""
-    return _opening_request(
-        MessageType.New, transfer_id, base_cid, selector, voucher_type, voucher, pull
-    )
+    offers to send it. The voucher is what the responder's validator judges.""",
+)
 
-
-def restart_request(
-    transfer_id: int,
-    *,
-    base_cid: CID,
-    selector: Any,
-    voucher_type: str,
-    voucher: Any,
-    pull: bool,
-) -> TransferRequest:
+restart_request = _opening_request(
+    MessageType.Restart,
+    "restart_request",
     """Sent by the initiator to resume a channel after a disconnect or a
     restart of either peer: the original request's parameters again, with
     type Restart. The responder re-validates the voucher and picks up where
-    the transfer stopped."""
-    return _opening_request(
-        MessageType.Restart, transfer_id, base_cid, selector, voucher_type, voucher, pull
-    )
+    the transfer stopped.""",
+)
 
 
 def update_request(transfer_id: int, *, paused: bool) -> TransferRequest:
@@ -120,88 +112,61 @@ def restart_existing_channel_request(channel_id: ChannelID) -> TransferRequest:
 # -- responses -----------------------------------------------------------------------
 
 
-def _verdict(
-    mtype: MessageType,
-    transfer_id: int,
-    accepted: bool,
-    paused: bool,
-    voucher_result_type: str,
-    voucher_result: Any,
-) -> TransferResponse:
-    return TransferResponse(
-        type=mtype,
-        transfer_id=transfer_id,
-        accepted=accepted,
-        paused=paused,
-        voucher_result=voucher_result,
-        voucher_result_type=voucher_result_type,
-    )
+def _verdict(mtype: MessageType, name: str, doc: str) -> Callable[..., TransferResponse]:
+    """A builder for a response carrying the responder's verdict: new,
+    restart, voucher-result and complete responses carry the same fields and
+    differ only in their type."""
+
+    def build(
+        transfer_id: int,
+        *,
+        accepted: bool,
+        paused: bool = False,
+        voucher_result_type: str = "",
+        voucher_result: Any = None,
+    ) -> TransferResponse:
+        return TransferResponse(
+            type=mtype,
+            transfer_id=transfer_id,
+            accepted=accepted,
+            paused=paused,
+            voucher_result=voucher_result,
+            voucher_result_type=voucher_result_type,
+        )
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return build
 
 
-def new_response(
-    transfer_id: int,
-    *,
-    accepted: bool,
-    paused: bool = False,
-    voucher_result_type: str = "",
-    voucher_result: Any = None,
-) -> TransferResponse:
+new_response = _verdict(
+    MessageType.New,
+    "new_response",
     """Sent by the responder to a new request: accepted or rejected, maybe
     paused (the validator wants more before data moves), with the
-    validator's result."""
-    return _verdict(
-        MessageType.New, transfer_id, accepted, paused, voucher_result_type, voucher_result
-    )
+    validator's result.""",
+)
 
+restart_response = _verdict(
+    MessageType.Restart,
+    "restart_response",
+    """Sent by the responder to a restart request, after re-validating.""",
+)
 
-def restart_response(
-    transfer_id: int,
-    *,
-    accepted: bool,
-    paused: bool = False,
-    voucher_result_type: str = "",
-    voucher_result: Any = None,
-) -> TransferResponse:
-    """Sent by the responder to a restart request, after re-validating."""
-    return _verdict(
-        MessageType.Restart, transfer_id, accepted, paused, voucher_result_type, voucher_result
-    )
-
-
-def voucher_result_response(
-    transfer_id: int,
-    *,
-    accepted: bool,
-    paused: bool = False,
-    voucher_result_type: str = "",
-    voucher_result: Any = None,
-) -> TransferResponse:
+voucher_result_response = _verdict(
+    MessageType.VoucherResult,
+    "voucher_result_response",
     """Sent by the responder with its verdict on a voucher request, or with
-    a result of its own (e.g. asking for payment) while the channel runs."""
-    return _verdict(
-        MessageType.VoucherResult,
-        transfer_id,
-        accepted,
-        paused,
-        voucher_result_type,
-        voucher_result,
-    )
+    a result of its own (e.g. asking for payment) while the channel runs.""",
+)
 
-
-def complete_response(
-    transfer_id: int,
-    *,
-    accepted: bool,
-    paused: bool = False,
-    voucher_result_type: str = "",
-    voucher_result: Any = None,
-) -> TransferResponse:
+complete_response = _verdict(
+    MessageType.Complete,
+    "complete_response",
     """Sent by the responder when it has sent (pull) or received (push)
     everything. ``paused=True`` means it still waits for a final voucher
-    before the channel completes."""
-    return _verdict(
-        MessageType.Complete, transfer_id, accepted, paused, voucher_result_type, voucher_result
-    )
+    before the channel completes.""",
+)
 
 
 def update_response(transfer_id: int, *, paused: bool) -> TransferResponse:
