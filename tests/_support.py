@@ -9,6 +9,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from datatransfer.config import ManagerConfig
 from datatransfer.errors import Pause, Rejected, RetryValidation
 from datatransfer.ipld import dagcbor
@@ -20,6 +22,7 @@ from datatransfer.manager import Manager
 from datatransfer.store import ChannelStore
 from datatransfer.types import ChannelID, ChannelState, Event, PeerID
 from registry import NOT_HANDLED, Voucher, VoucherResult
+from statemachine import FINAL_STATUSES
 from transport.inmem import InMemoryNetwork
 
 ALL = ALL_SELECTOR_NODE
@@ -134,6 +137,24 @@ class PayEveryN:
         return None
 
 
+async def pay_when_asked(manager: Manager, chid: ChannelID, timeout: float = 15) -> list[int]:
+    """The initiator's side of :class:`PayEveryN`: pay whatever each voucher
+    result asks ("pay N" / "final N") until the channel ends; returns the
+    amounts paid, in order."""
+    paid: list[int] = []
+    with anyio.fail_after(timeout):
+        while True:
+            state = manager.channel_state(chid)
+            if state.status in FINAL_STATUSES:
+                return paid
+            asks = [r for r in state.voucher_results if r.note.startswith(("pay", "final"))]
+            if len(paid) < len(asks):
+                amount = int(asks[len(paid)].note.split()[1])
+                paid.append(amount)
+                await manager.send_voucher(chid, Payment(amount))
+            await anyio.sleep(0.005)
+
+
 class IgnoreAll:
     """A revalidator that handles no channel."""
 
@@ -150,8 +171,9 @@ class IgnoreAll:
         return NOT_HANDLED
 
 
-def make_dag(store: MemoryBlockstore, leaves: int = 8, leaf_size: int = 1000,
-             fanout: int = 4, seed: int = 0) -> tuple[CID, int, list[CID]]:
+def make_dag(
+    store: MemoryBlockstore, leaves: int = 8, leaf_size: int = 1000, fanout: int = 4, seed: int = 0
+) -> tuple[CID, int, list[CID]]:
     """A tree of dag-cbor nodes over raw leaves; returns (root, total bytes,
     CIDs in depth-first traversal order)."""
     import random
@@ -166,7 +188,7 @@ def make_dag(store: MemoryBlockstore, leaves: int = 8, leaf_size: int = 1000,
     while len(level) > 1 or not level:
         nxt = []
         for i in range(0, len(level), fanout):
-            group = level[i: i + fanout]
+            group = level[i : i + fanout]
             node = dagcbor.encode({"children": [c for c, _, _ in group]})
             block = Block.of(node, codec=DAG_CBOR)
             store.put_many([block])
@@ -207,8 +229,14 @@ class Node:
     recorder: Recorder
 
 
-FAST = ManagerConfig(accept_timeout=5, no_progress_timeout=5, finalization_timeout=5,
-                     restart_backoff=0.05, tick=0.02, send_timeout=2)
+FAST = ManagerConfig(
+    accept_timeout=5,
+    no_progress_timeout=5,
+    finalization_timeout=5,
+    restart_backoff=0.05,
+    tick=0.02,
+    send_timeout=2,
+)
 
 
 class Harness:
@@ -218,14 +246,20 @@ class Harness:
         self.stack = AsyncExitStack()
         self.nodes: dict[str, Node] = {}
 
-    async def node(self, name: str, *, store: ChannelStore | None = None,
-                   blockstore: MemoryBlockstore | None = None,
-                   config: ManagerConfig | None = None,
-                   setup: Callable[[Manager], None] | None = None) -> Node:
+    async def node(
+        self,
+        name: str,
+        *,
+        store: ChannelStore | None = None,
+        blockstore: MemoryBlockstore | None = None,
+        config: ManagerConfig | None = None,
+        setup: Callable[[Manager], None] | None = None,
+    ) -> Node:
         peer = PeerID(b"\x00\x08" + name.encode().ljust(8, b"_"))
         bs = blockstore or MemoryBlockstore()
-        transport = self.net.transport(peer, bs) if peer not in self.net.nodes else \
-            self.net.nodes[peer]
+        transport = (
+            self.net.transport(peer, bs) if peer not in self.net.nodes else self.net.nodes[peer]
+        )
         manager = Manager(transport, store=store or ChannelStore(), config=config or self.config)
         manager.register_voucher_result_type(NoteResult)
         if setup is not None:

@@ -21,6 +21,7 @@ from _support import (
     Recorder,
     ScriptedValidator,
     make_dag,
+    pay_when_asked,
 )
 
 from datatransfer.errors import ChannelNotFound
@@ -166,29 +167,12 @@ async def test_transfer_over_libp2p_matches_inmem(tmp_path, kind, batch):
         ]
 
 
-async def _pay_when_asked(a: Node, chid: ChannelID) -> list[int]:
-    from statemachine import FINAL_STATUSES  # noqa: PLC0415
-
-    paid: list[int] = []
-    with anyio.fail_after(15):
-        while True:
-            state = a.manager.channel_state(chid)
-            if state.status in FINAL_STATUSES:
-                return paid
-            asks = [r for r in state.voucher_results if r.note.startswith(("pay", "final"))]
-            if len(paid) < len(asks):
-                amount = int(asks[len(paid)].note.split()[1])
-                paid.append(amount)
-                await a.manager.send_voucher(chid, Payment(amount))
-            await anyio.sleep(0.005)
-
-
 async def test_pay_as_you_go_pull_pauses_and_resumes_over_libp2p(tmp_path):
     reval = PayEveryN(3000, final=True)
     async with libp2p_pair(tmp_path, reval=reval) as (a, b):
         root, size, order = make_dag(b.blockstore, leaves=8)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
-        paid = await _pay_when_asked(a, chid)
+        paid = await pay_when_asked(a.manager, chid)
         await settle(a, b, chid=chid)
         assert a.manager.channel_state(chid).status.name == "Completed"
         assert b.manager.channel_state(chid).status.name == "Completed"

@@ -20,13 +20,14 @@ from _support import (
     ScriptedValidator,
     harness,
     make_dag,
+    pay_when_asked,
 )
 
 from datatransfer.errors import ChannelNotFound, Unsupported
 from datatransfer.ipld.cid import CID
 from datatransfer.types import ChannelID
 from registry import NOT_HANDLED, Voucher
-from statemachine import FINAL_STATUSES, EventCode, IllegalTransition
+from statemachine import EventCode, IllegalTransition
 from statemachine import Status as S
 
 pytestmark = pytest.mark.anyio
@@ -227,22 +228,6 @@ async def test_accept_and_pause_then_a_voucher_resumes():
 # ---------------------------------------------------------------- revalidation
 
 
-async def _pay_when_asked(a: Node, chid: ChannelID) -> list[int]:
-    """The initiator's application: pay whatever each voucher result asks."""
-    paid: list[int] = []
-    with anyio.fail_after(10):
-        while True:
-            state = a.manager.channel_state(chid)
-            if state.status in FINAL_STATUSES:
-                return paid
-            asks = [r for r in state.voucher_results if r.note.startswith(("pay", "final"))]
-            if len(paid) < len(asks):
-                amount = int(asks[len(paid)].note.split()[1])
-                paid.append(amount)
-                await a.manager.send_voucher(chid, Payment(amount))
-            await anyio.sleep(0.005)
-
-
 async def test_pay_as_you_go_pull_with_final_voucher():
     reval = PayEveryN(3000, final=True)
     async with harness() as h:
@@ -250,7 +235,7 @@ async def test_pay_as_you_go_pull_with_final_voucher():
         b = await h.node("b", setup=validating(reval))
         root, size, order = make_dag(b.blockstore, leaves=8)  # 11 blocks, 8443 bytes
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
-        paid = await _pay_when_asked(a, chid)
+        paid = await pay_when_asked(a.manager, chid)
         await settle(a, b, chid=chid)
         # the revalidator pauses on the block that brings the unpaid bytes to
         # 3000 or more; the final voucher settles the rest
@@ -295,7 +280,7 @@ async def test_pay_as_you_go_push():
         b = await h.node("b", setup=validating(reval))
         root, size, order = make_dag(a.blockstore, leaves=6, seed=9)
         chid = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL)
-        paid = await _pay_when_asked(a, chid)
+        paid = await pay_when_asked(a.manager, chid)
         await settle(a, b, chid=chid)
         # in a push the receiver pauses, so a block already in flight lands
         # after the pause: the revalidator then asks for the rest, and the
