@@ -40,6 +40,7 @@ Nothing here does I/O or keeps per-channel state.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,14 @@ from transitions.core import Event, EventData
 from statemachine.errors import EventArgumentError, IllegalTransition, UnknownEvent
 from statemachine.status import FINAL_STATUSES, MACHINE_STATUSES, EventCode, Status
 from statemachine.table import PARAM_CHECKS, ChannelRecord, Kind, effect_of, rows
+
+# `transitions` logs two INFO lines for every state entered and left; with
+# thousands of channels that drowns an application's own INFO log. Our own
+# events already say what happened (subscribers, the channel's message), so
+# its logger starts at WARNING unless the application has set a level itself.
+_TRANSITIONS_LOG = logging.getLogger("transitions.core")
+if _TRANSITIONS_LOG.level == logging.NOTSET:
+    _TRANSITIONS_LOG.setLevel(logging.WARNING)
 
 
 def _writer(event: EventCode) -> Callable[[EventData], None]:

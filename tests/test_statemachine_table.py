@@ -9,6 +9,7 @@ the two disagree, one of them is wrong and a test fails.
 
 from __future__ import annotations
 
+import logging
 import pickle
 from typing import Any
 
@@ -431,3 +432,15 @@ def test_one_shared_machine_no_per_channel_state() -> None:
     assert not hasattr(records[0], "__dict__")  # slotted: no trigger methods bound
     assert not hasattr(records[0], "Accept")
     assert all(r.status is S.Ongoing and r.received == 1 for r in records)
+
+
+
+def test_transitions_library_does_not_log_each_transition_at_info(caplog):
+    """An application that logs at INFO must not get two lines per state
+    change from the `transitions` library: with thousands of channels they
+    would drown its own log, and the channel's events already say it all."""
+    caplog.set_level(logging.INFO)
+    record = ChannelRecord()
+    apply(record, E.Accept)
+    assert record.status is S.Ongoing
+    assert [r for r in caplog.records if r.name.startswith("transitions")] == []
