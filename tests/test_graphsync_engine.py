@@ -3,14 +3,17 @@ two engines whose messages go through the real frame encoding."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 import pytest
 from _support import make_dag
+from trio.testing import MockClock
 
 from datatransfer.ipld.block import Block
 from datatransfer.ipld.blockstore import MemoryBlockstore
@@ -19,7 +22,13 @@ from datatransfer.messages import new_request, new_response, voucher_result_resp
 from datatransfer.types import ChannelID, PeerID
 from transport.base import PROCEED, Decision, PeerUnreachable
 from transport.graphsync.engine import EXTENSION_PAUSE, GraphsyncEngine
-from transport.graphsync.framing import MAX_FRAME, encode_frame, read_frame, split_frames
+from transport.graphsync.framing import (
+    MAX_FRAME,
+    FrameTimeout,
+    encode_frame,
+    read_frame,
+    split_frames,
+)
 from transport.graphsync.message import (
     EXTENSION_DATA_TRANSFER,
     EXTENSION_DO_NOT_SEND_FIRST_BLOCKS,
@@ -505,3 +514,120 @@ async def test_backlog_of_received_blocks_is_bounded():
         await wait_done((a, chid), (b, chid))
         assert a.engine.backlog_bytes == 0
         assert a.events.log[-1] == ("completed", None)
+
+
+# -- the frame read deadline ------------------------------------------------------------
+
+
+def _chunk_feed() -> tuple[Any, Callable[[int], Any]]:
+    """A ``receive_exact`` over chunks the test sends when it likes."""
+    send, recv = anyio.create_memory_object_stream[bytes](16)
+    buf = bytearray()
+
+    async def receive_exact(n: int) -> bytes:
+        while len(buf) < n:
+            buf.extend(await recv.receive())
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
+
+    return send, receive_exact
+
+
+async def test_a_frame_must_complete_within_the_deadline_once_its_first_byte_arrived():
+    from datatransfer.ipld.varint import encode_uvarint  # noqa: PLC0415
+
+    payload = bytes(range(200))  # 200 needs a two-byte length varint
+    data = encode_uvarint(len(payload)) + payload
+    for cut in (1, 2, 50):  # inside the header, right after it, inside the body
+        send, receive_exact = _chunk_feed()
+        await send.send(data[:cut])
+        with pytest.raises(FrameTimeout, match="not complete within 0.05 s"):
+            await read_frame(receive_exact, frame_timeout=0.05)
+    # idle time before a frame is not limited, and a whole frame reads fine
+    send, receive_exact = _chunk_feed()
+    got: list[bytes | None] = []
+
+    async def reader() -> None:
+        got.append(await read_frame(receive_exact, frame_timeout=0.05))
+        got.append(await read_frame(receive_exact, frame_timeout=0.05))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        await anyio.sleep(0.2)  # idle for longer than the deadline
+        await send.send(data)
+        await anyio.sleep(0.2)
+        await send.send(data[:1])  # the next frame may take its time within the deadline
+        await send.send(data[1:])
+    assert got == [payload, payload]
+
+
+class _StubHost:
+    """Just enough of a libp2p host for Libp2pTransport.serve: no network."""
+
+    def get_id(self) -> Any:
+        return SimpleNamespace(to_bytes=lambda: bytes(A))
+
+    def set_stream_handler(self, protocol: Any, handler: Any) -> None:
+        pass
+
+    def remove_stream_handler(self, protocol: Any) -> None:
+        pass
+
+    def get_network(self) -> Any:
+        return SimpleNamespace(register_notifee=lambda n: None, remove_notifee=lambda n: None)
+
+
+class _FakeStream:
+    """An inbound libp2p stream whose chunks the test sends; the read blocks
+    (forever, unless the test sends more) when none is waiting."""
+
+    def __init__(self, peer: PeerID) -> None:
+        self.muxed_conn = SimpleNamespace(peer_id=SimpleNamespace(to_bytes=lambda: bytes(peer)))
+        self.feed, self._chunks = anyio.create_memory_object_stream[bytes](16)
+        self.was_reset = anyio.Event()
+        self.was_closed = anyio.Event()
+
+    async def read(self, n: int | None = None) -> bytes:
+        try:
+            return await self._chunks.receive()
+        except anyio.EndOfStream:
+            return b""
+
+    async def reset(self) -> None:
+        self.was_reset.set()
+
+    async def close(self) -> None:
+        self.was_closed.set()
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock")],
+)
+async def test_libp2p_reader_resets_a_stream_stalled_mid_frame_and_others_keep_working(caplog):
+    # Virtual time (trio's MockClock jumps while every task waits): the
+    # transport's default deadline applies without the test waiting for it.
+    from transport.libp2p.transport import Libp2pTransport  # noqa: PLC0415
+
+    caplog.set_level(logging.WARNING, logger="transport.libp2p.transport")
+    transport = Libp2pTransport(_StubHost(), MemoryBlockstore())  # type: ignore[arg-type]
+    frame = encode_frame(GraphsyncMessage(requests=(GraphsyncRequest.cancel(b"\x01" * 16),)))
+    stalled, good = _FakeStream(B), _FakeStream(PeerID(b"\x00\x08peer-c__"))
+    async with anyio.create_task_group() as tg:
+        await tg.start(transport.serve, Events())
+        tg.start_soon(transport._handle_stream, stalled)
+        tg.start_soon(transport._handle_stream, good)
+        with anyio.fail_after(3600):  # virtual seconds: without a deadline this fails
+            await good.feed.send(frame)
+            await stalled.feed.send(frame[: len(frame) // 2])  # then nothing more
+            await anyio.sleep(3)  # (virtual) idle on the good stream is fine
+            await stalled.was_reset.wait()
+            await good.feed.send(frame)
+            await good.feed.aclose()
+            await good.was_closed.wait()
+        tg.cancel_scope.cancel()
+    assert transport.stats.messages_received == 2
+    assert transport.stats.bad_frames == 1
+    assert not good.was_reset.is_set() and not stalled.was_closed.is_set()
+    assert any("not complete within 10 s" in r.getMessage() for r in caplog.records)

@@ -30,6 +30,31 @@ transport does:
   next (anything else cancels the request with ``c`` and reports a receive
   error); its messages (``on_data_received`` decisions, ``resume_channel``)
   go as update requests (``u``) with the extension;
+* ``graphsync/do-not-send-cids`` (on a new request; as in go-graphsync, an
+  update carrying it changes nothing): the sender still traverses those
+  blocks but leaves them out of its messages, announcing each with a ``p``
+  metadata entry without the block -- exactly what go-graphsync's responder
+  does for every block it does not send (``d`` is never emitted by Go; this
+  receiver takes ``d`` the same way). The receiver takes a block announced
+  but not carried from its own blockstore so its traversal goes on, and
+  fails the channel if it does not hold it. Such blocks raise no
+  ``on_data_queued`` / ``on_data_sent`` / ``on_data_received`` event and
+  count no bytes (go-data-transfer's graphsync transport skips its queued
+  and sent hooks for them too, and passes them to its received hook as
+  "not unique", which adds no progress). :meth:`GraphsyncEngine.open_channel`
+  sends the set (``do_not_send=``);
+* ``graphsync/dedup-by-key``: a go-graphsync responder deduplicates blocks
+  across all in-flight requests of a peer (a block sent for one is only
+  announced for another), unless a request names a key: then only requests
+  sharing that key share a bucket. The receiver sends
+  ``data-transfer-<channel id>`` (what go-data-transfer sends for a channel
+  with its own store), so a Go sender never leaves out a block because
+  another channel got it -- a block that channel's lane may not have stored
+  yet. As responder the key is checked (a string) and needs nothing more:
+  this responder never deduplicates across requests;
+* a malformed value of any of these extensions (wrong type) refuses the
+  request with 30 Rejected before the Manager is asked (Go answers 32 after
+  its hooks ran);
 * **deviation**: the receiver's pause and resume travel as update requests
   with the private extension :data:`EXTENSION_PAUSE` (``true``/``false``);
   go-graphsync's requester pause is local and resumes by re-requesting;
@@ -63,7 +88,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -90,14 +115,20 @@ from transport.base import (
 from transport.graphsync.builder import MAX_BLOCK_BYTES
 from transport.graphsync.message import (
     EXTENSION_DATA_TRANSFER,
+    EXTENSION_DEDUP_BY_KEY,
+    EXTENSION_DO_NOT_SEND_CIDS,
     EXTENSION_DO_NOT_SEND_FIRST_BLOCKS,
     GraphsyncMessage,
     GraphsyncRequest,
     GraphsyncResponse,
     GraphsyncWireError,
     LinkMetadatum,
+    decode_dedup_key,
+    decode_do_not_send_cids,
     decode_do_not_send_first_blocks,
     decode_message,
+    encode_dedup_key,
+    encode_do_not_send_cids,
     encode_do_not_send_first_blocks,
 )
 from transport.graphsync.status import LinkAction, RequestType, ResponseStatus
@@ -127,6 +158,11 @@ EXTENSION_ERROR = "py-data-transfer/error"
 DEFAULT_MAX_REQUESTS_PER_PEER = 16
 DEFAULT_MAX_QUEUED_PER_PEER = 1024
 DEFAULT_MAX_BACKLOG_BYTES = 16 * 1024 * 1024
+#: Metadata entries per outgoing message. Block bytes alone do not bound a
+#: message: blocks announced but not sent add none, and tiny blocks add little
+#: data per entry. 16384 entries (about 0.7-1.3 MiB of metadata) plus 512 KiB
+#: of blocks stay well under the 4 MiB frame limit.
+DEFAULT_MAX_LINKS_PER_MESSAGE = 16384
 
 SendGS = Callable[[PeerID, GraphsyncMessage], Awaitable[None]]
 SendDT = Callable[[PeerID, Any], Awaitable[None]]
@@ -166,15 +202,19 @@ class _Receiver(_Channel):
 
 
 class _Sender(_Channel):
-    __slots__ = ("remote_hold", "pumping", "pump_active", "pending", "decided")
+    __slots__ = ("remote_hold", "pumping", "pump_active", "pending", "decided", "dont_send")
 
-    def __init__(self, channel_id, peer, request_id, traverser) -> None:
+    def __init__(
+        self, channel_id, peer, request_id, traverser, dont_send: frozenset[CID] = frozenset()
+    ) -> None:
         super().__init__(channel_id, peer, request_id, traverser)
         self.remote_hold = False
         self.pumping = False
         self.pump_active = False
         self.pending: tuple[BlockRequest, bytes] | None = None
         self.decided = False
+        #: The request's ``graphsync/do-not-send-cids``: traversed, announced, not sent.
+        self.dont_send = dont_send
 
     @property
     def held(self) -> bool:
@@ -221,6 +261,8 @@ class GraphsyncEngine(Transport):
     """Graphsync requester + responder for one node; see the module docs."""
 
     supports_pause = True
+    #: See :data:`DEFAULT_MAX_LINKS_PER_MESSAGE` (an instance may lower it).
+    max_links_per_message = DEFAULT_MAX_LINKS_PER_MESSAGE
 
     def __init__(
         self,
@@ -563,6 +605,11 @@ class GraphsyncEngine(Transport):
                 skip = decode_do_not_send_first_blocks(
                     req.extensions[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS]
                 )
+            dont_send: frozenset[CID] = frozenset()
+            if EXTENSION_DO_NOT_SEND_CIDS in req.extensions:
+                dont_send = decode_do_not_send_cids(req.extensions[EXTENSION_DO_NOT_SEND_CIDS])
+            if EXTENSION_DEDUP_BY_KEY in req.extensions:
+                decode_dedup_key(req.extensions[EXTENSION_DEDUP_BY_KEY])  # checked; see module docs
             if req.root is None:
                 raise ValueError("no root")
             selector = parse_selector(req.selector)
@@ -591,7 +638,7 @@ class GraphsyncEngine(Transport):
         traverser = Traverser(
             req.root, selector, skip_first_blocks=skip, verify=False, visits=False
         )
-        state = _Sender(chid, sender, req.id, traverser)
+        state = _Sender(chid, sender, req.id, traverser, dont_send)
         # Admitted now (counts against the limit); serving waits for its lane.
         self._incoming[(sender, req.id)] = state
         self._enqueue(chid, partial(self._on_request, state, message))
@@ -697,7 +744,7 @@ class GraphsyncEngine(Transport):
         chid = state.channel_id
         if not self._current(state):
             return
-        batch: list[tuple[BlockRequest, bytes]] = []
+        batch: list[tuple[BlockRequest, bytes | None]] = []
         batch_bytes = 0
         finished: str | None | bool = False  # False: not finished
         while True:
@@ -711,6 +758,12 @@ class GraphsyncEngine(Transport):
                 state.pending = step
                 state.decided = False
             request, data = state.pending
+            if len(batch) >= self.max_links_per_message:
+                break
+            if state.dont_send and request.cid in state.dont_send:
+                batch.append((request, None))  # announced, not sent: no events, no bytes
+                state.pending = None
+                continue
             if batch and batch_bytes + len(data) > self.max_block_bytes:
                 break
             if not state.decided:
@@ -757,7 +810,8 @@ class GraphsyncEngine(Transport):
                 await events.on_disconnected(chid, str(exc))
                 return
             for request, data in batch:
-                await events.on_data_sent(chid, request.cid, len(data), request.index + 1)
+                if data is not None:
+                    await events.on_data_sent(chid, request.cid, len(data), request.index + 1)
             await events.on_channel_completed(chid, finished)
             return
         if batch and not await self._flush(state, batch):
@@ -773,19 +827,20 @@ class GraphsyncEngine(Transport):
         await anyio.lowlevel.checkpoint()
 
     def _batch_message(
-        self, state: _Sender, batch: list[tuple[BlockRequest, bytes]],
+        self, state: _Sender, batch: list[tuple[BlockRequest, bytes | None]],
         status: ResponseStatus, error: str | None = None,
     ) -> GraphsyncMessage:
+        # A block not sent (data None) is announced "p" all the same, as Go does.
         meta = tuple(LinkMetadatum(r.cid, LinkAction.PRESENT) for r, _ in batch)
         seen: dict[CID, Block] = {}
         for r, data in batch:
-            if r.cid not in seen:
+            if data is not None and r.cid not in seen:
                 seen[r.cid] = Block._hashed(r.cid, data)
         return self._response(state, status, error=error, metadata=meta,
                               blocks=tuple(seen.values()))
 
     async def _flush(
-        self, state: _Sender, batch: list[tuple[BlockRequest, bytes]], *, live: bool = True
+        self, state: _Sender, batch: list[tuple[BlockRequest, bytes | None]], *, live: bool = True
     ) -> bool:
         msg = self._batch_message(state, batch, ResponseStatus.PARTIAL_RESPONSE)
         if live:
@@ -795,9 +850,10 @@ class GraphsyncEngine(Transport):
             return False
         assert self._events is not None
         for request, data in batch:
-            await self._events.on_data_sent(
-                state.channel_id, request.cid, len(data), request.index + 1
-            )
+            if data is not None:
+                await self._events.on_data_sent(
+                    state.channel_id, request.cid, len(data), request.index + 1
+                )
         return True
 
     # -- the data receiver (graphsync requester) -----------------------------------
@@ -842,13 +898,16 @@ class GraphsyncEngine(Transport):
             if not self._current(state):
                 return
         for link, action in rsp.metadata:
-            if action is not LinkAction.PRESENT:
+            if action is LinkAction.PRESENT:
+                block = blocks.get(link)
+                if block is not None:
+                    if not await self._on_block(state, block):
+                        return
+                    continue
+            elif action is not LinkAction.DUPLICATE_NOT_SENT:
                 continue
-            block = blocks.get(link)
-            if block is None:
-                await self._receive_failed(state, f"block {link} listed but not sent")
-                return
-            if not await self._on_block(state, block):
+            # traversed by the sender but not carried: ours to load (see the module docs)
+            if not await self._on_block_not_sent(state, link):
                 return
         status = rsp.status
         if not status.is_terminal:
@@ -913,6 +972,35 @@ class GraphsyncEngine(Transport):
             return False
         return True
 
+    async def _on_block_not_sent(self, state: _Receiver, cid: CID) -> bool:
+        """The sender announced ``cid`` without sending it (the request's
+        do-not-send set, or a Go sender's duplicate): take it from the local
+        store so the traversal goes on. No received event: nothing arrived."""
+        expect = state.expect
+        if expect is None or cid != expect.cid:
+            wanted = "nothing" if expect is None else f"{expect.cid} at index {expect.index + 1}"
+            await self._receive_failed(
+                state, f"unexpected block {cid} announced as not sent (expected {wanted})"
+            )
+            return False
+        try:
+            data = self.blockstore.get(cid)
+        except Exception as exc:  # noqa: BLE001 - BlockNotFound, closed store...
+            await self._receive_failed(
+                state,
+                f"block {cid} (index {expect.index + 1}) was not sent by {state.peer} and is "
+                f"not in the local store: {exc}",
+            )
+            return False
+        state.last_index = expect.index + 1
+        state.expect = None
+        state.traverser.provide(data)
+        error = next_to_receive(state, self.blockstore)
+        if error is not None:
+            await self._receive_failed(state, error)
+            return False
+        return True
+
     # -- Transport API -------------------------------------------------------------
 
     async def send_message(self, peer: PeerID, message: Any) -> None:
@@ -927,9 +1015,16 @@ class GraphsyncEngine(Transport):
         selector: Any,
         message: Any,
         skip_blocks: int = 0,
+        *,
+        do_not_send: Iterable[CID] = (),
     ) -> None:
+        """:meth:`Transport.open_channel`, plus ``do_not_send``: CIDs this
+        node already holds, sent as ``graphsync/do-not-send-cids`` so the
+        sender walks but does not send them (they are then loaded from
+        :attr:`blockstore`; one missing there fails the channel)."""
         self._require_serving()
         data_sender = PeerID(data_sender)
+        dont_send = encode_do_not_send_cids(do_not_send)
         if isinstance(selector, Selector):
             selector_node = selector_to_node(selector)
             parsed = selector
@@ -945,6 +1040,9 @@ class GraphsyncEngine(Transport):
         ext: dict[str, Any] = {EXTENSION_DATA_TRANSFER: to_node(message)}
         if skip_blocks:
             ext[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS] = encode_do_not_send_first_blocks(skip_blocks)
+        if dont_send:
+            ext[EXTENSION_DO_NOT_SEND_CIDS] = dont_send
+        ext[EXTENSION_DEDUP_BY_KEY] = encode_dedup_key(f"data-transfer-{channel_id}")
         req = GraphsyncRequest.new(root, selector_node, extensions=ext)
         state = _Receiver(channel_id, data_sender, req.id, traverser, skip_blocks)
         self._channels[channel_id] = state

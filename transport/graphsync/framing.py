@@ -4,9 +4,16 @@ go-graphsync reads frames with go-msgio's varint reader limited to
 ``network.MessageSizeMax`` (``1 << 22`` = 4 MiB): a declared length above
 that fails the stream *before* the body is read; exactly 4 MiB is allowed.
 The length varint must be minimal (go-varint refuses padding). A zero-length
-frame reads as an empty message, which fails to decode. Go also gives each
-frame 10 seconds to arrive (a read deadline), which is the network layer's
-business, not this module's.
+frame reads as an empty message, which fails to decode.
+
+Go's ``handleNewStream`` sets a 10 s read deadline before reading each
+message and clears it after (its writes get ``SendMessageTimeout``, 10
+minutes by default). That deadline also covers the wait *before* a frame, so
+a Go reader resets a stream that stays idle for 10 s. :func:`read_frame`
+keeps Go's 10 s (:data:`FRAME_READ_TIMEOUT`) but starts it at a frame's first
+byte: idle time between frames is allowed (a paused transfer's stream sits
+silent for long), a peer that starts a frame and then stalls (a slowloris)
+gets :class:`FrameTimeout`.
 
 Three ways to read frames, all refusing an oversized frame from its header:
 
@@ -31,8 +38,10 @@ from transport.graphsync.message import (
 )
 
 __all__ = [
+    "FRAME_READ_TIMEOUT",
     "MAX_FRAME",
     "FrameDecoder",
+    "FrameTimeout",
     "encode_frame",
     "frame",
     "read_frame",
@@ -42,6 +51,15 @@ __all__ = [
 
 #: Go's reader limit for one frame's payload (``network.MessageSizeMax``).
 MAX_FRAME = 1 << 22
+#: Seconds a frame may take from its first byte to its last (Go's read
+#: deadline per message, which Go starts before the first byte).
+FRAME_READ_TIMEOUT = 10.0
+
+
+class FrameTimeout(GraphsyncWireError):
+    """A frame began but did not complete within the read deadline: the
+    peer stalled mid-frame. A :class:`GraphsyncWireError`, so a reader
+    that resets the stream on bad frames resets it for this too."""
 
 
 def frame(payload: bytes | bytearray | memoryview, *, max_size: int | None = MAX_FRAME) -> bytes:
@@ -184,7 +202,12 @@ async def _receive(receive_exact: ReceiveExact, n: int) -> bytes | None:
     return bytes(data)
 
 
-async def read_frame(receive_exact: ReceiveExact, max_size: int = MAX_FRAME) -> bytes | None:
+async def read_frame(
+    receive_exact: ReceiveExact,
+    max_size: int = MAX_FRAME,
+    *,
+    frame_timeout: float | None = FRAME_READ_TIMEOUT,
+) -> bytes | None:
     """Read one frame's payload with ``receive_exact(n)``.
 
     ``receive_exact`` returns exactly ``n`` bytes; a shorter result (or
@@ -192,18 +215,32 @@ async def read_frame(receive_exact: ReceiveExact, max_size: int = MAX_FRAME) -> 
     Returns None on a clean end before a new frame; raises
     :class:`GraphsyncWireError` for an end inside a frame, a bad length
     varint, or a length over ``max_size`` -- then before reading the body.
+    Waiting for a frame's first byte has no limit; from it on, the whole
+    frame must arrive within ``frame_timeout`` seconds (None: no limit), else
+    :class:`FrameTimeout` (the caller resets the stream: its position is lost).
     Other exceptions from ``receive_exact`` propagate unchanged.
     """
+    first = await _receive(receive_exact, 1)
+    if first is None:
+        return None
+    if frame_timeout is None:
+        return await _read_rest(receive_exact, max_size, first[0])
+    with anyio.move_on_after(frame_timeout):
+        return await _read_rest(receive_exact, max_size, first[0])
+    raise FrameTimeout(
+        f"frame started but not complete within {frame_timeout:g} s (peer stalled mid-frame)"
+    )
+
+
+async def _read_rest(receive_exact: ReceiveExact, max_size: int, first: int) -> bytes:
+    """The rest of a frame whose first header byte is ``first``."""
     header = _Header(max_size)
-    while True:
+    length = header.push(first)
+    while length is None:
         b = await _receive(receive_exact, 1)
         if b is None:
-            if header.count == 0:
-                return None
             raise GraphsyncWireError("stream ended inside a frame header")
         length = header.push(b[0])
-        if length is not None:
-            break
     if length == 0:
         return b""
     body = await _receive(receive_exact, length)
@@ -213,10 +250,14 @@ async def read_frame(receive_exact: ReceiveExact, max_size: int = MAX_FRAME) -> 
 
 
 async def read_message(
-    receive_exact: ReceiveExact, max_size: int = MAX_FRAME, *, verify_blocks: bool = True
+    receive_exact: ReceiveExact,
+    max_size: int = MAX_FRAME,
+    *,
+    verify_blocks: bool = True,
+    frame_timeout: float | None = FRAME_READ_TIMEOUT,
 ) -> GraphsyncMessage | None:
     """:func:`read_frame` then :func:`decode_message`; None on a clean end."""
-    payload = await read_frame(receive_exact, max_size)
+    payload = await read_frame(receive_exact, max_size, frame_timeout=frame_timeout)
     if payload is None:
         return None
     return decode_message(payload, verify_blocks=verify_blocks)
