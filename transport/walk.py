@@ -5,6 +5,15 @@ The sender walks the selector over its store and sends the blocks it loads
 receiver runs its own traversal of the same selector, so it knows which
 block must arrive next: a block nobody asked for is refused instead of
 stored; the blocks skipped on restart it loads from its own store.
+
+A go-graphsync sender serving a restart still walks the skipped blocks and
+announces each (a ``p`` metadata entry without the block); the in-memory
+sender announces nothing. So a receiver that gets announcements stops at
+each skipped block (``stop_at_skipped``) and consumes the announcement for
+it (:func:`take_skipped`), in order; one that gets none loads the rest of
+the skipped blocks when the first real block arrives (:func:`skip_rest`).
+Either way it holds no list of the skipped CIDs: the traversal itself says
+which one comes next, so a restart of a huge DAG costs no memory.
 """
 
 from __future__ import annotations
@@ -23,11 +32,15 @@ class ReceiverState(Protocol):
     traversal_done: bool
 
 
-def next_to_receive(state: Any, blockstore: Blockstore) -> str | None:
+def next_to_receive(
+    state: Any, blockstore: Blockstore, *, stop_at_skipped: bool = False
+) -> str | None:
     """Walk ``state.traverser`` to the next block the sender must send and set
     ``state.expect`` to it (or ``state.traversal_done`` when none is left),
-    loading restart-skipped blocks from ``blockstore``. Returns an error text,
-    or None."""
+    loading restart-skipped blocks from ``blockstore``; with
+    ``stop_at_skipped``, stop at a restart-skipped block too (its
+    ``send`` is False) so the sender's announcement of it can be matched.
+    Returns an error text, or None."""
     traverser = state.traverser
     while True:
         try:
@@ -40,23 +53,62 @@ def next_to_receive(state: Any, blockstore: Blockstore) -> str | None:
             return None
         if type(event) is not BlockRequest:
             continue
-        if event.send:
+        if event.send or stop_at_skipped:
             state.expect = event
             return None
-        try:
-            data = blockstore.get(event.cid)
-        except Exception as exc:  # noqa: BLE001
-            return (
-                f"block {event.cid} (index {event.index + 1}) to skip on restart "
-                f"is not in the local store: {exc}"
-            )
-        traverser.provide(data)
+        error = _load_skipped(traverser, event, blockstore)
+        if error is not None:
+            return error
 
 
-def next_to_send(traverser: Traverser, blockstore: Blockstore) -> tuple[BlockRequest, bytes] | str | None:
+def _load_skipped(traverser: Traverser, request: BlockRequest, blockstore: Blockstore) -> str | None:
+    try:
+        data = blockstore.get(request.cid)
+    except Exception as exc:  # noqa: BLE001 - BlockNotFound, closed store...
+        return (
+            f"block {request.cid} (index {request.index + 1}) to skip on restart "
+            f"is not in the local store: {exc}"
+        )
+    traverser.provide(data)
+    return None
+
+
+def take_skipped(state: Any, blockstore: Blockstore) -> str | None:
+    """``state.expect`` is a restart-skipped block the sender just announced:
+    load it from ``blockstore`` and walk on to the next block, stopping at a
+    skipped one again. Returns an error text, or None."""
+    expect = state.expect
+    assert expect is not None and not expect.send
+    state.expect = None
+    error = _load_skipped(state.traverser, expect, blockstore)
+    if error is not None:
+        return error
+    return next_to_receive(state, blockstore, stop_at_skipped=True)
+
+
+def skip_rest(state: Any, blockstore: Blockstore) -> str | None:
+    """If ``state.expect`` is a restart-skipped block, load it and the rest
+    of the skipped blocks from ``blockstore`` (the sender did not announce
+    them) and walk on to the first block the sender must send. Returns an
+    error text, or None."""
+    expect = state.expect
+    if expect is None or expect.send:
+        return None
+    state.expect = None
+    error = _load_skipped(state.traverser, expect, blockstore)
+    if error is not None:
+        return error
+    return next_to_receive(state, blockstore)
+
+
+def next_to_send(
+    traverser: Traverser, blockstore: Blockstore, *, with_skipped: bool = False
+) -> tuple[BlockRequest, bytes] | str | None:
     """Walk ``traverser`` over ``blockstore`` to the next block to send: that
     block's request and bytes, None when the traversal is complete, or an
-    error text. Blocks a restart skips are walked but not returned."""
+    error text. Blocks a restart skips are walked but not returned, unless
+    ``with_skipped`` (their ``send`` is False: the caller announces them
+    without sending them, as go-graphsync does)."""
     while True:
         try:
             event = traverser.next()
@@ -71,5 +123,5 @@ def next_to_send(traverser: Traverser, blockstore: Blockstore) -> tuple[BlockReq
         except Exception as exc:  # noqa: BLE001 - BlockNotFound, closed store...
             return f"cannot load block {event.cid} (index {event.index + 1}): {exc}"
         traverser.provide(data)
-        if event.send:
+        if event.send or with_skipped:
             return event, data

@@ -15,7 +15,14 @@ transport does:
 
 * the data receiver sends a request (type ``n``) with the root, the
   selector node, the data-transfer message in ``fil/data-transfer/1.1`` and,
-  on a restart, ``graphsync/do-not-send-first-blocks`` = the count it holds;
+  on a restart, ``graphsync/do-not-send-first-blocks`` = the count it holds.
+  As go-graphsync's responder does, the sender still walks those blocks and
+  announces each with a ``p`` metadata entry without the block; the receiver
+  loads each from its own store as its announcement arrives (they must come
+  in traversal order: another CID announced as not sent there fails the
+  channel), and when the first block carried arrives instead, loads the
+  rest of them without announcements (a sender that announces none). It
+  keeps no list of skipped CIDs: its traversal names the next one;
 * the data sender derives the channel id from that message (a request: the
   requester initiated the channel; a response, i.e. a push responder's
   acceptance: this node initiated it), asks the Manager
@@ -69,7 +76,8 @@ transport does:
 
 Each channel's work runs in a lane (one item at a time, in arrival order);
 every task belongs to :meth:`serve`'s task group. Received block data waiting
-in lanes is counted (:attr:`GraphsyncEngine.backlog_bytes`); a stream reader
+in lanes is counted (:attr:`GraphsyncEngine.backlog_bytes`, with
+:data:`METADATA_ENTRY_CHARGE` per metadata entry); a stream reader
 calls :meth:`GraphsyncEngine.wait_backlog` between frames so a slow receiver
 holds the stream back instead of buffering without bound.
 :meth:`GraphsyncEngine.peer_lost` ends every channel with a peer whose
@@ -132,7 +140,7 @@ from transport.graphsync.message import (
     encode_do_not_send_first_blocks,
 )
 from transport.graphsync.status import LinkAction, RequestType, ResponseStatus
-from transport.walk import next_to_receive, next_to_send
+from transport.walk import next_to_receive, next_to_send, skip_rest, take_skipped
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
@@ -163,6 +171,11 @@ DEFAULT_MAX_BACKLOG_BYTES = 16 * 1024 * 1024
 #: data per entry. 16384 entries (about 0.7-1.3 MiB of metadata) plus 512 KiB
 #: of blocks stay well under the 4 MiB frame limit.
 DEFAULT_MAX_LINKS_PER_MESSAGE = 16384
+#: What one received metadata entry is charged to the backlog: about its
+#: decoded size in memory (a CID and its action). A restart of a huge DAG
+#: brings entries only (every skipped block is announced, none sent), so
+#: block bytes alone would let them queue without bound.
+METADATA_ENTRY_CHARGE = 320
 
 SendGS = Callable[[PeerID, GraphsyncMessage], Awaitable[None]]
 SendDT = Callable[[PeerID, Any], Awaitable[None]]
@@ -278,7 +291,8 @@ class GraphsyncEngine(Transport):
         max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
     ) -> None:
         self._peer_id = PeerID(peer_id)
-        #: Received block bytes queued and not yet handled; see :meth:`wait_backlog`.
+        #: Received block bytes (and metadata entries) queued and not yet
+        #: handled; see :meth:`wait_backlog`.
         self.backlog_bytes = 0
         self.max_backlog_bytes = max_backlog_bytes
         self._backlog_drained: anyio.Event | None = None
@@ -506,7 +520,8 @@ class GraphsyncEngine(Transport):
                 work.append((state, rsp))
             if not work:
                 return
-            charge = _Charge(self, msg.block_bytes, len(work))
+            entries = sum(len(rsp.metadata) for _, rsp in work)
+            charge = _Charge(self, msg.block_bytes + METADATA_ENTRY_CHARGE * entries, len(work))
             self.backlog_bytes += charge.size
             for state, rsp in work:
                 self._enqueue(
@@ -751,7 +766,7 @@ class GraphsyncEngine(Transport):
             if state.held:
                 break
             if state.pending is None:
-                step = next_to_send(state.traverser, self.blockstore)
+                step = next_to_send(state.traverser, self.blockstore, with_skipped=True)
                 if not isinstance(step, tuple):
                     finished = step
                     break
@@ -760,8 +775,9 @@ class GraphsyncEngine(Transport):
             request, data = state.pending
             if len(batch) >= self.max_links_per_message:
                 break
-            if state.dont_send and request.cid in state.dont_send:
-                batch.append((request, None))  # announced, not sent: no events, no bytes
+            if not request.send or (state.dont_send and request.cid in state.dont_send):
+                # skipped on restart or listed: announced, not sent, no events, no bytes
+                batch.append((request, None))
                 state.pending = None
                 continue
             if batch and batch_bytes + len(data) > self.max_block_bytes:
@@ -865,7 +881,8 @@ class GraphsyncEngine(Transport):
         await self._events.on_channel_opened(state.channel_id)
         if not self._current(state):
             return
-        error = next_to_receive(state, self.blockstore)
+        # stop at restart-skipped blocks too: the sender announces them (see _on_response)
+        error = next_to_receive(state, self.blockstore, stop_at_skipped=True)
         if error is not None:
             await self._receive_failed(state, error)
 
@@ -900,11 +917,34 @@ class GraphsyncEngine(Transport):
         for link, action in rsp.metadata:
             if action is LinkAction.PRESENT:
                 block = blocks.get(link)
-                if block is not None:
-                    if not await self._on_block(state, block):
+            elif action is LinkAction.DUPLICATE_NOT_SENT:
+                block = None
+            else:
+                continue
+            expect = state.expect
+            if expect is not None and not expect.send:
+                # still in the blocks a restart skips (held here, see the module docs)
+                if link == expect.cid:
+                    error = take_skipped(state, self.blockstore)
+                    if error is not None:
+                        await self._receive_failed(state, error)
                         return
                     continue
-            elif action is not LinkAction.DUPLICATE_NOT_SENT:
+                if block is None:
+                    await self._receive_failed(
+                        state,
+                        f"block {link} announced as not sent where the restart skips block "
+                        f"{expect.cid} (index {expect.index + 1})",
+                    )
+                    return
+                # a sender that does not announce skipped blocks: the rest are ours to load
+                error = skip_rest(state, self.blockstore)
+                if error is not None:
+                    await self._receive_failed(state, error)
+                    return
+            if block is not None:
+                if not await self._on_block(state, block):
+                    return
                 continue
             # traversed by the sender but not carried: ours to load (see the module docs)
             if not await self._on_block_not_sent(state, link):
@@ -920,6 +960,10 @@ class GraphsyncEngine(Transport):
         if status.is_failure:
             self._remove(state)
             await events.on_channel_completed(chid, str(error or status.go_name))
+            return
+        error = skip_rest(state, self.blockstore)  # all skipped, none announced
+        if error is not None:
+            await self._receive_failed(state, error)
             return
         if state.traversal_done:
             self._remove(state)
