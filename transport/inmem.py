@@ -85,7 +85,7 @@ from datatransfer.ipld.block import Block
 from datatransfer.ipld.blockstore import Blockstore
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.errors import IPLDError
-from datatransfer.ipld.selector import BlockRequest, Selector, Traverser, parse_selector
+from datatransfer.ipld.selector import Selector, Traverser, parse_selector
 from datatransfer.types import ChannelID, PeerID
 from transport.base import (
     PROCEED,
@@ -95,6 +95,9 @@ from transport.base import (
     TransportEvents,
     UnknownTransportChannel,
 )
+from transport.walk import Receiving as _Receiver
+from transport.walk import Sending as _Sender
+from transport.walk import Walk as _Channel
 from transport.walk import next_to_receive, next_to_send
 
 if TYPE_CHECKING:
@@ -447,51 +450,6 @@ class _Lane:
         #: The last queued-or-running packet item from each peer (channel lanes).
         self.last_from: dict[PeerID, _Item] = {}
         self.is_channel = is_channel
-
-
-class _Channel:
-    """Transport state of one channel on one node."""
-
-    __slots__ = ("channel_id", "peer", "request_id", "traverser", "local_hold")
-
-    def __init__(self, channel_id: ChannelID, peer: PeerID, request_id: int, traverser: Traverser):
-        self.channel_id = channel_id
-        self.peer = peer
-        self.request_id = request_id
-        self.traverser = traverser
-        self.local_hold = False
-
-
-class _Receiver(_Channel):
-    __slots__ = ("last_index", "expect", "traversal_done", "sender_done")
-
-    def __init__(self, channel_id, peer, request_id, traverser, skip_blocks: int) -> None:
-        super().__init__(channel_id, peer, request_id, traverser)
-        #: Highest block index held (received, or loaded locally on restart).
-        self.last_index = skip_blocks
-        #: The block the traversal waits for from the sender.
-        self.expect: BlockRequest | None = None
-        self.traversal_done = False
-        self.sender_done = False
-
-
-class _Sender(_Channel):
-    __slots__ = ("remote_hold", "pumping", "pump_active", "pending", "decided")
-
-    def __init__(self, channel_id, peer, request_id, traverser) -> None:
-        super().__init__(channel_id, peer, request_id, traverser)
-        self.remote_hold = False
-        #: The request was accepted: blocks flow when nothing holds them.
-        self.pumping = False
-        #: A pump step is queued or running.
-        self.pump_active = False
-        #: The next block to send (loaded), and whether on_data_queued said yes.
-        self.pending: tuple[BlockRequest, bytes] | None = None
-        self.decided = False
-
-    @property
-    def held(self) -> bool:
-        return self.local_hold or self.remote_hold
 
 
 def _is_request(message: Any) -> bool:

@@ -18,22 +18,89 @@ which one comes next, so a restart of a huge DAG costs no memory.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from datatransfer.ipld.blockstore import Blockstore
+from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import BlockRequest, Traverser
+from datatransfer.types import ChannelID, PeerID
 
 
-class ReceiverState(Protocol):
-    """The fields of a transport's receiver state that :func:`advance` uses."""
+class Walk:
+    """What every transport keeps for one channel it moves data for on this
+    node: whose channel, the request carrying it, the traversal, and whether
+    this node's application paused it."""
 
-    traverser: Traverser
-    expect: BlockRequest | None
-    traversal_done: bool
+    __slots__ = ("channel_id", "peer", "request_id", "traverser", "local_hold")
+
+    def __init__(
+        self, channel_id: ChannelID, peer: PeerID, request_id: Any, traverser: Traverser
+    ) -> None:
+        self.channel_id = channel_id
+        self.peer = peer
+        #: The transport's own request id (an int in memory, 16 bytes in graphsync).
+        self.request_id = request_id
+        self.traverser = traverser
+        self.local_hold = False
+
+
+class Receiving(Walk):
+    """The data receiver's side: which block must arrive next."""
+
+    __slots__ = ("last_index", "expect", "traversal_done", "sender_done")
+
+    def __init__(
+        self,
+        channel_id: ChannelID,
+        peer: PeerID,
+        request_id: Any,
+        traverser: Traverser,
+        skip_blocks: int,
+    ) -> None:
+        super().__init__(channel_id, peer, request_id, traverser)
+        #: Highest block index held (received, or loaded locally on restart).
+        self.last_index = skip_blocks
+        #: The block the traversal waits for from the sender.
+        self.expect: BlockRequest | None = None
+        self.traversal_done = False
+        #: The sender said it has sent everything (transports that say so apart).
+        self.sender_done = False
+
+
+class Sending(Walk):
+    """The data sender's side: the block loaded next and what holds it back."""
+
+    __slots__ = ("remote_hold", "pumping", "pump_active", "pending", "decided", "dont_send")
+
+    def __init__(
+        self,
+        channel_id: ChannelID,
+        peer: PeerID,
+        request_id: Any,
+        traverser: Traverser,
+        dont_send: frozenset[CID] = frozenset(),
+    ) -> None:
+        super().__init__(channel_id, peer, request_id, traverser)
+        #: The receiver paused the channel.
+        self.remote_hold = False
+        #: The request was accepted: blocks flow when nothing holds them.
+        self.pumping = False
+        #: A pump step is queued or running.
+        self.pump_active = False
+        #: The next block to send (loaded; ``None`` data: announced, not sent),
+        #: and whether on_data_queued said yes to it.
+        self.pending: tuple[BlockRequest, bytes | None] | None = None
+        self.decided = False
+        #: CIDs the receiver asked not to be sent: traversed, announced, not sent.
+        self.dont_send = dont_send
+
+    @property
+    def held(self) -> bool:
+        return self.local_hold or self.remote_hold
 
 
 def next_to_receive(
-    state: Any, blockstore: Blockstore, *, stop_at_skipped: bool = False
+    state: Receiving, blockstore: Blockstore, *, stop_at_skipped: bool = False
 ) -> str | None:
     """Walk ``state.traverser`` to the next block the sender must send and set
     ``state.expect`` to it (or ``state.traversal_done`` when none is left),
@@ -73,7 +140,7 @@ def _load_skipped(traverser: Traverser, request: BlockRequest, blockstore: Block
     return None
 
 
-def take_skipped(state: Any, blockstore: Blockstore) -> str | None:
+def take_skipped(state: Receiving, blockstore: Blockstore) -> str | None:
     """``state.expect`` is a restart-skipped block the sender just announced:
     load it from ``blockstore`` and walk on to the next block, stopping at a
     skipped one again. Returns an error text, or None."""
@@ -86,7 +153,7 @@ def take_skipped(state: Any, blockstore: Blockstore) -> str | None:
     return next_to_receive(state, blockstore, stop_at_skipped=True)
 
 
-def skip_rest(state: Any, blockstore: Blockstore) -> str | None:
+def skip_rest(state: Receiving, blockstore: Blockstore) -> str | None:
     """If ``state.expect`` is a restart-skipped block, load it and the rest
     of the skipped blocks from ``blockstore`` (the sender did not announce
     them) and walk on to the first block the sender must send. Returns an

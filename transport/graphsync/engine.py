@@ -140,6 +140,9 @@ from transport.graphsync.message import (
     encode_do_not_send_first_blocks,
 )
 from transport.graphsync.status import LinkAction, RequestType, ResponseStatus
+from transport.walk import Receiving as _Receiver
+from transport.walk import Sending as _Sender
+from transport.walk import Walk as _Channel
 from transport.walk import next_to_receive, next_to_send, skip_rest, take_skipped
 
 if TYPE_CHECKING:
@@ -191,47 +194,6 @@ class EngineStats:
     messages_sent: int = 0
     messages_received: int = 0
     bad_frames: int = 0
-
-
-class _Channel:
-    __slots__ = ("channel_id", "peer", "request_id", "traverser", "local_hold")
-
-    def __init__(self, channel_id: ChannelID, peer: PeerID, request_id: bytes, traverser):
-        self.channel_id = channel_id
-        self.peer = peer
-        self.request_id = request_id
-        self.traverser = traverser
-        self.local_hold = False
-
-
-class _Receiver(_Channel):
-    __slots__ = ("last_index", "expect", "traversal_done")
-
-    def __init__(self, channel_id, peer, request_id, traverser, skip_blocks: int) -> None:
-        super().__init__(channel_id, peer, request_id, traverser)
-        self.last_index = skip_blocks
-        self.expect: BlockRequest | None = None
-        self.traversal_done = False
-
-
-class _Sender(_Channel):
-    __slots__ = ("remote_hold", "pumping", "pump_active", "pending", "decided", "dont_send")
-
-    def __init__(
-        self, channel_id, peer, request_id, traverser, dont_send: frozenset[CID] = frozenset()
-    ) -> None:
-        super().__init__(channel_id, peer, request_id, traverser)
-        self.remote_hold = False
-        self.pumping = False
-        self.pump_active = False
-        self.pending: tuple[BlockRequest, bytes] | None = None
-        self.decided = False
-        #: The request's ``graphsync/do-not-send-cids``: traversed, announced, not sent.
-        self.dont_send = dont_send
-
-    @property
-    def held(self) -> bool:
-        return self.local_hold or self.remote_hold
 
 
 class _Charge:
