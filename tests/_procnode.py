@@ -1,6 +1,6 @@
 """A data-transfer node in its own OS process, for tests/test_multiprocess.py.
 
-Run as ``python tests/_procnode.py serve|pull ...``. Every line it prints on
+Run as ``python tests/_procnode.py serve|pull|push ...``. Every line it prints on
 stdout is one ``WORD args...`` record the test reads:
 
 * ``ADDR <multiaddr>`` (first line once the node runs),
@@ -9,11 +9,24 @@ stdout is one ``WORD args...`` record the test reads:
   whenever a channel's status or byte counts change,
 * ``STATUS <status>`` (pull: each status change, from the Manager's events),
 * ``PAID <amount>`` (pull --pay), ``CANCELLED <n>`` (serve, after ``cancel``),
-* ``DONE <status> <received> <dag size or -1>`` (pull, at the end).
+* ``DONE <status> <received> <dag size or -1>`` (pull, at the end;
+  push: ``DONE <status> <sent> <dag size or -1>``),
+* ``EVENT <name> <initiator> <id> <sent> <received> <received_index>`` for
+  the events that say a transfer broke or resumed (Disconnected, Restart,
+  errors...), with the channel's counters at that moment,
+* ``PULLED <initiator> <id> <status> <received> <dag size or -1>`` (serve,
+  after ``pull``), ``RESOURCES key=value...`` (serve, after ``resources``).
+
+Reachability, for tests that put tests/_relay.py between two nodes:
+``serve --no-dial`` never dials a peer (it only uses connections peers
+open, as if they sat behind a NAT); ``pull/push --only-via`` dials the peer
+at the given address only, never at the addresses its identify announced.
+Together they force every reconnection through the relay.
 
 ``serve`` reads commands from stdin, one a line: ``cancel`` (close every
-channel in progress), ``quit``; end of stdin also stops it, as do
-SIGINT/SIGTERM.
+channel in progress), ``pull <addr> <cid>`` (pull as well as serve: the
+PULLED line says how it ended), ``resources`` (the transport's state and the
+channels by peer), ``quit``; end of stdin also stops it, as do SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import anyio
@@ -35,9 +49,16 @@ from datatransfer.node import Node, dag_size  # noqa: E402
 from datatransfer.types import ChannelID, ChannelState  # noqa: E402
 from statemachine import FINAL_STATUSES  # noqa: E402
 
+_SAY = threading.Lock()
+
 
 def say(*words: object) -> None:
-    print(*words, flush=True)
+    """One whole line per call: the event bus's worker thread and the trio
+    thread both print, and ``print(*words)`` writes word by word."""
+    line = " ".join(map(str, words)) + "\n"
+    with _SAY:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def _chid_words(chid: ChannelID) -> list[str]:
@@ -64,6 +85,95 @@ class SlowSender:
         return None
 
 
+#: Events printed as ``EVENT`` lines: the transfer broke, or resumed.
+_WATCHED_EVENTS = frozenset({
+    "Disconnected", "Restart", "Error", "SendDataError", "ReceiveDataError",
+    "RequestCancelled",
+})
+
+
+def _say_events(node: Node) -> None:
+    """Print an EVENT line for each watched event (the bus's worker thread)."""
+    assert node.manager is not None
+
+    def on_event(event, state) -> None:  # type: ignore[no-untyped-def]
+        if event.code.name in _WATCHED_EVENTS:
+            say("EVENT", event.code.name, *_chid_words(state.channel_id), state.sent,
+                state.received, state.received_index)
+
+    node.manager.subscribe(on_event)
+
+
+def _resources(node: Node) -> list[str]:
+    """The transport's state counters and live channels per peer."""
+    assert node.manager is not None
+    words = [f"{k}={v}" for k, v in sorted(node.transport.resources().items())]
+    live: dict[str, int] = {}
+    for st in node.manager.channels().values():
+        if st.status not in FINAL_STATUSES:
+            key = str(st.other_peer)
+            live[key] = live.get(key, 0) + 1
+    words.append(f"live_channels={sum(live.values())}")
+    words.append(f"channels={len(node.manager.channels())}")
+    return words
+
+
+async def _pull_and_report(node: Node, addr: str, cid: str, timeout: float) -> None:
+    """Serve's ``pull`` command: pull, wait for a final status, say PULLED."""
+    assert node.manager is not None
+    root = CID.parse(cid)
+    try:
+        with anyio.fail_after(timeout):
+            chid = await node.pull(addr, root)
+            say("CHANNEL", *_chid_words(chid))
+            state = await node.manager.wait(chid)
+    except Exception as exc:  # noqa: BLE001 - reported to the test, not raised
+        say("PULLED", "-", "-", "Error", 0, -1)
+        say("MESSAGE", f"{type(exc).__name__}: {exc}".replace("\n", " "))
+        return
+    size = dag_size(root, node.blockstore)
+    say("PULLED", *_chid_words(chid), state.status.name, state.received,
+        -1 if size is None else size)
+    if state.message:
+        say("MESSAGE", state.message.replace("\n", " "))
+
+
+def _dial_only_at(node: Node, addr: str) -> None:
+    """Dial the peer of ``addr`` at that address only, never at the ones its
+    identify announced (its real listen address): as if only ``addr`` were
+    reachable, so every reconnection goes through it (a relay in the tests)."""
+    from transport.libp2p import libp2p_id, parse_peer_addr
+
+    peer, (where, *_) = parse_peer_addr(addr)
+    pid = libp2p_id(peer)
+    peerstore = node.host.get_network().peerstore
+    known = peerstore.addrs
+
+    def addrs(peer_id):  # type: ignore[no-untyped-def]
+        found = known(peer_id)
+        if peer_id == pid:
+            return [a for a in found if str(a) == str(where)] or found
+        return found
+
+    peerstore.addrs = addrs
+
+
+def _never_dial(node: Node) -> None:
+    """Use the connections peers open, never dial one (as if every peer sat
+    behind a NAT): a lost connection is for the peer to make again."""
+    from libp2p.network.exceptions import SwarmException
+
+    swarm = node.host.get_network()
+
+    async def dial_peer(peer_id):  # type: ignore[no-untyped-def]
+        conns = [c for c in swarm.get_connections(peer_id) if not c.is_closed]
+        if conns:
+            return conns
+        raise SwarmException(f"this node does not dial ({peer_id})")
+
+    swarm.dial_peer = dial_peer
+
+
 async def _report(node: Node, only: ChannelID | None = None) -> None:
     """Print a STATE line whenever a channel's status/counters change."""
     assert node.manager is not None
@@ -81,7 +191,8 @@ async def _report(node: Node, only: ChannelID | None = None) -> None:
 
 def _config(args: argparse.Namespace) -> ManagerConfig:
     return ManagerConfig(max_restarts=args.max_restarts, restart_backoff=0.2,
-                         max_restart_backoff=1.0, no_progress_timeout=60.0)
+                         max_restart_backoff=getattr(args, "max_restart_backoff", 1.0),
+                         no_progress_timeout=60.0)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -95,6 +206,9 @@ async def serve(args: argparse.Namespace) -> None:
             manager.register_revalidator(Payment, PayEveryN(args.pay_interval, final=True))
         elif args.slow:
             manager.register_revalidator(Payment, SlowSender(args.slow))
+        _say_events(node)
+        if args.no_dial:
+            _never_dial(node)
         say("ADDR", node.addrs()[0])
         async with anyio.create_task_group() as tg:
             tg.start_soon(_report, node)
@@ -118,6 +232,11 @@ async def serve(args: argparse.Namespace) -> None:
                             await manager.close_channel(chid)
                             n += 1
                     say("CANCELLED", n)
+                elif cmd.startswith("pull "):
+                    _, addr, cid = cmd.split()
+                    tg.start_soon(_pull_and_report, node, addr, cid, args.pull_timeout)
+                elif cmd == "resources":
+                    say("RESOURCES", *_resources(node))
             await anyio.sleep(0.2)  # a last STATE line
             tg.cancel_scope.cancel()
     finally:
@@ -140,6 +259,9 @@ async def pull(args: argparse.Namespace) -> None:
                 say("STATUS", state.status.name)
 
         manager.subscribe(on_event)
+        _say_events(node)
+        if args.only_via:
+            _dial_only_at(node, args.addr)
         root = CID.parse(args.cid)
         chid = await node.pull(args.addr, root)
         say("CHANNEL", *_chid_words(chid))
@@ -172,6 +294,32 @@ async def pull(args: argparse.Namespace) -> None:
         await node.__aexit__(None, None, None)
 
 
+async def push(args: argparse.Namespace) -> None:
+    node = Node(args.home, listen=("/ip4/127.0.0.1/tcp/0",), config=_config(args))
+    await node.__aenter__()
+    try:
+        assert node.manager is not None
+        manager = node.manager
+        _say_events(node)
+        if args.only_via:
+            _dial_only_at(node, args.addr)
+        root = CID.parse(args.cid)
+        chid = await node.push(args.addr, root)
+        say("CHANNEL", *_chid_words(chid))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_report, node, chid)
+            with anyio.fail_after(args.timeout):
+                state = await manager.wait(chid)
+            await anyio.sleep(0.1)
+            tg.cancel_scope.cancel()
+        size = dag_size(root, node.blockstore)
+        say("DONE", state.status.name, state.sent, -1 if size is None else size)
+        if state.message:
+            say("MESSAGE", state.message.replace("\n", " "))
+    finally:
+        await node.__aexit__(None, None, None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -181,15 +329,22 @@ def main() -> None:
     s.add_argument("--pay-interval", type=int, default=0)
     s.add_argument("--slow", type=float, default=0.0)
     s.add_argument("--max-restarts", type=int, default=5)
-    p = sub.add_parser("pull")
-    p.add_argument("--home", required=True)
-    p.add_argument("--addr", required=True)
-    p.add_argument("--cid", required=True)
-    p.add_argument("--pay", action="store_true")
-    p.add_argument("--timeout", type=float, default=60.0)
-    p.add_argument("--max-restarts", type=int, default=20)
+    s.add_argument("--pull-timeout", type=float, default=60.0)
+    s.add_argument("--no-dial", action="store_true")
+    for name in ("pull", "push"):
+        p = sub.add_parser(name)
+        p.add_argument("--home", required=True)
+        p.add_argument("--addr", required=True)
+        p.add_argument("--cid", required=True)
+        p.add_argument("--timeout", type=float, default=60.0)
+        p.add_argument("--max-restarts", type=int, default=20)
+        p.add_argument("--max-restart-backoff", type=float, default=1.0)
+        p.add_argument("--only-via", action="store_true")
+        if name == "pull":
+            p.add_argument("--pay", action="store_true")
     args = parser.parse_args()
-    anyio.run(serve if args.cmd == "serve" else pull, args, backend="trio")
+    run = {"serve": serve, "pull": pull, "push": push}[args.cmd]
+    anyio.run(run, args, backend="trio")
 
 
 if __name__ == "__main__":
