@@ -24,6 +24,13 @@ class ManagerConfig:
     #: How long the finalization states may wait for the final voucher.
     finalization_timeout: float | None = 60.0
     #: Restarts tried in a row without progress before the channel fails.
+    #: Every restart counts: after a disconnect, a timeout, the application's
+    #: ``restart_channel`` or this node starting again on its store. The count
+    #: is stored with the channel and goes back to 0 when a block moves after
+    #: a restart (a new one, or one sent again: a restarted request skips what
+    #: the receiver holds, so it moves only blocks the receiver lacked). So a
+    #: node that restarts again and again keeps its channels as long as each
+    #: round moves data, and gives up on one that moves nothing.
     max_restarts: int = 5
     #: First delay before an automatic restart; doubles with each attempt.
     restart_backoff: float = 0.2

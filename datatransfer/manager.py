@@ -84,7 +84,8 @@ S = Status
 FINALIZING_STATUSES = frozenset(
     {S.Finalizing, S.ResponderFinalizing, S.ResponderFinalizingTransferFinished}
 )
-#: Events that record a new block: progress, so they reset the restart count.
+#: Events that record a new block: progress, so they reset the restart count
+#: (a block moved again after a restart does too: :meth:`Manager._moved_again`).
 #: Their write is deferred to the *Progress event that follows (see module doc).
 _DATA_EVENTS = frozenset({E.DataReceived, E.DataSent, E.DataQueued})
 
@@ -101,8 +102,9 @@ class _Runtime:
     data_open: bool = False
     #: The responder holds the channel until a voucher passes revalidation.
     paused_for_voucher: bool = False
-    #: The responder is waiting for a voucher that passes validation
-    #: (the validator raised RetryValidation).
+    #: The responder waits for a voucher that passes validation (the validator
+    #: raised RetryValidation). No pause is allowed meanwhile: a paused request
+    #: can never be accepted (see :meth:`Manager._refuse_unaccepted_pause`).
     awaiting_validation: bool = False
     #: This node's application paused the channel (no timeouts apply).
     app_paused: bool = False
@@ -351,12 +353,24 @@ class Manager:
         await self._tell_cancel(ch)
 
     async def pause_channel(self, channel_id: ChannelID) -> None:
-        """Pause the data flow from this side until :meth:`resume_channel`."""
+        """Pause the data flow from this side until :meth:`resume_channel`.
+
+        Raises :class:`Unsupported` on a transport that cannot pause, and on a
+        request this node (the responder) has not accepted because it waits
+        for a voucher that passes validation: a paused request can never be
+        accepted. (An initiator that pauses such a request has it failed by
+        the responder at once, with a rejection.)"""
         ch = self._get(channel_id)
         self._require_live(ch, E.PauseInitiator if ch.is_initiator else E.PauseResponder)
         if not self.transport.supports_pause:
             raise Unsupported("this transport cannot pause channels")
         rt = self._runtime[channel_id]
+        if rt.awaiting_validation:  # (only a responder knows it is waiting)
+            raise Unsupported(
+                f"cannot pause channel {channel_id} before accepting it: the request waits "
+                "for a voucher that passes validation (RetryValidation), and a paused request "
+                "can never be accepted (the channel table accepts only from Requested); "
+                "reject or cancel it instead")
         rt.app_paused = ch.app_paused = True
         self._fire(ch, E.PauseInitiator if ch.is_initiator else E.PauseResponder)
         if rt.data_open:
@@ -400,7 +414,9 @@ class Manager:
             self._fire(ch, E.CompleteCleanupOnRestart)
             return
         # counted here, recorded as a Restart event when the responder accepts
-        # (as Go does); only new data resets the count
+        # (as Go does); only data moving again resets the count (see
+        # ManagerConfig.max_restarts), so the count is of restarts in a row
+        # that moved nothing, across node restarts too (it is stored)
         ch.restarts += 1
         self.store.save(ch)
         if not ch.is_initiator:
@@ -479,7 +495,8 @@ class Manager:
         if ch is None:
             return Decision(accept=False)
         if index <= ch.record.queued_index:
-            return PROCEED  # re-sent after a restart: already counted
+            self._moved_again(ch)  # re-sent after a restart: already counted
+            return PROCEED
         self._progress(ch, E.DataQueued, E.DataQueuedProgress, index, size)
         if ch.is_initiator or not ch.is_pull:
             return PROCEED
@@ -487,8 +504,12 @@ class Manager:
 
     async def on_data_sent(self, channel_id: ChannelID, cid: CID, size: int, index: int) -> None:
         ch = self._channels.get(channel_id)
-        if ch is not None and index > ch.record.sent_index:
+        if ch is None:
+            return
+        if index > ch.record.sent_index:
             self._progress(ch, E.DataSent, E.DataSentProgress, index, size)
+        else:
+            self._moved_again(ch)
 
     async def on_data_received(
         self, channel_id: ChannelID, cid: CID, size: int, index: int
@@ -499,6 +520,7 @@ class Manager:
         if ch.is_initiator and ch.record.status == S.Requested:
             self._try_fire(ch, E.Accept)  # data flows only once accepted: the answer was lost
         if index <= ch.record.received_index:
+            self._moved_again(ch)
             return PROCEED
         self._progress(ch, E.DataReceived, E.DataReceivedProgress, index, size)
         if ch.is_initiator or ch.is_pull:
@@ -514,7 +536,7 @@ class Manager:
         if status in FINAL_STATUSES or status in CLEANUP_STATUSES:
             return
         if error is not None:
-            self._try_fire(ch, E.Error, error=f"data transfer failed: {error}")
+            self._fail_here(ch, f"data transfer failed: {error}")
             return
         if ch.is_initiator:
             self._try_fire(ch, E.FinishTransfer)
@@ -574,10 +596,15 @@ class Manager:
             return
         ch = self._get(chid)
         if kind == MessageType.Cancel:
-            if ch.record.status not in FINAL_STATUSES:
+            # Ignored once the channel fails or is cancelled already (e.g. both
+            # sides timed out and announced it): it keeps the reason it ends for.
+            if ch.record.status not in FINAL_STATUSES | {S.Failing, S.Cancelling}:
                 self._try_fire(ch, E.Cancel, message="cancelled by the other peer")
             return
         if kind == MessageType.Update:
+            if request.paused and self._runtime[chid].awaiting_validation:
+                await self._refuse_unaccepted_pause(ch)
+                return
             self._try_fire(ch, E.PauseInitiator if request.paused else E.ResumeInitiator)
             return
         if kind == MessageType.Voucher:
@@ -775,8 +802,13 @@ class Manager:
                 MessageType.New, chid.id, False, False, result))
             return
         rt = self._runtime[chid]
-        if not self._try_fire(ch, E.Accept):
-            return  # no longer Requested (paused by the initiator, ending): refused
+        if not self._try_fire(ch, E.Accept):  # (pauses are refused while waiting)
+            rt.awaiting_validation = False
+            if ch.record.status not in CLEANUP_STATUSES | FINAL_STATUSES:
+                await self._fail(ch, f"cannot accept the request in {ch.record.status.name}",
+                                 self._result_response(MessageType.New, chid.id, False,
+                                                       False, None))
+            return  # (or it ended while the validator ran)
         rt.awaiting_validation = False
         paused = outcome == "pause"
         if paused:
@@ -795,6 +827,18 @@ class Manager:
             await self._open_data(ch, response, skip=0)
             if paused and rt.data_open:
                 await self._transport_call(ch, self.transport.pause_channel)
+
+    async def _refuse_unaccepted_pause(self, ch: Channel) -> None:
+        """The initiator paused a request that still waits for a voucher that
+        passes validation. Go's table (which ours equals) accepts a request
+        only from Requested, and a pause moves it to InitiatorPaused, so it
+        could never be accepted: rather than hold the channel until a
+        timeout, fail it now and tell the initiator (a rejection)."""
+        self._runtime[ch.channel_id].awaiting_validation = False
+        await self._fail(ch, (
+            "the initiator paused the request before it was accepted (it waited for a "
+            "voucher that passes validation); a paused request cannot be accepted"),
+            self._result_response(MessageType.New, ch.channel_id.id, False, False, None))
 
     async def _revalidate_progress(self, ch: Channel, method: str, size: int) -> Decision:
         """Ask the revalidators about bytes moved on a channel we respond to."""
@@ -940,6 +984,22 @@ class Manager:
             message = self._response(ch, MessageType.Cancel, True)
         await self._send_quietly(ch.other_peer, message)
 
+    def _fail_here(self, ch: Channel, reason: str) -> None:
+        """Fail a channel for a cause found on this node (a timeout, restarts
+        spent, the transport ending the data with an error) and tell the other
+        peer with a cancel, as Go's ``CloseDataTransferChannelWithError`` does:
+        otherwise the peer keeps the channel alive and may even complete it
+        (e.g. a responder whose application later waives the final voucher)
+        while this side has failed.
+
+        Best effort, in the background: the failure stands and is stored
+        whether or not the cancel arrives (the peer is often unreachable,
+        which is why the channel failed), and the watchdog that calls this
+        never waits on the network (the send is bounded by ``send_timeout``).
+        A peer that already ends the channel ignores the cancel."""
+        if self._try_fire(ch, E.Error, error=reason) and self._tg is not None:
+            self._tg.start_soon(self._tell_cancel, ch)
+
     async def _fail(self, ch: Channel, reason: str, response: Any) -> None:
         """Fail a channel we respond to, telling the initiator why."""
         self._try_fire(ch, E.Error, error=reason)
@@ -969,8 +1029,8 @@ class Manager:
         if not self.config.auto_restart and delay == 0.0:
             return
         if ch.restarts >= self.config.max_restarts:
-            self._try_fire(ch, E.Error,
-                           error=f"gave up after {ch.restarts} restarts without progress: {reason}")
+            self._fail_here(
+                ch, f"gave up after {ch.restarts} restarts without progress: {reason}")
             return
         if delay is None:
             delay = min(self.config.restart_backoff * (2 ** ch.restarts),
@@ -1007,7 +1067,7 @@ class Manager:
                 waited = now - max(rt.last_activity, rt.status_since)
                 if status == S.Requested and cfg.accept_timeout is not None:
                     if now - rt.status_since > cfg.accept_timeout:
-                        self._try_fire(ch, E.Error, error=(
+                        self._fail_here(ch, (
                             f"timed out after {cfg.accept_timeout:g} s waiting for the "
                             "request to be accepted"))
                 elif status in FINALIZING_STATUSES and cfg.finalization_timeout is not None:
@@ -1017,7 +1077,7 @@ class Manager:
                         rt.last_activity = now
                         self._schedule_restart(ch, "no answer to the final voucher")
                     elif waited > cfg.finalization_timeout:
-                        self._try_fire(ch, E.Error, error=(
+                        self._fail_here(ch, (
                             f"timed out after {cfg.finalization_timeout:g} s waiting for "
                             "the final voucher"))
                 elif cfg.no_progress_timeout is not None and waited > cfg.no_progress_timeout:
@@ -1028,7 +1088,7 @@ class Manager:
                         self._schedule_restart(ch, (
                             f"no progress for {cfg.no_progress_timeout:g} s"))
                     else:
-                        self._try_fire(ch, E.Error, error=(
+                        self._fail_here(ch, (
                             f"no progress for {cfg.no_progress_timeout:g} s: the other "
                             "peer stopped answering"))
 
@@ -1081,6 +1141,23 @@ class Manager:
         self._try_fire(ch, index_event, index=index)
         if bytes_event in allowed_events(ch.record.status):
             self._try_fire(ch, bytes_event, delta=size)
+
+    def _moved_again(self, ch: Channel) -> None:
+        """A block this side had counted already moved again (after a
+        restart, or after a crash left the store behind the blockstore).
+
+        Counters do not change (no byte is counted twice), but it is progress
+        for the restart budget and the no-progress timeout: a restarted
+        request skips exactly the blocks the receiver holds, so every block
+        it moves is one the receiver lacked. A data sender sees nothing else:
+        its own indices ran ahead of what the receiver got before the restart,
+        so without this a push whose node restarts a few times would give up
+        although the receiver advances every round."""
+        rt = self._runtime[ch.channel_id]
+        rt.last_activity = _now()
+        if ch.restarts:
+            ch.restarts = 0
+            rt.dirty = True
 
     def _flush(self) -> None:
         for chid, rt in self._runtime.items():

@@ -19,7 +19,21 @@ it has a validator registered for the voucher's type. The command line uses
 :class:`OpenVoucher` (type ``"py-data-transfer/open"``: "no deal, just move
 the data"); a node accepts it with :class:`AcceptAll` unless told otherwise
 (``open_validator=None`` refuses it). A real market registers its own voucher
-types and validators on ``node.manager`` (``register_voucher_type``) instead.
+types, validators, revalidators and voucher-result types in ``setup``, a
+function ``Node`` calls with the :class:`~datatransfer.manager.Manager` just
+before the Manager starts serving::
+
+    def market(manager: Manager) -> None:
+        manager.register_voucher_type(DealProposal, DealValidator())
+        manager.register_revalidator(Payment, PaymentRevalidator())
+        manager.register_voucher_result_type(DealResponse)
+
+    async with Node(home, open_validator=None, setup=market) as node: ...
+
+Registering on ``node.manager`` after ``async with`` is too late: from its
+first moment the Manager answers requests and restarts the channels in its
+store, and a voucher type it does not know yet is refused (a restarted
+paid retrieval would fail for want of its revalidator).
 
 Metrics. :class:`NodeMetrics` turns the Manager's events into Prometheus
 metrics (channels by status, bytes and blocks sent and received, restarts,
@@ -32,7 +46,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +178,10 @@ class Node:
     ``config``: the Manager's settings. ``open_validator``: the validator of
     :class:`OpenVoucher` requests (default :class:`AcceptAll`; None refuses
     them). ``metrics``: also build a :class:`NodeMetrics`. ``transport_options``
-    go to :class:`~transport.libp2p.transport.Libp2pTransport`.
+    go to :class:`~transport.libp2p.transport.Libp2pTransport`. ``setup``: called
+    with the Manager before it starts serving, to register voucher types,
+    validators, revalidators and subscribers (see the module docs); if it
+    raises, the node does not start and the exception propagates.
     """
 
     def __init__(
@@ -176,6 +193,7 @@ class Node:
         open_validator: Any = _DEFAULT,
         metrics: bool = False,
         transport_options: dict[str, Any] | None = None,
+        setup: Callable[[Manager], None] | None = None,
     ) -> None:
         self.home = resolve_home(home)
         self.listen = tuple(listen)
@@ -183,6 +201,7 @@ class Node:
         self.open_validator = AcceptAll() if open_validator is _DEFAULT else open_validator
         self.want_metrics = metrics
         self.transport_options = dict(transport_options or {})
+        self.setup = setup
         self.blockstore: Any = None
         self.channel_store: ChannelStore | None = None
         self.host: Any = None
@@ -211,6 +230,8 @@ class Node:
                 manager.register_voucher_type(OpenVoucher, self.open_validator)
             if self.want_metrics:
                 self.metrics = NodeMetrics(manager, self.transport)
+            if self.setup is not None:
+                self.setup(manager)  # before it serves: nothing may arrive unregistered
             await manager.__aenter__()
             self.manager = manager
             stack.push_async_callback(self._stop_manager)

@@ -165,6 +165,17 @@ class Wire:
         return out
 
 
+def cancels(w: World, src: PeerID) -> list[Packet]:
+    """The data-transfer Cancel messages ``src`` sent (request or response)."""
+    out = []
+    for p in w.wire.packets:
+        if p.src != src or p.kind not in ("message", "response"):
+            continue
+        if getattr(p.payload, "type", None) == MessageType.Cancel:
+            out.append(p)
+    return out
+
+
 class Node:
     """One peer: a transport, blockstore and store file that outlive its
     Managers; :meth:`start` / :meth:`stop` run a Manager in its own task."""
@@ -484,6 +495,50 @@ async def test_push_initiator_restarted_on_same_store(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_push_initiator_restarting_often_keeps_the_channel_while_data_moves(
+        tmp_path: Path) -> None:
+    """A pushing client's node restarts more often than max_restarts allows,
+    and the responder gets further every round. The client had queued every
+    block before the first restart, so each round moves only blocks it had
+    counted already: they used to be no progress, and the client gave up
+    ("gave up after 2 restarts without progress: node restarted"). Blocks
+    moved after a restart are blocks the receiver lacked: the count goes
+    back to 0 and the push completes."""
+    stops = (3, 6, 9, 12)  # 4 node restarts, budget 2; b holds after these blocks
+    cfg_a = replace(CFG, max_restarts=2)
+    cfg_b = replace(CFG, no_progress_timeout=5)
+    async with world(tmp_path) as w:
+        a, b = w.node("a", cfg_a), w.node("b", cfg_b)
+        await a.start()
+        await b.start()
+        root, total, order = dag(a)
+        n = len(order)
+        assert n > stops[-1]
+        b.gate.arm(stops[0])
+        chid = await a.m.open_push_channel(b.peer, voucher(), root, ALL)
+        await until(lambda: a.state(chid).status == S.TransferFinished)  # all queued
+        assert a.state(chid).queued_index == n
+        for i, k in enumerate(stops):
+            await b.gate.reached.wait()
+            assert b.state(chid).received_index == k
+            await a.stop()
+            assert a.stored(chid).restarts == 0  # the last round moved blocks
+            b.gate.release()
+            if i + 1 < len(stops):
+                b.gate.arm(stops[i + 1])
+            await a.start()
+        sa = await a.m.wait(chid, timeout=5)
+        sb = await b.m.wait(chid, timeout=5)
+        assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
+        assert len(w.wire.restart_requests(a.peer)) == len(stops)
+        reopened = w.wire.requests(b.peer)[1:]
+        assert [r.payload.skip_blocks for r in reopened] == list(stops)
+        assert sa.sent == total and sa.queued == total  # re-sent blocks counted once
+        assert sb.received == total and sb.received_index == n
+        assert a.stored(chid).restarts == 0
+
+
+@pytest.mark.anyio
 async def test_auto_restart_off_waits_for_restart_channel(tmp_path: Path) -> None:
     """With auto_restart=False a restarted node leaves the in-progress
     channel alone (nothing is sent) until the application restarts it."""
@@ -658,10 +713,12 @@ async def test_accept_timeout_when_responder_never_answers(tmp_path: Path, pull:
 @pytest.mark.anyio
 async def test_accept_lost_responder_channel_also_ends(tmp_path: Path) -> None:
     """The responder created (and paused) the channel but every answer it
-    sends is lost: the initiator fails on the accept timeout, the responder
-    on its no-progress timeout; both say why."""
+    sends is lost: the initiator fails on the accept timeout, saying why, and
+    tells the responder (a cancel, as Go's CloseDataTransferChannelWithError
+    does), which ends its channel Cancelled at once. The responder has no
+    timeout of its own here, so only the announcement can end it."""
     cfg_a = replace(CFG, accept_timeout=0.15)
-    cfg_b = replace(CFG, no_progress_timeout=0.3)
+    cfg_b = replace(CFG, no_progress_timeout=None)
     async with world(tmp_path) as w:
         a, b = w.node("a", cfg_a), w.node("b", cfg_b)
         await a.start()
@@ -675,8 +732,10 @@ async def test_accept_lost_responder_channel_also_ends(tmp_path: Path) -> None:
         assert sa.status == S.Failed
         assert sa.message == "timed out after 0.15 s waiting for the request to be accepted"
         sb = await b.m.wait(chid, timeout=3)
-        assert sb.status == S.Failed
-        assert sb.message == "no progress for 0.3 s: the other peer stopped answering"
+        assert sb.status == S.Cancelled
+        assert sb.message == "cancelled by the other peer"
+        [cancel] = cancels(w, a.peer)
+        assert cancel.payload.transfer_id == chid.id
 
 
 @pytest.mark.anyio
@@ -746,13 +805,19 @@ async def test_silent_peer_both_sides_end(tmp_path: Path) -> None:
         assert sb.message == "no progress for 0.2 s: the other peer stopped answering"
 
 
+@pytest.mark.parametrize("first", ["initiator", "responder"])
 @pytest.mark.anyio
-async def test_finalization_timeout_both_sides(tmp_path: Path) -> None:
-    """The server asks for a final voucher that never comes: both sides leave
-    the finalizing states on the finalization timeout, saying why."""
-    cfg = replace(CFG, finalization_timeout=0.15, no_progress_timeout=2)
+async def test_finalization_timeout_both_sides(tmp_path: Path, first: str) -> None:
+    """The server asks for a final voucher that never comes. The side whose
+    finalization timeout runs out fails, saying why, and tells the other
+    side (a cancel, as Go's CloseDataTransferChannelWithError does), which
+    ends Cancelled. The other side has no timeout at all here, so only the
+    announcement can end it."""
+    short = replace(CFG, finalization_timeout=0.15, no_progress_timeout=2)
+    never = replace(CFG, finalization_timeout=None, no_progress_timeout=None)
     async with world(tmp_path) as w:
-        a, b = w.node("a", cfg), w.node("b", cfg)
+        a = w.node("a", short if first == "initiator" else never)
+        b = w.node("b", short if first == "responder" else never)
         b.revalidator = PayEveryN(interval=10**9, final=True)
         await a.start()
         await b.start()
@@ -762,10 +827,15 @@ async def test_finalization_timeout_both_sides(tmp_path: Path) -> None:
         assert b.state(chid).status == S.Finalizing
         sa = await a.m.wait(chid, timeout=3)
         sb = await b.m.wait(chid, timeout=3)
-        for st in (sa, sb):
-            assert st.status == S.Failed
-            assert st.message == "timed out after 0.15 s waiting for the final voucher"
+        timed_out, told = (sa, sb) if first == "initiator" else (sb, sa)
+        assert timed_out.status == S.Failed
+        assert timed_out.message == "timed out after 0.15 s waiting for the final voucher"
+        assert told.status == S.Cancelled
+        assert told.message == "cancelled by the other peer"
         assert sa.received == total and sb.sent == total
+        failer = a if first == "initiator" else b
+        assert len(cancels(w, failer.peer)) == 1
+        assert cancels(w, (b if failer is a else a).peer) == []
 
 
 # ------------------------------------------------------------ late errors
