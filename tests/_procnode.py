@@ -23,6 +23,13 @@ open, as if they sat behind a NAT); ``pull/push --only-via`` dials the peer
 at the given address only, never at the addresses its identify announced.
 Together they force every reconnection through the relay.
 
+``pull`` takes a ``--selector`` (DAG-JSON) and can act on its channel once
+it received some bytes: ``--pause-after N --pause-for S`` pauses it, says
+``PAUSED <received> <status>``, waits S seconds, says ``RESUMING <status>
+<received>`` and resumes it (unless it already ended: a peer that ignores the
+pause finishes meanwhile); ``--cancel-after N`` closes it and says
+``CANCELLING <received>``.
+
 ``serve`` reads commands from stdin, one a line: ``cancel`` (close every
 channel in progress), ``pull <addr> <cid>`` (pull as well as serve: the
 PULLED line says how it ended), ``resources`` (the transport's state and the
@@ -263,17 +270,40 @@ async def pull(args: argparse.Namespace) -> None:
         if args.only_via:
             _dial_only_at(node, args.addr)
         root = CID.parse(args.cid)
-        chid = await node.pull(args.addr, root)
+        if args.selector is None:
+            chid = await node.pull(args.addr, root)
+        else:
+            from datatransfer.ipld import dagjson
+
+            chid = await node.pull(args.addr, root,
+                                   dagjson.decode(args.selector.encode(), strict=False))
         say("CHANNEL", *_chid_words(chid))
         state: ChannelState
         async with anyio.create_task_group() as tg:
             tg.start_soon(_report, node, chid)
             paid = 0
+            acted = False
             with anyio.fail_after(args.timeout):
                 while True:
                     state = manager.channel_state(chid)
                     if state.status in FINAL_STATUSES:
                         break
+                    if not acted and args.pause_after and state.received >= args.pause_after:
+                        acted = True
+                        await manager.pause_channel(chid)
+                        state = manager.channel_state(chid)
+                        say("PAUSED", state.received, state.status.name)
+                        await anyio.sleep(args.pause_for)
+                        state = manager.channel_state(chid)
+                        say("RESUMING", state.status.name, state.received)
+                        if state.status not in FINAL_STATUSES:
+                            await manager.resume_channel(chid)
+                        continue
+                    if not acted and args.cancel_after and state.received >= args.cancel_after:
+                        acted = True
+                        say("CANCELLING", state.received)
+                        await manager.close_channel(chid)
+                        continue
                     if args.pay:
                         asks = [r for r in state.voucher_results
                                 if isinstance(r, NoteResult)
@@ -342,6 +372,10 @@ def main() -> None:
         p.add_argument("--only-via", action="store_true")
         if name == "pull":
             p.add_argument("--pay", action="store_true")
+            p.add_argument("--selector", default=None)
+            p.add_argument("--pause-after", type=int, default=0)
+            p.add_argument("--pause-for", type=float, default=2.0)
+            p.add_argument("--cancel-after", type=int, default=0)
     args = parser.parse_args()
     run = {"serve": serve, "pull": pull, "push": push}[args.cmd]
     anyio.run(run, args, backend="trio")

@@ -7,9 +7,11 @@ fast; ``HYPOTHESIS_PROFILE=long pytest`` runs many more for soak testing.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from _processes import Proc
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -38,3 +40,22 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"IPLD fixtures not found at {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture
+def procs() -> Iterator[Callable[..., Proc]]:
+    """Start processes (``procs(argv, stdin=False)``); every one is killed
+    when the test ends, pass or fail (and, on Linux, when the test process
+    itself dies: see :class:`_processes.Proc`)."""
+    started: list[Proc] = []
+
+    def start(argv: list[str], *, stdin: bool = False) -> Proc:
+        p = Proc(argv, stdin=stdin)
+        started.append(p)
+        return p
+
+    try:
+        yield start
+    finally:
+        for p in started:
+            p.kill()

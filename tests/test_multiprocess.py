@@ -13,164 +13,26 @@ test process). All traffic stays on loopback.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import queue
 import random
 import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from _relay import Relay
-
-_SCRIPT = Path(sys.executable).with_name("datatransfer")
-CLI = (
-    [str(_SCRIPT)]
-    if _SCRIPT.exists()
-    else [sys.executable, "-c", "from datatransfer.cli import main; main()"]
+from _processes import (
+    CLI,
+    LOOPBACK,
+    MIB,
+    PROCNODE,
+    Proc,
+    free_port,
+    make_file,
+    run,
+    sha256,
 )
-PROCNODE = [sys.executable, str(Path(__file__).with_name("_procnode.py"))]
-LOOPBACK = "/ip4/127.0.0.1/tcp/0"
-TIMEOUT = 60
-MIB = 1024 * 1024
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("DATATRANSFER_HOME", None)
-    env["COLUMNS"] = "250"  # rich tables: no wrapping in a pipe
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def run(*args: object, ok: bool = True, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=_env())
-    if ok:
-        assert proc.returncode == 0, f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGKILL when the test process dies, so
-    no node outlives a test run that was itself killed (Linux only; the
-    ``procs`` fixture kills children of a test that merely failed)."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class Proc:
-    """A child process whose stdout lines are queued and stderr collected."""
-
-    def __init__(self, argv: list[str], *, stdin: bool = False) -> None:
-        self.argv = argv
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True, env=_env(),
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        self.stderr: list[str] = []
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-
-    def _read_stdout(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def _read_stderr(self) -> None:
-        for line in self.proc.stderr:
-            self.stderr.append(line)
-
-    def describe(self) -> str:
-        time.sleep(0.2)
-        while True:
-            try:
-                line = self.lines.get_nowait()
-            except queue.Empty:
-                break
-            if line is None:
-                self.lines.put(None)
-                break
-            self.seen.append(line)
-        return (f"{self.argv[:3]} rc={self.proc.poll()}\nstdout:\n" + "\n".join(self.seen[-30:])
-                + "\nstderr:\n" + "".join(self.stderr[-40:]))
-
-    def expect(self, pred: Callable[[list[str]], bool], timeout: float = TIMEOUT) -> list[str]:
-        """The next stdout line (split in words) for which ``pred`` holds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out waiting for a line\n{self.describe()}")
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                self.lines.put(None)
-                raise AssertionError(f"process ended first\n{self.describe()}")
-            self.seen.append(line)
-            words = line.split()
-            if words and pred(words):
-                return words
-
-    def collect(self) -> list[str]:
-        """Every line printed so far (those not yet read by :meth:`expect` too)."""
-        while True:
-            try:
-                line = self.lines.get_nowait()
-            except queue.Empty:
-                return self.seen
-            if line is None:
-                self.lines.put(None)
-                return self.seen
-            self.seen.append(line)
-
-    def send(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def wait(self, timeout: float = TIMEOUT) -> int:
-        rc = self.proc.wait(timeout=timeout)
-        return rc
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if f is not None:
-                try:
-                    f.close()
-                except OSError:
-                    pass
-
-
-@pytest.fixture
-def procs() -> Iterator[Callable[..., Proc]]:
-    started: list[Proc] = []
-
-    def start(argv: list[str], *, stdin: bool = False) -> Proc:
-        p = Proc(argv, stdin=stdin)
-        started.append(p)
-        return p
-
-    try:
-        yield start
-    finally:
-        for p in started:
-            p.kill()
+from _relay import Relay
 
 
 def cli_serve(start: Callable[..., Proc], home: Path, listen: str = LOOPBACK) -> tuple[Proc, str]:
@@ -195,28 +57,6 @@ def node_pull(start: Callable[..., Proc], home: Path, addr: str, cid: str,
                   *map(str, extra)])
 
 
-def make_file(path: Path, size: int, seed: int) -> str:
-    """Write ``size`` deterministic bytes; return their sha256."""
-    rng = random.Random(seed)
-    h = hashlib.sha256()
-    with path.open("wb") as fh:
-        left = size
-        while left:
-            chunk = rng.randbytes(min(left, 8 * MIB))
-            fh.write(chunk)
-            h.update(chunk)
-            left -= len(chunk)
-    return h.hexdigest()
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(MIB), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def add(path: Path, home: Path) -> str:
     return run("add", path, "--home", home).stdout.split()[-1]
 
@@ -230,12 +70,6 @@ def assert_ls(home: Path, role: str, status: str) -> None:
     rows = [line for line in listing.splitlines() if role in line]
     assert rows, listing
     assert all(status in row for row in rows), listing
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _status(words: list[str]) -> str:
