@@ -172,7 +172,10 @@ def _encode(value: Any, out: bytearray, depth: int) -> None:
     elif t is bytes:
         n = len(value)
         out += _HEAD1[_MAJOR_BYTES | n] if n < 24 else _head(_MAJOR_BYTES, n)
-        out += value
+        if n < _HOLE_MIN or type(out) is not _Holes:
+            out += value
+        else:
+            out.holes.append((len(out), value))
     elif t is CID:
         raw = value.buffer
         out += _LINK_TAG_HEAD
@@ -218,13 +221,44 @@ def encode(value: Any) -> bytes:
     deeper than :data:`MAX_DEPTH`.
     """
     out = bytearray()
+    encode_into(value, out)
+    return bytes(out)
+
+
+def encode_segments(value: Any) -> list[bytes]:
+    """The canonical DAG-CBOR encoding of ``value`` as a list of pieces that
+    concatenate to :func:`encode`'s result: each byte string of 4 KiB or
+    more inside ``value`` is a piece of its own (that very object, not a
+    copy), the rest is copied into the pieces between them. A sender can
+    write the pieces out without ever copying a large block. Raises as
+    :func:`encode` does.
+    """
+    out = _Holes()
+    encode_into(value, out)
+    pieces: list[bytes] = []
+    at = 0
+    for hole, data in out.holes:
+        pieces.append(bytes(out[at:hole]))
+        pieces.append(data)
+        at = hole
+    pieces.append(bytes(out[at:]))
+    return pieces
+
+
+def encode_into(value: Any, out: bytearray) -> None:
+    """Append the canonical DAG-CBOR encoding of ``value`` to ``out``.
+
+    :func:`encode` without its final copy, for a caller that sends the
+    buffer on (a graphsync frame of blocks is megabytes: every copy counts).
+    Raises as :func:`encode` does; on error ``out`` may hold a partial
+    encoding.
+    """
     try:
         _encode(value, out, 0)
     except UnicodeEncodeError as exc:
         raise DagCborError(f"text is not encodable as UTF-8: {exc}") from None
     except RecursionError:  # only reachable with a tiny interpreter stack limit
         raise DagCborError("value nested too deeply") from None
-    return bytes(out)
 
 
 # -- decoding: fast path ---------------------------------------------------------
@@ -267,9 +301,49 @@ def _decode_fast(data: bytes | bytearray | memoryview) -> Any:
         # strictly inside what the reference decoder accepts.
         max_depth=MAX_DEPTH - 1,
     )
-    if encode(value) != data:
+    out = _Holes()
+    _encode(value, out, 0)  # any failure: the reference decoder decides
+    if not _same(out, data):
         raise DagCborError("not canonical")
     return value
+
+
+#: Byte strings at least this long are not copied into a :class:`_Holes`
+#: re-encoding but compared where they sit (a graphsync frame's blocks).
+_HOLE_MIN = 4096
+
+
+class _Holes(bytearray):
+    """A re-encoding for the canonical check with holes: each byte string
+    of :data:`_HOLE_MIN` bytes or more is left out, its place and value noted
+    in ``holes``. Copying a megabyte block into the re-encoding and comparing
+    it costs more than all the rest of decoding; comparing it in place with
+    ``startswith`` reads it once and copies nothing."""
+
+    __slots__ = ("holes",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holes: list[tuple[int, bytes]] = []
+
+
+def _same(out: _Holes, data: bytes | bytearray | memoryview) -> bool:
+    """Whether ``out`` with its holes filled in equals ``data``."""
+    if not out.holes:
+        return out == data
+    if type(data) is memoryview:
+        data = bytes(data)
+    mine = memoryview(out)
+    pos = at = 0  # pos in data, at in out
+    for hole, value in out.holes:
+        if not data.startswith(mine[at:hole], pos):
+            return False
+        pos += hole - at
+        if not data.startswith(value, pos):
+            return False
+        pos += len(value)
+        at = hole
+    return data.startswith(mine[at:], pos) and pos + len(out) - at == len(data)
 
 
 # -- decoding: reference ---------------------------------------------------------

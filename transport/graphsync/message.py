@@ -86,6 +86,7 @@ __all__ = [
     "encode_do_not_send_cids",
     "encode_do_not_send_first_blocks",
     "encode_message",
+    "encode_message_segments",
     "message_from_node",
     "message_to_node",
     "new_request_id",
@@ -451,6 +452,17 @@ def encode_message(msg: GraphsyncMessage) -> bytes:
     """
     try:
         return dagcbor.encode(message_to_node(msg))
+    except dagcbor.DagCborError as exc:
+        raise GraphsyncWireError(f"message cannot be encoded: {exc}") from exc
+
+
+def encode_message_segments(msg: GraphsyncMessage) -> list[bytes]:
+    """:func:`encode_message` as pieces that concatenate to it, each large
+    block's data a piece of its own, not copied (see
+    :func:`~datatransfer.ipld.dagcbor.encode_segments`): a message of
+    blocks is up to megabytes, and the sender writes the pieces as they are."""
+    try:
+        return dagcbor.encode_segments(message_to_node(msg))
     except dagcbor.DagCborError as exc:
         raise GraphsyncWireError(f"message cannot be encoded: {exc}") from exc
 
