@@ -21,6 +21,12 @@ class ManagerConfig:
     #: How long a running channel may go without any data or message. Channels
     #: paused by this node's own application are exempt (it chose to wait).
     no_progress_timeout: float | None = 60.0
+    #: How long a responder waits for an initiator that paused the channel
+    #: (``InitiatorPaused``/``BothPaused``) to resume it. A pause is the other
+    #: application's choice (Go's channel monitor stops watching a paused
+    #: channel), so the no-progress timeout does not apply meanwhile; but the
+    #: peer may pause and then vanish without a word, so the wait is bounded.
+    peer_pause_timeout: float | None = 600.0
     #: How long the finalization states may wait for the final voucher.
     finalization_timeout: float | None = 60.0
     #: Restarts tried in a row without progress before the channel fails.

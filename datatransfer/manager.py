@@ -457,6 +457,8 @@ class Manager:
                     return await self._receive_new(channel_id, sender, message, via_data=True)
                 if message.type == MessageType.Restart:
                     return await self._receive_restart(channel_id, sender, message)
+                if message.type in (MessageType.Update, MessageType.Voucher, MessageType.Cancel):
+                    return await self._receive_on_data_request(channel_id, sender, message)
                 raise ProtocolError(f"data request carries a {message.type.name} request")
             if isinstance(message, TransferResponse):
                 # a push responder pulls the data back from us, the initiator
@@ -611,6 +613,31 @@ class Manager:
             await self._receive_voucher(ch, request)
             return
         raise ProtocolError(f"unexpected request type {kind!r}")
+
+    async def _receive_on_data_request(
+        self, chid: ChannelID, sender: PeerID, request: TransferRequest
+    ) -> Decision:
+        """A data request for an existing channel carrying an update, a
+        voucher or a cancel. A go-graphsync requester pauses by cancelling
+        its request and resumes by sending it again with the resume message
+        (go-data-transfer takes any request message there, not only New and
+        Restart). The message is handled as if it came on its own; then the
+        data request is refused if the message cancelled or the channel is
+        over, else served (from the requester's skip count), held while this
+        side pauses or waits for a voucher."""
+        ch = self._get(chid)
+        if not ch.is_sender:
+            raise ProtocolError(f"data request for channel {chid}, whose data this node receives")
+        await self._on_request_message(sender, request)
+        status = ch.record.status
+        if (request.type == MessageType.Cancel or status in FINAL_STATUSES
+                or status in CLEANUP_STATUSES):
+            return Decision(accept=False)
+        rt = self._runtime[chid]
+        rt.data_open = True
+        hold = rt.awaiting_validation or status in (
+            S.ResponderPaused, S.BothPaused, S.ResponderFinalizing, S.Finalizing)
+        return Decision(pause=hold)
 
     async def _receive_new(
         self, chid: ChannelID, sender: PeerID, request: TransferRequest, *, via_data: bool
@@ -1080,6 +1107,11 @@ class Manager:
                         self._fail_here(ch, (
                             f"timed out after {cfg.finalization_timeout:g} s waiting for "
                             "the final voucher"))
+                elif not ch.is_initiator and status in (S.InitiatorPaused, S.BothPaused):
+                    if cfg.peer_pause_timeout is not None and waited > cfg.peer_pause_timeout:
+                        self._fail_here(ch, (
+                            f"the other peer paused the channel and did not resume it "
+                            f"within {cfg.peer_pause_timeout:g} s"))
                 elif cfg.no_progress_timeout is not None and waited > cfg.no_progress_timeout:
                     # An initiator waiting for the other side's end (TransferFinished,
                     # ResponderCompleted) restarts too: a lost Complete is said again.

@@ -12,16 +12,28 @@ from typing import Any
 
 import anyio
 import pytest
-from _support import make_dag
+from _support import FAST, LabelVoucher, Recorder, ScriptedValidator, make_dag
 from trio.testing import MockClock
 
 from datatransfer.ipld.block import Block
 from datatransfer.ipld.blockstore import MemoryBlockstore
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
-from datatransfer.messages import new_request, new_response, voucher_result_response
+from datatransfer.manager import Manager
+from datatransfer.messages import (
+    cancel_request,
+    new_request,
+    new_response,
+    to_node,
+    update_request,
+    voucher_request,
+    voucher_result_response,
+)
+from datatransfer.store import ChannelStore
 from datatransfer.types import ChannelID, PeerID
+from registry import NOT_HANDLED
+from statemachine import Status as S
 from transport.base import PROCEED, Decision, PeerUnreachable
-from transport.graphsync.engine import EXTENSION_PAUSE, GraphsyncEngine
+from transport.graphsync.engine import GraphsyncEngine
 from transport.graphsync.framing import (
     MAX_FRAME,
     FrameTimeout,
@@ -31,12 +43,14 @@ from transport.graphsync.framing import (
 )
 from transport.graphsync.message import (
     EXTENSION_DATA_TRANSFER,
+    EXTENSION_DEDUP_BY_KEY,
     EXTENSION_DO_NOT_SEND_FIRST_BLOCKS,
     GraphsyncMessage,
     GraphsyncRequest,
     GraphsyncResponse,
     GraphsyncWireError,
     LinkMetadatum,
+    decode_message,
 )
 from transport.graphsync.status import LinkAction, RequestType, ResponseStatus
 
@@ -218,32 +232,56 @@ async def test_restart_skips_the_first_blocks():
         assert a.events.log[-1] == ("completed", None)
 
 
-async def test_receiver_pause_holds_sender_until_resume_with_message():
+async def test_receiver_pause_cancels_and_resume_asks_again_as_go_graphsync_does():
+    """go-graphsync's requester pauses by cancelling its request and resumes
+    by sending the same request (same id, root, selector, extensions) again
+    with the resume message and do-not-send-first-blocks = the blocks held.
+    The sender hears no cancel event; no block is sent twice."""
     async with pair(max_block_bytes=1) as (a, b):
         root, _, order = make_dag(b.store, leaves=6)
+        n = len(order)
         chid = ChannelID(A, B, 1)
         a.events.on_received = lambda i: Decision(pause=True) if i == 2 else PROCEED
         await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
         with anyio.fail_after(5):
-            while not any(u.type is RequestType.UPDATE for m in a.wire for u in m.requests):
+            while b.engine.resources()["parked"] == 0:
                 await anyio.sleep(0.01)
-        await anyio.sleep(0.1)
-        received = [e for e in a.events.log if e[0] == "received"]
-        assert [e[1] for e in received][:2] == [1, 2]
-        # at most the blocks already in flight; the sender stopped
-        sent_before = len([e for e in b.events.log if e[0] == "sent"])
-        await anyio.sleep(0.1)
-        assert len([e for e in b.events.log if e[0] == "sent"]) == sent_before
-        assert sent_before < len(order)
+        await anyio.sleep(0.05)
+        first = a.wire[0].requests[0]
+        assert [r.type for m in a.wire for r in m.requests] == [RequestType.NEW,
+                                                                RequestType.CANCEL]
+        assert a.wire[1].requests[0].id == first.id
+        # blocks in flight when the cancel landed are taken (each the next one
+        # needed), then the sender stopped: it sent exactly what arrived
+        held = [e[1] for e in a.events.log if e[0] == "received"]
+        assert held == list(range(1, len(held) + 1)) and 2 <= len(held) < n
+        assert [e[1] for e in b.events.log if e[0] == "sent"] == held
+        assert "cancelled" not in b.events.kinds()  # (no event: go-data-transfer's neither)
+        await anyio.sleep(0.05)
+        assert [e[1] for e in b.events.log if e[0] == "sent"] == held
         payment = new_request(1, base_cid=root, selector=ALL_SELECTOR_NODE, voucher_type="v",
                               voucher={"pay": 1}, pull=True)
+        a.events.on_received = None
         await a.engine.resume_channel(chid, payment)
         await wait_done((a, chid), (b, chid))
-        updates = [u for m in a.wire for u in m.requests if u.type is RequestType.UPDATE]
-        assert updates[0].extensions == {EXTENSION_PAUSE: True}
-        assert updates[1].extensions[EXTENSION_PAUSE] is False
-        assert ("message", payment) in b.events.log
+        again = a.wire[2].requests[0]
+        assert [r.type for m in a.wire for r in m.requests] == [
+            RequestType.NEW, RequestType.CANCEL, RequestType.NEW]
+        assert (again.id, again.root, again.selector, again.priority) == (
+            first.id, first.root, first.selector, first.priority)
+        assert again.extensions == {**first.extensions,
+                                    EXTENSION_DATA_TRANSFER: to_node(payment),
+                                    EXTENSION_DO_NOT_SEND_FIRST_BLOCKS: len(held)}
+        assert ("request", chid, payment) in b.events.log
+        # the new walk announced the held blocks without them, then sent the rest
+        walk = [md for m in b.wire for r in m.responses for md in r.metadata][-n:]
+        assert [md.link for md in walk] == order
+        carried = [blk.cid for m in b.wire for blk in m.blocks]
+        assert carried == order  # each block once, in order
+        assert [e[1] for e in a.events.log if e[0] == "received"] == list(range(1, n + 1))
+        assert [e[1] for e in b.events.log if e[0] == "sent"] == list(range(1, n + 1))
         assert a.events.log[-1] == ("completed", None)
+        assert a.engine.is_idle() and b.engine.is_idle()
 
 
 async def test_sender_pause_sends_paused_status_and_resume_carries_message():
@@ -273,7 +311,7 @@ async def test_cancel_from_either_side(who):
     async with pair(max_block_bytes=1) as (a, b):
         root, _, order = make_dag(b.store, leaves=8)
         chid = ChannelID(A, B, 1)
-        a.events.on_received = lambda i: Decision(pause=True) if i == 2 else PROCEED
+        b.events.on_queued = lambda i: Decision(pause=True) if i == 3 else PROCEED  # holds
         await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
         with anyio.fail_after(5):
             while ("received", 2) not in a.events.log:
@@ -281,9 +319,15 @@ async def test_cancel_from_either_side(who):
         if who == "receiver":
             await a.engine.close_channel(chid)
             await a.engine.close_channel(chid)  # idempotent
-            await wait_done((b, chid))
-            assert b.events.log[-1][0] == "cancelled"
-            assert a.wire[-1].requests[-1].type is RequestType.CANCEL
+            await anyio.sleep(0.05)
+            cancels = [r for m in a.wire for r in m.requests if r.type is RequestType.CANCEL]
+            assert len(cancels) == 1 and a.wire[-1].requests[-1] == cancels[0]
+            # the sender's side hears nothing of a requester's cancel (as Go's
+            # graphsync transport: it is how a go-graphsync requester pauses);
+            # the channel's own Cancel message ends it there
+            assert "cancelled" not in b.events.kinds() and "completed" not in b.events.kinds()
+            assert b.engine.resources()["parked"] == 1
+            await b.engine.cleanup_channel(chid)
         else:
             await b.engine.close_channel(chid)
             await wait_done((a, chid))
@@ -308,12 +352,14 @@ async def test_unexpected_block_is_refused_and_never_stored():
             responses=(GraphsyncResponse(rid, ResponseStatus.PARTIAL_RESPONSE,
                                          (LinkMetadatum(intruder.cid, LinkAction.PRESENT),)),),
             blocks=(intruder,)))
-        await wait_done((a, chid), (b, chid))
+        await wait_done((a, chid))
         assert a.events.log[-1][0] == "receive-error"
         assert "unexpected block" in a.events.log[-1][1]
         assert intruder.cid not in a.store
         assert a.wire[-1].requests[-1].type is RequestType.CANCEL
-        assert b.events.log[-1][0] == "cancelled"
+        await anyio.sleep(0.05)
+        assert b.events.kinds() == ["request"]  # the cancel raises no event there
+        assert b.engine.resources()["parked"] == 1
 
 
 async def test_responses_from_a_stranger_or_for_unknown_requests_are_ignored():
@@ -429,6 +475,8 @@ async def test_a_full_queue_answers_busy_and_a_cancel_leaves_the_queue():
         await a.engine.close_channel(chids[0])
         await anyio.sleep(0.05)
         assert [e[1] for e in b.events.log if e[0] == "request"] == [chids[0]]
+        assert b.engine.resources()["parked"] == 1  # until the Manager cleans it up
+        await b.engine.cleanup_channel(chids[0])
         assert b.engine.is_idle()
 
 
@@ -631,3 +679,325 @@ async def test_libp2p_reader_resets_a_stream_stalled_mid_frame_and_others_keep_w
     assert transport.stats.bad_frames == 1
     assert not good.was_reset.is_set() and not stalled.was_closed.is_set()
     assert any("not complete within 10 s" in r.getMessage() for r in caplog.records)
+
+
+# -- pause and resume as go-graphsync's requester does them ----------------------------
+
+
+def _request_ext(message: Any, chid: ChannelID, skip: int = 0) -> dict[str, Any]:
+    """The extensions go-data-transfer v1.15 + go-graphsync v0.13 put on a
+    data request (with ``skip``: do-not-send-first-blocks, as a resumed
+    request carries it)."""
+    ext: dict[str, Any] = {EXTENSION_DATA_TRANSFER: to_node(message),
+                           EXTENSION_DEDUP_BY_KEY: f"data-transfer-{chid}"}
+    if skip:
+        ext[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS] = skip
+    return ext
+
+
+async def test_responder_serves_a_go_graphsync_resume_from_the_skip_point():
+    """A go-graphsync requester (v0.13.1 requestmanager) pauses with a cancel
+    and resumes by sending the same request again: same id, the resume Update
+    in place of the data-transfer message, do-not-send-first-blocks = k."""
+    async with pair(max_block_bytes=1) as (_a, b):
+        root, _, order = make_dag(b.store, leaves=6)
+        n, k = len(order), 3
+        chid = ChannelID(A, B, 1)
+        b.events.on_queued = lambda i: Decision(pause=True) if i == k + 1 else PROCEED
+        first = GraphsyncRequest.new(root, ALL_SELECTOR_NODE,
+                                     extensions=_request_ext(pull_message(1, root), chid))
+        b.engine.handle_message(A, GraphsyncMessage(requests=(first,)))
+        with anyio.fail_after(5):
+            while not any(r.status is ResponseStatus.PAUSED for m in b.wire for r in m.responses):
+                await anyio.sleep(0.01)
+        assert [blk.cid for m in b.wire for blk in m.blocks] == order[:k]
+        b.engine.handle_message(A, GraphsyncMessage(requests=(GraphsyncRequest.cancel(first.id),)))
+        await anyio.sleep(0.05)
+        assert b.events.kinds() == ["request"] + ["queued", "sent"] * k + ["queued"]
+        assert chid not in b.engine.active_channels and b.engine.resources()["parked"] == 1
+        b.events.on_queued = None
+        resume = update_request(1, paused=False)
+        again = GraphsyncRequest.new(root, ALL_SELECTOR_NODE, id=first.id,
+                                     extensions=_request_ext(resume, chid, skip=k))
+        wire_before = len(b.wire)
+        b.engine.handle_message(A, GraphsyncMessage(requests=(again,)))
+        await wait_done((b, chid))
+        assert b.events.log[1 + 2 * k + 1] == ("request", chid, resume)
+        assert [e[1] for e in b.events.log if e[0] == "sent"] == list(range(1, n + 1))
+        assert [e[1] for e in b.events.log if e[0] == "queued"] == [
+            *range(1, k + 2), *range(k + 1, n + 1)]  # (k+1 was queued, then paused)
+        walk = [(md.link, md.action) for m in b.wire[wire_before:] for r in m.responses
+                for md in r.metadata]
+        assert walk == [(cid, LinkAction.PRESENT) for cid in order]  # held ones announced
+        assert [blk.cid for m in b.wire[wire_before:] for blk in m.blocks] == order[k:]
+        assert all(r.request_id == first.id for m in b.wire[wire_before:] for r in m.responses)
+        assert b.wire[-1].responses[-1].status is ResponseStatus.COMPLETED_FULL
+        assert b.engine.is_idle()
+
+
+async def test_paused_receiver_takes_only_what_comes_next_and_skips_a_new_walks_held_part():
+    """Entries in flight for the cancelled request: the next block is taken,
+    anything else (and the cancelled request's end) dropped without failing.
+    After the resume, a block still in flight is taken too, and the new
+    walk's entries for blocks held by then are discarded."""
+    async with pair() as (a, b):
+        root, _, order = make_dag(b.store, leaves=6)
+        n = len(order)
+        blk = {cid: Block(cid, b.store.get(cid)) for cid in order}
+        b.events.on_request = lambda chid, msg: Decision(pause=True)  # B itself sends nothing
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await anyio.sleep(0.05)
+        rid = a.wire[0].requests[0].id
+        await a.engine.pause_channel(chid)
+        assert a.wire[-1].requests == (GraphsyncRequest.cancel(rid),)
+
+        def feed(entries: list[tuple[int, bool]], status=ResponseStatus.PARTIAL_RESPONSE):  # type: ignore[no-untyped-def]
+            meta = tuple(LinkMetadatum(order[i], LinkAction.PRESENT) for i, _ in entries)
+            a.engine.handle_message(B, GraphsyncMessage(
+                responses=(GraphsyncResponse(rid, status, meta),),
+                blocks=tuple(blk[order[i]] for i, carried in entries if carried)))
+
+        feed([(0, True), (2, True)])  # block 1, then 3 where 2 comes next: dropped
+        feed([], ResponseStatus.COMPLETED_FULL)  # the cancelled request's end: ignored
+        await anyio.sleep(0.05)
+        assert a.events.kinds() == ["opened", "received"]
+        assert order[2] not in a.store
+        await a.engine.resume_channel(chid, update_request(1, paused=False))
+        again = a.wire[-1].requests[0]
+        assert again.type is RequestType.NEW and again.id == rid
+        assert again.extensions[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS] == 1
+        feed([(1, True)])  # block 2, still in flight: the next one, taken
+        # the new walk (skip 1): 1 announced, then 2.. carried; 2 is held by
+        # now, so both its entries are discarded, 3.. taken
+        feed([(0, False), (1, True), *[(i, True) for i in range(2, n)]],
+             ResponseStatus.COMPLETED_FULL)
+        await wait_done((a, chid))
+        assert [e[1] for e in a.events.log if e[0] == "received"] == list(range(1, n + 1))
+        assert a.events.log[-1] == ("completed", None)
+        assert all(cid in a.store for cid in order)
+
+
+async def test_paused_receiver_fails_on_a_wrong_block_once_the_new_walk_began():
+    """Leniency ends where the new walk's root entry arrives: past the held
+    blocks, the next entry must be the block the traversal needs."""
+    async with pair() as (a, b):
+        root, _, order = make_dag(b.store, leaves=4)
+        blk = {cid: Block(cid, b.store.get(cid)) for cid in order}
+        b.events.on_request = lambda chid, msg: Decision(pause=True)
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await anyio.sleep(0.05)
+        rid = a.wire[0].requests[0].id
+        a.engine.handle_message(B, GraphsyncMessage(
+            responses=(GraphsyncResponse(rid, ResponseStatus.PARTIAL_RESPONSE,
+                                         (LinkMetadatum(order[0], LinkAction.PRESENT),)),),
+            blocks=(blk[order[0]],)))
+        await anyio.sleep(0.05)
+        await a.engine.pause_channel(chid)
+        await a.engine.resume_channel(chid, update_request(1, paused=False))
+        meta = (LinkMetadatum(order[0], LinkAction.PRESENT),
+                LinkMetadatum(order[2], LinkAction.PRESENT))  # 3 where 2 is next
+        a.engine.handle_message(B, GraphsyncMessage(
+            responses=(GraphsyncResponse(rid, ResponseStatus.PARTIAL_RESPONSE, meta),),
+            blocks=(blk[order[2]],)))
+        await wait_done((a, chid))
+        assert a.events.log[-1][0] == "receive-error"
+        assert "unexpected block" in a.events.log[-1][1]
+        assert order[2] not in a.store
+
+
+async def test_receiver_whose_traversal_finished_while_paused_completes_on_resume():
+    """Blocks in flight complete the traversal while paused, and the sender's
+    end (20) arrives too: the channel stays open until the resume, which
+    then completes it without asking again."""
+    async with pair() as (a, b):
+        root, _, order = make_dag(b.store, leaves=2)
+        blk = {cid: Block(cid, b.store.get(cid)) for cid in order}
+        b.events.on_request = lambda chid, msg: Decision(pause=True)
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await anyio.sleep(0.05)
+        rid = a.wire[0].requests[0].id
+        await a.engine.pause_channel(chid)
+        a.engine.handle_message(B, GraphsyncMessage(
+            responses=(GraphsyncResponse(rid, ResponseStatus.COMPLETED_FULL, tuple(
+                LinkMetadatum(cid, LinkAction.PRESENT) for cid in order)),),
+            blocks=tuple(blk.values())))
+        await anyio.sleep(0.05)
+        assert [e[1] for e in a.events.log if e[0] == "received"] == list(range(1, len(order) + 1))
+        assert "completed" not in a.events.kinds()  # held open by the pause
+        sent = len(a.wire)
+        resume = update_request(1, paused=False)
+        await a.engine.resume_channel(chid, resume)
+        await wait_done((a, chid))
+        assert a.events.log[-1] == ("completed", None)
+        assert len(a.wire) == sent  # no request again: nothing is missing
+        assert ("message", resume) in b.events.log  # the message went on its own
+        assert a.engine.is_idle()
+
+
+class _Gate:
+    """A revalidator holding the sender inside ``on_data_queued`` for block
+    ``at`` until the test opens it: a deterministic mid-transfer point."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.seen = 0
+        self.reached = anyio.Event()
+        self.open = anyio.Event()
+
+    async def on_pull_data_sent(self, channel_id, additional_bytes):  # type: ignore[no-untyped-def]
+        self.seen += 1
+        if self.seen == self.at:
+            self.reached.set()
+            await self.open.wait()
+        return NOT_HANDLED
+
+    async def on_push_data_received(self, channel_id, additional_bytes):  # type: ignore[no-untyped-def]
+        return NOT_HANDLED
+
+    async def revalidate(self, channel_id, voucher):  # type: ignore[no-untyped-def]
+        return NOT_HANDLED
+
+    async def on_complete(self, channel_id):  # type: ignore[no-untyped-def]
+        return NOT_HANDLED
+
+
+@asynccontextmanager
+async def manager_responder(reval: Any = None) -> AsyncIterator[SimpleNamespace]:
+    """A Manager serving over a GraphsyncEngine as B; the test plays the
+    requester A by hand. What B sends is decoded from real frames."""
+    wire: list[GraphsyncMessage] = []
+    dt: list[Any] = []
+
+    async def send(peer: PeerID, msg: GraphsyncMessage) -> None:
+        for payload in split_frames(encode_frame(msg)):
+            wire.append(decode_message(payload))
+
+    async def send_dt(peer: PeerID, message: Any) -> None:
+        dt.append(message)
+
+    store = MemoryBlockstore()
+    engine = GraphsyncEngine(B, store, send, send_dt, max_block_bytes=1)
+    manager = Manager(engine, store=ChannelStore(), config=FAST)
+    manager.register_voucher_type(LabelVoucher, ScriptedValidator())
+    if reval is not None:
+        manager.register_revalidator(LabelVoucher, reval)
+    rec = Recorder()
+    manager.subscribe(rec)
+    async with manager:
+        yield SimpleNamespace(engine=engine, manager=manager, store=store, wire=wire, dt=dt,
+                              rec=rec)
+
+
+@pytest.mark.parametrize("responder_pauses_too", [False, True], ids=["initiator", "both"])
+async def test_manager_responder_takes_a_go_requesters_pause_and_resume(responder_pauses_too):
+    """Finding I-1 of the Go interop run: go-data-transfer v1.15.3 over
+    go-graphsync v0.13.1 pauses a pull with a graphsync cancel plus an
+    Update(paused) on its own, and resumes with the same request again
+    carrying Update(paused=false) and do-not-send-first-blocks. Our responder
+    used to refuse that request (30): now it resumes from the skip point."""
+    gate = _Gate(at=3)
+    async with manager_responder(gate) as b:
+        root, size, order = make_dag(b.store, leaves=6)
+        chid = ChannelID(A, B, 1)
+        opening = new_request(1, base_cid=root, selector=ALL_SELECTOR_NODE,
+                              voucher_type=LabelVoucher.type_id,
+                              voucher=LabelVoucher().to_node(), pull=True)
+        first = GraphsyncRequest.new(root, ALL_SELECTOR_NODE,
+                                     extensions=_request_ext(opening, chid))
+        b.engine.handle_message(A, GraphsyncMessage(requests=(first,)))
+        with anyio.fail_after(5):
+            await gate.reached.wait()  # B is deciding on block 3
+        b.engine.handle_message(A, GraphsyncMessage(requests=(GraphsyncRequest.cancel(first.id),)))
+        b.engine.handle_dt_message(A, update_request(1, paused=True))
+        gate.open.set()
+        await b.manager.wait(chid, {S.InitiatorPaused}, timeout=5)
+        await anyio.sleep(0.05)
+        k = len([blk for m in b.wire for blk in m.blocks])
+        assert k == 3  # the block being decided went out before the cancel was seen
+        if responder_pauses_too:
+            await b.manager.pause_channel(chid)
+            assert b.manager.channel_status(chid) == S.BothPaused
+        wire_before = len(b.wire)
+        again = GraphsyncRequest.new(
+            root, ALL_SELECTOR_NODE, id=first.id,
+            extensions=_request_ext(update_request(1, paused=False), chid, skip=k))
+        b.engine.handle_message(A, GraphsyncMessage(requests=(again,)))
+        if responder_pauses_too:
+            await b.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+            await anyio.sleep(0.05)
+            # accepted, held: status 15 on the new request, nothing sent
+            assert [(r.request_id, r.status) for m in b.wire[wire_before:]
+                    for r in m.responses] == [(first.id, ResponseStatus.PAUSED)]
+            await b.manager.resume_channel(chid)
+        with anyio.fail_after(5):
+            while not any(r.status is ResponseStatus.COMPLETED_FULL
+                          for m in b.wire for r in m.responses):
+                await anyio.sleep(0.01)
+        assert not any(r.status is ResponseStatus.REJECTED for m in b.wire for r in m.responses)
+        walk = [(md.link, md.action) for m in b.wire[wire_before:] for r in m.responses
+                for md in r.metadata]
+        assert walk == [(cid, LinkAction.PRESENT) for cid in order]
+        assert [blk.cid for m in b.wire for blk in m.blocks] == order  # each once
+        await anyio.sleep(0.05)
+        assert b.manager.events.flush(5)
+        state = b.manager.channel_state(chid)
+        assert state.sent == size
+        codes = b.rec.codes(chid)
+        assert "RequestCancelled" not in codes and "Error" not in codes
+        middle = (["InitiatorPaused", "BothPaused", "ResponderPaused", "Ongoing"]
+                  if responder_pauses_too else ["InitiatorPaused", "Ongoing"])
+        seen = b.rec.statuses(chid)
+        assert seen[seen.index("InitiatorPaused"):][:len(middle)] == middle
+
+
+@pytest.mark.parametrize("case", ["cancel", "unknown-channel", "voucher"])
+async def test_manager_responder_judges_other_messages_on_a_data_request(case):
+    """go-data-transfer takes any request message on a graphsync request:
+    a Cancel cancels the channel (the request is refused); one for no known
+    channel is refused; a Voucher is handled as on its own, then served."""
+    gate = _Gate(at=2)
+    async with manager_responder(gate) as b:
+        root, size, order = make_dag(b.store, leaves=4)
+        chid = ChannelID(A, B, 1)
+        opening = new_request(1, base_cid=root, selector=ALL_SELECTOR_NODE,
+                              voucher_type=LabelVoucher.type_id,
+                              voucher=LabelVoucher().to_node(), pull=True)
+        first = GraphsyncRequest.new(root, ALL_SELECTOR_NODE,
+                                     extensions=_request_ext(opening, chid))
+        b.engine.handle_message(A, GraphsyncMessage(requests=(first,)))
+        with anyio.fail_after(5):
+            await gate.reached.wait()
+        b.engine.handle_message(A, GraphsyncMessage(requests=(GraphsyncRequest.cancel(first.id),)))
+        gate.open.set()
+        await anyio.sleep(0.05)
+        k = len([blk for m in b.wire for blk in m.blocks])
+        if case == "cancel":
+            message: Any = cancel_request(1)
+        elif case == "unknown-channel":
+            message = update_request(9, paused=False)
+        else:
+            message = voucher_request(1, voucher_type=LabelVoucher.type_id,
+                                      voucher=LabelVoucher("more").to_node())
+        again = GraphsyncRequest.new(
+            root, ALL_SELECTOR_NODE, id=first.id,
+            extensions=_request_ext(message, ChannelID(A, B, message.transfer_id), skip=k))
+        b.engine.handle_message(A, GraphsyncMessage(requests=(again,)))
+        with anyio.fail_after(5):
+            while not any(r.status.is_terminal for m in b.wire for r in m.responses):
+                await anyio.sleep(0.01)
+        (last,) = [r for m in b.wire for r in m.responses if r.status.is_terminal]
+        if case == "voucher":
+            assert last.status is ResponseStatus.COMPLETED_FULL
+            assert [blk.cid for m in b.wire for blk in m.blocks] == order
+            assert "NewVoucher" in b.rec.codes(chid)
+        else:
+            assert last.status is ResponseStatus.REJECTED
+            assert len([blk for m in b.wire for blk in m.blocks]) == k
+        if case == "cancel":
+            await b.manager.wait(chid, timeout=5)
+            assert b.manager.channel_status(chid) == S.Cancelled
+        if case == "unknown-channel":
+            assert b.manager.channel_status(chid) == S.Ongoing

@@ -297,3 +297,96 @@ async def test_connection_loss_mid_pull_restarts_and_skips_held_blocks(tmp_path)
         assert len(new) == 2
         assert EXTENSION_DO_NOT_SEND_FIRST_BLOCKS not in new[0].extensions
         assert new[1].extensions[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS] == k
+
+
+@pytest.mark.parametrize(
+    "script, middle",
+    [
+        (["a.pause", "a.resume"], ["InitiatorPaused", "Ongoing"]),
+        (["a.pause!", "a.resume"], ["InitiatorPaused", "Ongoing"]),
+        (["b.pause", "b.resume"], ["ResponderPaused", "Ongoing"]),
+        (["a.pause", "b.pause", "a.resume", "b.resume"],
+         ["InitiatorPaused", "BothPaused", "ResponderPaused", "Ongoing"]),
+        (["a.pause", "b.pause", "b.resume", "a.resume"],
+         ["InitiatorPaused", "BothPaused", "InitiatorPaused", "Ongoing"]),
+        (["b.pause", "a.pause", "a.resume", "b.resume"],
+         ["ResponderPaused", "BothPaused", "ResponderPaused", "Ongoing"]),
+    ],
+    ids=["initiator", "initiator-racing", "responder", "both-a-first", "both-b-resumes-first",
+         "both-b-first"],
+)
+async def test_pause_and_resume_over_libp2p_send_nothing_twice(tmp_path, script, middle):
+    """The receiver (a) pauses as go-graphsync's requester does: it cancels
+    its request, and resumes with the same request again carrying the resume
+    Update and do-not-send-first-blocks; the sender (b) serves it from there.
+    Once the blocks in flight at the pause have landed, every block is sent
+    and received exactly once. ``a.pause!`` resumes without
+    waiting for them: the resume then asks for blocks still in flight, which
+    the sender sends again and the receiver discards -- the counts stay exact."""
+    from transport.graphsync import EXTENSION_DO_NOT_SEND_FIRST_BLOCKS  # noqa: PLC0415
+    from transport.graphsync.status import RequestType  # noqa: PLC0415
+
+    gate = _GateAt(3)
+    async with libp2p_pair(tmp_path, reval=gate, max_block_bytes=1) as (a, b):
+        root, size, order = make_dag(b.blockstore, leaves=8)
+        sent_by_a: list = []
+        original = a.manager.transport._send_gs
+
+        async def spy(peer, msg):  # type: ignore[no-untyped-def]
+            sent_by_a.append(msg)
+            await original(peer, msg)
+
+        a.manager.transport._send_gs = spy
+        sent: list[int] = []  # every block b hands to the network
+        on_sent = b.manager.on_data_sent
+
+        async def count_sent(chid, cid, size, index):  # type: ignore[no-untyped-def]
+            sent.append(index)
+            await on_sent(chid, cid, size, index)
+
+        b.manager.on_data_sent = count_sent  # type: ignore[method-assign]
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
+        with anyio.fail_after(10):
+            await gate.reached.wait()
+        nodes = {"a": a, "b": b}
+        racing = "a.pause!" in script
+        for step, expected in zip(script, middle, strict=True):
+            who, action = step.rstrip("!").split(".")
+            manager = nodes[who].manager
+            await (manager.pause_channel if action == "pause" else manager.resume_channel)(chid)
+            gate.release.set()
+            if step == "a.pause":  # let what b sent before the cancel land
+                with anyio.fail_after(10):
+                    while not (b.manager.transport.resources()["parked"] == 1
+                               and a.manager.channel_state(chid).received_index
+                               == b.manager.channel_state(chid).sent_index):
+                        await anyio.sleep(0.01)
+            if expected != "Ongoing":
+                for node in (a, b):
+                    await node.manager.wait(
+                        chid, {__import__("statemachine").Status[expected]}, timeout=10)
+        await settle(a, b, chid=chid)
+        for node in (a, b):
+            seen = node.recorder.statuses(chid)
+            last_ongoing = len(seen) - 1 - seen[::-1].index("Ongoing")
+            assert seen[2:last_ongoing + 1] == middle, (node.peer, seen)
+            assert node.manager.channel_state(chid).status.name == "Completed"
+            assert "RequestCancelled" not in node.recorder.codes(chid)
+        assert a.manager.channel_state(chid).received == size
+        assert b.manager.channel_state(chid).sent == size
+        if racing:
+            assert sorted(set(sent)) == list(range(1, len(order) + 1))
+        else:
+            assert sorted(sent) == list(range(1, len(order) + 1))  # nothing sent twice
+        for cid in order:
+            cid.verify(a.blockstore.get(cid))
+        kinds = [r.type for m in sent_by_a for r in m.requests]
+        if script[0].startswith("a.pause") or "a.pause" in script:
+            assert kinds == [RequestType.NEW, RequestType.CANCEL, RequestType.NEW]
+            first, again = [r for m in sent_by_a for r in m.requests
+                            if r.type is RequestType.NEW]
+            assert again.id == first.id
+            held = again.extensions[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS]
+            assert 2 <= held < len(order)
+        else:
+            assert kinds == [RequestType.NEW]

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.anyio
 
 #: No timeout fires unless a test sets one.
 QUIET = replace(FAST, accept_timeout=None, no_progress_timeout=None,
-                finalization_timeout=None)
+                finalization_timeout=None, peer_pause_timeout=None)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -54,15 +54,15 @@ def is_cancel(message: Any) -> bool:
 # ---------------------------------------------------------------- local failures
 
 
-async def test_responder_no_progress_timeout_is_announced_to_a_paused_initiator() -> None:
+async def test_responder_giving_up_on_a_paused_initiator_announces_it() -> None:
     """The initiator's application paused a pull (its own pause: no timeout
-    applies to it) and the responder gave up on its no-progress timeout.
+    applies to it) and the responder gave up waiting for it to resume.
     Unannounced, the initiator would stay paused forever; told with a
     cancel, it ends Cancelled at once."""
     async with harness(QUIET) as h:
         a = await h.node("a", setup=validating)
         b = await h.node("b", setup=validating,
-                         config=replace(QUIET, no_progress_timeout=0.2))
+                         config=replace(QUIET, peer_pause_timeout=0.2))
         root, _, _ = make_dag(b.blockstore, leaves=4)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("pause"), root, ALL)
         await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
@@ -70,9 +70,31 @@ async def test_responder_no_progress_timeout_is_announced_to_a_paused_initiator(
         assert a.manager.channel_status(chid) is S.BothPaused
         sb = await b.manager.wait(chid, timeout=5)
         assert (sb.status, sb.message) == (
-            S.Failed, "no progress for 0.2 s: the other peer stopped answering")
+            S.Failed, "the other peer paused the channel and did not resume it within 0.2 s")
         sa = await a.manager.wait(chid, timeout=5)
         assert (sa.status, sa.message) == (S.Cancelled, "cancelled by the other peer")
+
+
+async def test_a_paused_initiator_is_not_failed_for_lack_of_progress() -> None:
+    """A pause is the initiator's application's choice (a client deciding
+    whether to pay, say): the responder's no-progress timeout must not end
+    the channel while it lasts. Go's channel monitor stops watching a paused
+    channel; a Go client pausing for minutes must find its channel alive."""
+    async with harness(QUIET) as h:
+        a = await h.node("a", setup=validating)
+        b = await h.node("b", setup=validating,
+                         config=replace(QUIET, no_progress_timeout=0.1))
+        root, size, _ = make_dag(b.blockstore, leaves=4)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("pause"), root, ALL)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await a.manager.pause_channel(chid)
+        await b.manager.wait(chid, {S.BothPaused}, timeout=5)
+        # many no-progress periods pass on the responder's clock
+        await anyio.sleep(1.0)
+        assert b.manager.channel_status(chid) is S.BothPaused
+        await a.manager.resume_channel(chid)
+        await b.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        assert b.manager.channel_state(chid).message != "the other peer stopped answering"
 
 
 async def test_unreachable_peer_does_not_hold_the_watchdog() -> None:

@@ -62,9 +62,29 @@ transport does:
 * a malformed value of any of these extensions (wrong type) refuses the
   request with 30 Rejected before the Manager is asked (Go answers 32 after
   its hooks ran);
-* **deviation**: the receiver's pause and resume travel as update requests
-  with the private extension :data:`EXTENSION_PAUSE` (``true``/``false``);
-  go-graphsync's requester pause is local and resumes by re-requesting;
+* the receiver pauses as go-graphsync's requester does: it cancels the
+  request (``c``) and keeps its traversal. Entries still in flight for the
+  cancelled request are taken while each is exactly the block the traversal
+  needs next (they are here: not asking for them again saves sending them
+  twice); anything else is dropped, and nothing fails or ends the channel
+  meanwhile (a terminal status is ignored). It resumes by sending the request again -- type
+  ``n``, the same id, root, selector and extensions -- with the resume
+  message in ``fil/data-transfer/1.1`` and ``graphsync/do-not-send-first-blocks``
+  = the blocks it holds (go-graphsync's ``ReplaceExtensions`` on unpause). The
+  sender walks from the root again and announces the held blocks; the
+  receiver spots that new walk by the root's entry and discards its entries
+  up to where its own traversal stands (so blocks taken after the resume was
+  sent are not expected twice). Until that root entry, entries are still
+  judged as in flight. A receiver whose traversal finished while paused
+  completes on resume without asking again (as go-graphsync's traversal
+  does); go-graphsync's requester itself drops what arrives while paused;
+* the sender takes a requester's cancel as go-data-transfer's graphsync
+  transport does: the request ends and the Manager hears nothing (the
+  channel goes on: a pause, or a restart, follows). Until the next request
+  for that channel arrives, :meth:`GraphsyncEngine.pause_channel` does
+  nothing and :meth:`GraphsyncEngine.resume_channel` sends its message on
+  its own. A new request carrying an update, voucher or cancel message is
+  the Manager's to judge (``on_request_received``), like any other;
 * a responder serves at most ``max_requests_per_peer`` requests of one peer
   at a time; further requests wait in that peer's FIFO queue (as in
   go-graphsync) and are admitted as served ones end; only when the queue
@@ -152,7 +172,6 @@ __all__ = [
     "DEFAULT_MAX_BACKLOG_BYTES",
     "DEFAULT_MAX_REQUESTS_PER_PEER",
     "EXTENSION_ERROR",
-    "EXTENSION_PAUSE",
     "GraphsyncEngine",
     "SendDT",
     "SendGS",
@@ -160,9 +179,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Private extension on an update request: the receiver holds (true) or
-#: releases (false) the data flow.
-EXTENSION_PAUSE = "py-data-transfer/pause"
 #: Private extension on a failed response: why it failed (text).
 EXTENSION_ERROR = "py-data-transfer/error"
 
@@ -224,6 +240,36 @@ class _Lane:
         self.running = False
 
 
+class _GsReceiver(_Receiver):
+    """The receiver's walk plus what a go-graphsync style pause needs: the
+    request to send again on resume, and where the sender's entries stand
+    against the traversal (see the module docs)."""
+
+    __slots__ = ("request", "paused", "resumed", "awaiting_walk", "replay")
+
+    def __init__(
+        self, channel_id: ChannelID, peer: PeerID, request: GraphsyncRequest,
+        traverser: Traverser, skip_blocks: int,
+    ) -> None:
+        super().__init__(channel_id, peer, request.id, traverser, skip_blocks)
+        #: Sent again (same id, extensions replaced) on resume.
+        self.request = request
+        #: This side cancelled the request to pause: in-flight entries only.
+        self.paused = False
+        #: Resumed at least once: a root entry out of place starts a new walk.
+        self.resumed = False
+        #: Resumed, and the new walk's root entry has not arrived yet.
+        self.awaiting_walk = False
+        #: Position (1-based) of the last entry in a new walk whose entries
+        #: are still at blocks the traversal already holds; None otherwise.
+        self.replay: int | None = None
+
+    @property
+    def lenient(self) -> bool:
+        """Entries may belong to the cancelled request: drop, do not fail."""
+        return self.paused or self.awaiting_walk
+
+
 def _dt_from(extensions: dict[str, Any]) -> Any:
     """The data-transfer message of an extension map, None if absent;
     raises ValueError if malformed."""
@@ -269,12 +315,16 @@ class GraphsyncEngine(Transport):
         self._tg: TaskGroup | None = None
         self._events: TransportEvents | None = None
         self._channels: dict[ChannelID, _Channel] = {}
-        self._outgoing: dict[bytes, _Receiver] = {}
+        self._outgoing: dict[bytes, _GsReceiver] = {}
         self._incoming: dict[tuple[PeerID, bytes], _Sender] = {}
         #: New requests over a peer's limit, in arrival order.
         self._waiting: dict[PeerID, deque[GraphsyncRequest]] = {}
         self._lanes: dict[ChannelID, _Lane] = {}
         self._held: dict[ChannelID, list[tuple[PeerID, Any]]] = {}
+        #: Channels we send whose requester cancelled the data request (a
+        #: go-graphsync requester's pause): the peer, until the next request
+        #: or the channel's cleanup.
+        self._parked: dict[ChannelID, PeerID] = {}
 
     # -- introspection -------------------------------------------------------------
 
@@ -294,6 +344,7 @@ class GraphsyncEngine(Transport):
             "lanes": len(self._lanes),
             "held": len(self._held),
             "waiting": sum(len(w) for w in self._waiting.values()),
+            "parked": len(self._parked),
         }
 
     def is_idle(self) -> bool:
@@ -333,6 +384,7 @@ class GraphsyncEngine(Transport):
         self._waiting.clear()
         self._lanes.clear()
         self._held.clear()
+        self._parked.clear()
         self.backlog_bytes = 0
         if self._backlog_drained is not None:
             self._backlog_drained.set()
@@ -400,6 +452,18 @@ class GraphsyncEngine(Transport):
             return False
         return True
 
+    async def _send_dt_or_lose(self, state: _Channel, message: Any) -> bool:
+        """:meth:`_send_or_lose` for a data-transfer message on its own."""
+        try:
+            await self._send_dt(state.peer, message)
+        except TransportError as exc:
+            if self._current(state):
+                self._remove(state)
+                assert self._events is not None
+                await self._events.on_disconnected(state.channel_id, str(exc))
+            return False
+        return True
+
     async def _send_or_lose(self, state: _Channel, msg: GraphsyncMessage) -> bool:
         """Send for a live channel; on failure the channel ends with on_disconnected."""
         try:
@@ -431,12 +495,10 @@ class GraphsyncEngine(Transport):
         return GraphsyncMessage(responses=(rsp,), blocks=blocks)
 
     @staticmethod
-    def _update(state: _Channel, *, message: Any = None, pause: bool | None = None) -> GraphsyncMessage:
+    def _update(state: _Channel, *, message: Any = None) -> GraphsyncMessage:
         ext: dict[str, Any] = {}
         if message is not None:
             ext[EXTENSION_DATA_TRANSFER] = to_node(message)
-        if pause is not None:
-            ext[EXTENSION_PAUSE] = pause
         return GraphsyncMessage(requests=(GraphsyncRequest.update(state.request_id, ext),))
 
     # -- inbound -------------------------------------------------------------------
@@ -553,6 +615,14 @@ class GraphsyncEngine(Transport):
         for state in [s for s in self._channels.values() if s.peer == peer]:
             self._remove(state)
             self._enqueue(state.channel_id, partial(self._notify_disconnected, state, reason))
+        for chid in [c for c, p in self._parked.items() if p == peer]:
+            del self._parked[chid]
+            self._enqueue(chid, partial(self._notify_parked_lost, chid, reason))
+
+    async def _notify_parked_lost(self, chid: ChannelID, reason: str) -> None:
+        assert self._events is not None
+        if chid not in self._channels:  # (a new request did not take its place)
+            await self._events.on_disconnected(chid, reason)
 
     async def _notify_disconnected(self, state: _Channel, reason: str) -> None:
         assert self._events is not None
@@ -658,6 +728,7 @@ class GraphsyncEngine(Transport):
                 return
             self._remove(old)
         self._channels[chid] = state
+        self._parked.pop(chid, None)
         self.stats.requests_served += 1
         decision: Decision = await events.on_request_received(chid, sender, message) or PROCEED
         if not self._current(state):
@@ -686,8 +757,9 @@ class GraphsyncEngine(Transport):
             self._remove(state)  # not served yet: it never will be
             return
         self._remove(state)
-        assert self._events is not None
-        await self._events.on_request_cancelled(state.channel_id, f"cancelled by {state.peer}")
+        # As go-data-transfer's graphsync transport: no event, the channel
+        # goes on (a go-graphsync requester pauses this way; see the module docs).
+        self._parked[state.channel_id] = state.peer
 
     async def _on_update(self, state: _Sender, req: GraphsyncRequest) -> None:
         ext = req.extensions
@@ -699,14 +771,6 @@ class GraphsyncEngine(Transport):
         if message is not None:
             assert self._events is not None
             await self._events.on_message(state.peer, message)
-        if not self._current(state):
-            return
-        pause = ext.get(EXTENSION_PAUSE)
-        if pause is True:
-            state.remote_hold = True
-        elif pause is False:
-            state.remote_hold = False
-            self._kick(state)
 
     def _kick(self, state: _Sender) -> None:
         if state.pumping and not state.held and not state.pump_active and self._current(state):
@@ -836,7 +900,7 @@ class GraphsyncEngine(Transport):
 
     # -- the data receiver (graphsync requester) -----------------------------------
 
-    async def _start_receiver(self, state: _Receiver) -> None:
+    async def _start_receiver(self, state: _GsReceiver) -> None:
         assert self._events is not None
         if not self._current(state):
             return
@@ -848,16 +912,90 @@ class GraphsyncEngine(Transport):
         if error is not None:
             await self._receive_failed(state, error)
 
-    async def _receive_failed(self, state: _Receiver, reason: str) -> None:
+    async def _receive_failed(self, state: _GsReceiver, reason: str) -> None:
         assert self._events is not None
         self._remove(state)
-        await self._try_send(
-            state.peer, GraphsyncMessage(requests=(GraphsyncRequest.cancel(state.request_id),))
-        )
+        if not state.paused:  # (a paused one was cancelled already)
+            await self._try_send(
+                state.peer, GraphsyncMessage(requests=(GraphsyncRequest.cancel(state.request_id),))
+            )
         await self._events.on_receive_data_error(state.channel_id, reason)
 
+    async def _pause_receiver(self, state: _GsReceiver) -> bool:
+        """Pause as go-graphsync's requester does: cancel the request, keep
+        the traversal (see the module docs). False if the channel was lost."""
+        state.local_hold = True
+        state.paused = True
+        state.awaiting_walk = False
+        return await self._send_or_lose(
+            state, GraphsyncMessage(requests=(GraphsyncRequest.cancel(state.request_id),))
+        )
+
+    async def _resume_receiver(self, state: _GsReceiver, message: Any) -> None:
+        """Resume as go-graphsync's requester does: the same request again
+        (same id), its data-transfer extension replaced by ``message`` and
+        do-not-send-first-blocks = the blocks held; or, if the traversal
+        finished meanwhile, complete without asking (``message`` then goes on
+        its own)."""
+        state.local_hold = False
+        if not state.paused:  # never paused by a cancel: the message rides an update
+            if message is not None:
+                await self._send(state.peer, self._update(state, message=message))
+            return
+        state.paused = False
+        if state.traversal_done:
+            if message is not None:
+                await self._send_dt(state.peer, message)
+            self._enqueue(state.channel_id, partial(self._finish_receiver, state))
+            return
+        old = state.request
+        ext = dict(old.extensions)
+        if message is not None:
+            ext[EXTENSION_DATA_TRANSFER] = to_node(message)
+        if state.last_index:
+            ext[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS] = encode_do_not_send_first_blocks(
+                state.last_index)
+        else:
+            ext.pop(EXTENSION_DO_NOT_SEND_FIRST_BLOCKS, None)
+        assert old.root is not None
+        req = GraphsyncRequest.new(old.root, old.selector, id=old.id, priority=old.priority,
+                                   extensions=ext)
+        state.request = req
+        state.resumed = True
+        state.awaiting_walk = True
+        await self._send(state.peer, GraphsyncMessage(requests=(req,)))
+        self.stats.requests_sent += 1
+
+    async def _finish_receiver(self, state: _GsReceiver) -> None:
+        if self._current(state):
+            self._remove(state)
+            assert self._events is not None
+            await self._events.on_channel_completed(state.channel_id, None)
+
+    @staticmethod
+    def _rewalked(state: _GsReceiver, link: CID) -> bool:
+        """Whether ``link``'s entry belongs to a new walk of a resumed
+        request (the sender starts again from the root, announcing what the
+        receiver holds) at a block the traversal already holds: it is then
+        discarded. Content addressing makes the position check enough: the
+        next entry past them must be the expected block, checked as usual."""
+        expect = state.expect
+        if state.replay is not None:
+            state.replay += 1
+        elif link == state.request.root and (expect is None or expect.index > 0):
+            state.replay = 1
+            state.awaiting_walk = False
+        else:
+            if link == state.request.root:
+                state.awaiting_walk = False  # a new walk whose root is what we need
+            return False
+        if expect is None or state.replay <= expect.index:
+            return True
+        state.replay = None
+        return False
+
     async def _on_response(
-        self, state: _Receiver, rsp: GraphsyncResponse, blocks: dict[CID, Block]
+        self, state: _GsReceiver, rsp: GraphsyncResponse, blocks: dict[CID, Block]
     ) -> None:
         events = self._events
         assert events is not None
@@ -883,7 +1021,11 @@ class GraphsyncEngine(Transport):
                 block = None
             else:
                 continue
+            if state.resumed and self._rewalked(state, link):
+                continue
             expect = state.expect
+            if state.lenient and (expect is None or link != expect.cid):
+                continue  # in flight for the cancelled request, not what comes next: dropped
             if expect is not None and not expect.send:
                 # still in the blocks a restart skips (held here, see the module docs)
                 if link == expect.cid:
@@ -914,6 +1056,10 @@ class GraphsyncEngine(Transport):
         status = rsp.status
         if not status.is_terminal:
             return
+        if state.paused:
+            # the cancelled request's end: the resume asks again, or completes
+            # if everything arrived meanwhile (a pause holds the channel open)
+            return
         error = rsp.extensions.get(EXTENSION_ERROR)
         if status is ResponseStatus.CANCELLED:
             self._remove(state)
@@ -937,7 +1083,7 @@ class GraphsyncEngine(Transport):
             state, f"the sender completed but block {missing} was never received"
         )
 
-    async def _on_block(self, state: _Receiver, block: Block) -> bool:
+    async def _on_block(self, state: _GsReceiver, block: Block) -> bool:
         events = self._events
         assert events is not None
         chid = state.channel_id
@@ -960,17 +1106,21 @@ class GraphsyncEngine(Transport):
         if not self._current(state):
             return False
         if decision.message is not None:
-            if not await self._send_or_lose(state, self._update(state, message=decision.message)):
+            if state.paused:  # no live request to carry it: on its own
+                if not await self._send_dt_or_lose(state, decision.message):
+                    return False
+            elif not await self._send_or_lose(state, self._update(state, message=decision.message)):
                 return False
         if not decision.accept:
             self._remove(state)
-            await self._try_send(
-                state.peer, GraphsyncMessage(requests=(GraphsyncRequest.cancel(state.request_id),))
-            )
+            if not state.paused:
+                await self._try_send(
+                    state.peer,
+                    GraphsyncMessage(requests=(GraphsyncRequest.cancel(state.request_id),)),
+                )
             return False
         if decision.pause and not state.local_hold:
-            state.local_hold = True
-            if not await self._send_or_lose(state, self._update(state, pause=True)):
+            if not await self._pause_receiver(state):
                 return False
         error = next_to_receive(state, self.blockstore)
         if error is not None:
@@ -1050,7 +1200,7 @@ class GraphsyncEngine(Transport):
             ext[EXTENSION_DO_NOT_SEND_CIDS] = dont_send
         ext[EXTENSION_DEDUP_BY_KEY] = encode_dedup_key(f"data-transfer-{channel_id}")
         req = GraphsyncRequest.new(root, selector_node, extensions=ext)
-        state = _Receiver(channel_id, data_sender, req.id, traverser, skip_blocks)
+        state = _GsReceiver(channel_id, data_sender, req, traverser, skip_blocks)
         self._channels[channel_id] = state
         self._outgoing[req.id] = state
         self._enqueue(channel_id, partial(self._start_receiver, state))
@@ -1062,11 +1212,15 @@ class GraphsyncEngine(Transport):
         self.stats.requests_sent += 1
 
     async def close_channel(self, channel_id: ChannelID) -> None:
+        # (a requester that cancelled its request is told nothing: Go's neither)
+        self._parked.pop(channel_id, None)
         state = self._channels.get(channel_id)
         if state is None:
             return
         self._remove(state)
-        if isinstance(state, _Receiver):
+        if isinstance(state, _GsReceiver):
+            if state.paused:
+                return  # cancelled when it paused
             msg = GraphsyncMessage(requests=(GraphsyncRequest.cancel(state.request_id),))
         else:
             msg = self._response(state, ResponseStatus.CANCELLED,
@@ -1080,19 +1234,34 @@ class GraphsyncEngine(Transport):
         return state
 
     async def pause_channel(self, channel_id: ChannelID) -> None:
+        """Hold the data: a sender stops (status 15 once its pump stops); a
+        receiver cancels its request as go-graphsync's requester does. A
+        channel whose requester cancelled has nothing flowing to hold."""
+        if channel_id in self._parked and channel_id not in self._channels:
+            return
         state = self._get(channel_id)
         if state.local_hold:
             return
-        state.local_hold = True
-        if isinstance(state, _Receiver):
-            await self._try_send(state.peer, self._update(state, pause=True))
+        if isinstance(state, _GsReceiver):
+            await self._pause_receiver(state)
+        else:
+            state.local_hold = True
 
     async def resume_channel(self, channel_id: ChannelID, message: Any = None) -> None:
+        """Release :meth:`pause_channel`; ``message`` goes to the other side
+        with the data (a receiver's asks for it again, see the module docs).
+        While the requester has cancelled the request, ``message`` goes on
+        its own (go-data-transfer keeps it for the next request instead)."""
+        peer = self._parked.get(channel_id)
+        if peer is not None and channel_id not in self._channels:
+            if message is not None:
+                await self._send_dt(peer, message)
+            return
         state = self._get(channel_id)
-        state.local_hold = False
-        if isinstance(state, _Receiver):
-            await self._send(state.peer, self._update(state, message=message, pause=False))
+        if isinstance(state, _GsReceiver):
+            await self._resume_receiver(state, message)
         else:
+            state.local_hold = False
             assert isinstance(state, _Sender)
             if message is not None:
                 await self._send(
