@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test install demo bench clean
+.PHONY: test install demo bench clean interop
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "need Python >= 3.11" >&2; exit 1; }
@@ -17,6 +17,11 @@ install: $(BIN)/python
 test: install
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check .
+
+# only the go-data-transfer interop tests (also part of `make test`); here a
+# missing Go toolchain fails instead of skipping
+interop: install
+	INTEROP_REQUIRE_GO=1 $(BIN)/python -m pytest -q tests/test_interop_go.py
 
 # the main job: two nodes on loopback, a real transfer, progress shown
 demo: install
