@@ -362,8 +362,8 @@ def test_python_pauses_and_resumes_a_pull_go_serves(tmp_path, procs, gonode, fil
     sent again after the resume; ours keeps blocks in flight that are exactly
     the next ones its traversal needs (no byte crosses the wire twice), so
     the data may all be here during the pause. What must hold: the channel
-    stays InitiatorPaused until the application resumes it, completes only
-    after that, and both sides agree."""
+    does not complete before the application resumes it, then completes
+    with every byte counted once, and both sides agree."""
     src, digest = files["large"]
     cid = add(src, tmp_path / "ref", "classic")
     serve, addr = go_serve(procs, gonode, "-file", src)
@@ -371,10 +371,13 @@ def test_python_pauses_and_resumes_a_pull_go_serves(tmp_path, procs, gonode, fil
     client = py_run(procs, "pull", home, addr, cid, "--pause-after", 2 * MIB,
                     "--pause-for", 2)
     paused = _word(client, "PAUSED")
-    assert int(paused[1]) < LARGE, client.describe()
+    assert paused[2] == "InitiatorPaused", client.describe()
     resuming = _word(client, "RESUMING")
-    # the pause held until the application resumed: the channel had not ended
-    assert resuming[1] == "InitiatorPaused", client.describe()
+    # the pause held until the application resumed: the channel had not
+    # ended. Go's responder may have sent every block before our pause reached
+    # it; then its Complete arrives during the pause (ResponderCompleted, as
+    # in Go's own table) and the channel completes once we resume.
+    assert resuming[1] in ("InitiatorPaused", "ResponderCompleted"), client.describe()
     done = _word(client, "DONE")
     assert client.wait() == 0, client.describe()
     assert done[1] == "Completed", client.describe()
