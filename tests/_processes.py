@@ -31,7 +31,9 @@ TIMEOUT = 60
 MIB = 1024 * 1024
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """The environment for a child process: no inherited node home, wide
+    rich tables, unbuffered Python output (lines arrive as printed)."""
     env = dict(os.environ)
     env.pop("DATATRANSFER_HOME", None)
     env["COLUMNS"] = "250"  # rich tables: no wrapping in a pipe
@@ -41,7 +43,7 @@ def _env() -> dict[str, str]:
 
 def run(*args: object, ok: bool = True, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=_env())
+                          timeout=timeout, env=child_env())
     if ok:
         assert proc.returncode == 0, f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -64,7 +66,7 @@ class Proc:
         self.argv = argv
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True, env=_env(),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True, env=child_env(),
             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []

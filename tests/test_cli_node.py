@@ -4,44 +4,20 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import random
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from _processes import CLI, child_env, run
 
 from datatransfer.node import OpenVoucher, dag_size, dialable_addr
-
-_SCRIPT = Path(sys.executable).with_name("datatransfer")
-CLI = (
-    [str(_SCRIPT)]
-    if _SCRIPT.exists()
-    else [sys.executable, "-c", "from datatransfer.cli import main; main()"]
-)
-TIMEOUT = 60
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("DATATRANSFER_HOME", None)
-    env["COLUMNS"] = "250"  # rich tables: no wrapping in a pipe
-    return env
-
-
-def run(*args: object, ok: bool = True, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=_env())
-    if ok:
-        assert proc.returncode == 0, f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 class Server:
@@ -51,7 +27,7 @@ class Server:
         self.proc = subprocess.Popen(
             [*CLI, "serve", "--home", str(home), "--listen", "/ip4/127.0.0.1/tcp/0",
              *map(str, extra)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
         self.stderr: list[str] = []
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: lines.put(self.proc.stdout.readline()),
@@ -188,7 +164,7 @@ def test_pull_stops_cleanly_on_sigint(tmp_path):
         client = subprocess.Popen(
             [*CLI, "pull", server.addr, "QmcVRfDDaMQWwCoE9LB3V5tRsDAUQ8FGDnwBgmiWip6WN6",
              "--home", str(tmp_path / "h2")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
         time.sleep(4)  # started and dialing (the stopped peer never answers)
         assert client.poll() is None
         client.send_signal(signal.SIGINT)
