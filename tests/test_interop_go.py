@@ -372,6 +372,9 @@ def test_python_pauses_and_resumes_a_pull_go_serves(tmp_path, procs, gonode, fil
                     "--pause-for", 2)
     paused = _word(client, "PAUSED")
     assert paused[2] == "InitiatorPaused", client.describe()
+    # pause_channel returns promptly (it does not wait for the sender's
+    # answers queued behind the data), so mid-transfer
+    assert int(paused[1]) < LARGE, client.describe()
     resuming = _word(client, "RESUMING")
     # the pause held until the application resumed: the channel had not
     # ended. Go's responder may have sent every block before our pause reached

@@ -299,6 +299,117 @@ async def test_connection_loss_mid_pull_restarts_and_skips_held_blocks(tmp_path)
         assert new[1].extensions[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS] == k
 
 
+class _HeldNegotiations:
+    """Holds back every protocol negotiation a host answers (for streams
+    peers open to it) until :attr:`release` is set: as when its answers
+    queue behind megabytes of data already on the way to that peer."""
+
+    def __init__(self, host) -> None:  # type: ignore[no-untyped-def]
+        self.release = anyio.Event()
+        self.waiting = 0
+        mux = host.multiselect
+        negotiate = mux.negotiate
+
+        async def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+            self.waiting += 1
+            await self.release.wait()
+            return await negotiate(*args, **kwargs)
+
+        mux.negotiate = held
+
+
+async def test_receiver_pause_does_not_wait_for_the_senders_answers(tmp_path):
+    """A receiver's pause never waits for the sender: the cancel goes on the
+    graphsync stream already open, and the pause message on a new stream
+    whose protocol (known from identify) is selected without waiting for the
+    sender's answer -- which, over a connection carrying a transfer in, comes
+    only after everything the sender already sent (up to Yamux's 16 MiB
+    window: the whole transfer, measured against a Go sender). Here the
+    sender answers no negotiation at all until the pause has returned. Then
+    the pause holds: the sender stops short of the DAG until the resume, and
+    every block still moves exactly once."""
+    gate = _GateAt(3)
+    async with libp2p_pair(tmp_path, reval=gate, max_block_bytes=1) as (a, b):
+        root, size, order = make_dag(b.blockstore, leaves=16)
+        sent: list[int] = []
+        on_sent = b.manager.on_data_sent
+
+        async def count_sent(chid, cid, size, index):  # type: ignore[no-untyped-def]
+            sent.append(index)
+            await on_sent(chid, cid, size, index)
+
+        b.manager.on_data_sent = count_sent  # type: ignore[method-assign]
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
+        with anyio.fail_after(10):
+            await gate.reached.wait()
+        dtnet = a.manager.transport.dtnet
+        handed_over = dtnet.stats.sent
+        held = _HeldNegotiations(b.manager.transport.host)
+        await a.manager.pause_channel(chid)
+        # returned with the pause message handed over, b having answered nothing
+        assert dtnet.stats.sent == handed_over + 1
+        assert not held.release.is_set()
+        assert a.manager.channel_state(chid).status.name == "InitiatorPaused"
+        gate.release.set()
+        with anyio.fail_after(10):  # b takes the cancel; what it sent before lands
+            while not (b.manager.transport.resources()["parked"] == 1
+                       and a.manager.channel_state(chid).received_index == len(sent)):
+                await anyio.sleep(0.01)
+            assert held.waiting >= 1  # the pause message's stream, waiting for b
+        held.release.set()
+        await b.manager.wait(chid, {__import__("statemachine").Status.InitiatorPaused},
+                             timeout=10)
+        assert len(sent) < len(order)  # held back while paused
+        await a.manager.resume_channel(chid)
+        await settle(a, b, chid=chid)
+        for node in (a, b):
+            assert node.manager.channel_state(chid).status.name == "Completed"
+            assert "Disconnected" not in node.recorder.codes(chid)
+        assert a.manager.channel_state(chid).received == size
+        assert sorted(sent) == list(range(1, len(order) + 1))  # nothing sent twice
+        assert dtnet.stats.send_failures == 0
+
+
+async def test_optimistic_message_sends_stay_ordered_and_a_refusal_is_counted(tmp_path):
+    """Messages to a peer that identify says speaks the protocol go without
+    waiting for its answer; each next send reads the previous answer first,
+    so consecutive messages reach the handler in order. A peer that stopped
+    serving the protocol loses the message (as with Go's optimistic
+    selection); the next send finds the refusal and counts it."""
+    from datatransfer.messages import update_request  # noqa: PLC0415
+    from transport.libp2p import DataTransferNetwork, peer_id_of  # noqa: PLC0415
+
+    async with AsyncExitStack() as stack:
+        ha, hb = [await stack.enter_async_context(
+            open_host(load_or_create_identity(tmp_path / n), LOCAL)) for n in ("a", "b")]
+        got: list[int] = []
+
+        async def on_message(sender, message):  # type: ignore[no-untyped-def]
+            got.append(message.transfer_id)
+
+        net_a = DataTransferNetwork(ha, retry=FAST_RETRY)
+        net_b = DataTransferNetwork(hb, on_message, retry=FAST_RETRY)
+        net_b.start()
+        peer_b = peer_id_of(hb)
+        await connect(ha, peer_addrs(hb)[0])
+        with anyio.fail_after(10):  # identify tells a what b speaks
+            while net_a._known_protocol(peer_b) is None:
+                await anyio.sleep(0.01)
+        for i in range(1, 6):
+            await net_a.send_message(peer_b, update_request(i, paused=bool(i % 2)))
+        with anyio.fail_after(10):
+            while len(got) < 5:
+                await anyio.sleep(0.01)
+        assert got == [1, 2, 3, 4, 5]
+        assert net_a.stats.send_failures == 0
+        net_b.stop()  # b no longer speaks it; a's peerstore still says it does
+        assert net_a._known_protocol(peer_b) is not None
+        await net_a.send_message(peer_b, update_request(6, paused=True))  # lost
+        await net_a.send_message(peer_b, update_request(7, paused=True))
+        assert net_a.stats.send_failures == 1  # 6's refusal, found before sending 7
+        assert got == [1, 2, 3, 4, 5]
+
+
 @pytest.mark.parametrize(
     "script, middle",
     [

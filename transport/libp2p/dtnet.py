@@ -12,6 +12,17 @@ Wire behaviour, as go-data-transfer v1.13+ and v2 do it
   closes the stream; a decode error resets it.
 * Opening a stream is retried with exponential backoff (Go: 5 attempts,
   1 s min, 5 min max, factor 5, jitter; 10 s to open, 10 s to write).
+* When identify has told us that the peer speaks the protocol, the protocol
+  is selected optimistically, as go-libp2p's ``NewStream`` does then: the
+  multistream-select lines and the message go out in one write, without
+  waiting for the peer's confirmation. A sender never waits for a round trip
+  through a connection whose inbound direction is full of data (a receiver
+  pausing a transfer that streams in: the answer to its negotiation queues
+  behind everything the peer already sent, up to the muxer's 16 MiB window,
+  so the pause message would go out only once that has arrived). The next
+  send to that peer first reads that confirmation (so consecutive messages
+  reach the peer's handler in order, as a negotiated send ensures); a
+  refusal found then is logged and counted in ``stats.send_failures``.
 
 Since there is no length prefix, the size limit (:data:`MAX_MESSAGE_SIZE` by
 default) is enforced while reading: a small scanner follows the CBOR heads as
@@ -43,8 +54,10 @@ import anyio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.utils import read_delim
 
 from datatransfer.ipld.dagcbor import MAX_DEPTH
+from datatransfer.ipld.varint import encode_uvarint
 from datatransfer.messages import (
     MAX_MESSAGE_SIZE,
     PROTOCOL_ID,
@@ -73,6 +86,14 @@ MessageHandler = Callable[[PeerID, Message], Awaitable[None]]
 
 #: Bytes asked of the stream per read.
 READ_CHUNK = 64 * 1024
+#: multistream-select's header line.
+MULTISTREAM = "/multistream/1.0.0"
+
+
+def _ms_line(text: str) -> bytes:
+    """One multistream-select line: uvarint length, text, newline."""
+    line = text.encode() + b"\n"
+    return encode_uvarint(len(line)) + line
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +255,9 @@ class DataTransferNetwork:
         self._protocols = [TProtocol(p) for p in protocols]
         self.stats = NetworkStats()
         self._started = False
+        #: Per peer: the stream of the last message sent with an optimistic
+        #: protocol selection whose confirmation has not been read yet.
+        self._unconfirmed: dict[PeerID, tuple[INetStream, TProtocol]] = {}
 
     @property
     def host(self) -> IHost:
@@ -258,6 +282,7 @@ class DataTransferNetwork:
 
     def stop(self) -> None:
         """Stop accepting streams (those already open finish)."""
+        self._unconfirmed.clear()  # (their streams are closed; the muxer reclaims them)
         if not self._started:
             return
         for proto in self._protocols:
@@ -281,13 +306,23 @@ class DataTransferNetwork:
         clean end, so a refusal can look like a receipt).
         Raises :class:`ValueError` for a message larger than
         :attr:`max_message_size` (a receiver would refuse it).
+
+        Without ``wait_for_receipt``, a peer known (from identify) to speak
+        the protocol gets it selected optimistically (see the module docs):
+        the call then returns once the bytes are handed to the muxer, never
+        waiting for the peer.
         """
         data = encode_message(message)
         if len(data) > self.max_message_size:
             raise ValueError(
                 f"message is {len(data)} bytes, over the {self.max_message_size}-byte limit"
             )
-        stream = await self._open_stream(peer)
+        peer = PeerID(peer)
+        await self._confirm_previous(peer)
+        proto = None if wait_for_receipt else self._known_protocol(peer)
+        stream = await self._open_stream(peer, optimistic=proto)
+        if proto is not None:
+            data = _ms_line(MULTISTREAM) + _ms_line(proto) + data
         try:
             with anyio.fail_after(self.retry.send_timeout):
                 await stream.write(data)
@@ -304,7 +339,46 @@ class DataTransferNetwork:
             if isinstance(exc, TransportError):
                 raise
             raise PeerUnreachable(f"sending to {peer} failed: {_describe(exc)}") from exc
+        if proto is not None:
+            self._unconfirmed[peer] = (stream, proto)
         self.stats.sent += 1
+
+    def _known_protocol(self, peer: PeerID) -> TProtocol | None:
+        """Our protocol that identify says ``peer`` speaks, if it is
+        connected (go-libp2p selects it optimistically then, too)."""
+        pid = libp2p_id(peer)
+        try:
+            if not self._host.get_network().get_connections(pid):
+                return None
+            supported = set(self._host.get_peerstore().get_protocols(pid))
+        except Exception:  # noqa: BLE001 - unknown peer
+            return None
+        for proto in self._protocols:
+            if proto in supported:
+                return proto
+        return None
+
+    async def _confirm_previous(self, peer: PeerID) -> None:
+        """Read the peer's answer to the last optimistic selection on its
+        stream (long arrived, unless messages follow each other closely):
+        the message it carried has then reached the peer's handler before
+        the next one is sent. A refusal or silence is logged and counted;
+        it does not fail the message about to go."""
+        entry = self._unconfirmed.pop(peer, None)
+        if entry is None:
+            return
+        stream, proto = entry
+        try:
+            with anyio.fail_after(self.retry.open_timeout):
+                answer = [(await read_delim(stream)).decode() for _ in range(2)]
+        except Exception as exc:  # noqa: BLE001 - timeout, reset, peer gone
+            answer = [f"no answer ({_describe(exc)})"]
+        if answer != [MULTISTREAM, proto]:
+            self.stats.send_failures += 1
+            log.warning("%s did not confirm protocol %s for a message sent to it: %s",
+                        peer, proto, " / ".join(answer))
+            with anyio.CancelScope(shield=True):
+                await _reset(stream)
 
     async def _await_receipt(self, stream: INetStream) -> None:
         try:
@@ -325,7 +399,12 @@ class DataTransferNetwork:
             except Exception:
                 await _reset(stream)
 
-    async def _open_stream(self, peer: PeerID) -> INetStream:
+    async def _open_stream(
+        self, peer: PeerID, *, optimistic: TProtocol | None = None
+    ) -> INetStream:
+        """A stream to ``peer`` on our protocol; with ``optimistic``, a bare
+        stream whose protocol the caller selects without waiting (the
+        multistream-select lines go first in its write)."""
         pid = libp2p_id(peer)
         policy = self.retry
         last: Exception | None = None
@@ -333,7 +412,11 @@ class DataTransferNetwork:
             forget_failed_dials(self._host, pid)  # our backoff decides when to retry
             try:
                 with anyio.fail_after(policy.open_timeout):
-                    return await self._host.new_stream(pid, self._protocols)
+                    if optimistic is None:
+                        return await self._host.new_stream(pid, self._protocols)
+                    stream = await self._host.get_network().new_stream(pid)
+                    stream.set_protocol(optimistic)
+                    return stream
             except Exception as exc:  # dial errors, negotiation errors, timeouts
                 last = exc
             if attempt + 1 == policy.attempts:
