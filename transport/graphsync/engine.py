@@ -452,22 +452,17 @@ class GraphsyncEngine(Transport):
             return False
         return True
 
-    async def _send_dt_or_lose(self, state: _Channel, message: Any) -> bool:
-        """:meth:`_send_or_lose` for a data-transfer message on its own."""
+    async def _send_or_lose(
+        self, state: _Channel, msg: GraphsyncMessage | None = None, *, dt: Any = None
+    ) -> bool:
+        """Send for a live channel a graphsync message, or (``dt=``) a
+        data-transfer message on its own; on failure the channel ends with
+        on_disconnected. Returns whether it was sent."""
         try:
-            await self._send_dt(state.peer, message)
-        except TransportError as exc:
-            if self._current(state):
-                self._remove(state)
-                assert self._events is not None
-                await self._events.on_disconnected(state.channel_id, str(exc))
-            return False
-        return True
-
-    async def _send_or_lose(self, state: _Channel, msg: GraphsyncMessage) -> bool:
-        """Send for a live channel; on failure the channel ends with on_disconnected."""
-        try:
-            await self._send(state.peer, msg)
+            if msg is not None:
+                await self._send(state.peer, msg)
+            else:
+                await self._send_dt(state.peer, dt)
         except TransportError as exc:
             if self._current(state):
                 self._remove(state)
@@ -1107,7 +1102,7 @@ class GraphsyncEngine(Transport):
             return False
         if decision.message is not None:
             if state.paused:  # no live request to carry it: on its own
-                if not await self._send_dt_or_lose(state, decision.message):
+                if not await self._send_or_lose(state, dt=decision.message):
                     return False
             elif not await self._send_or_lose(state, self._update(state, message=decision.message)):
                 return False
