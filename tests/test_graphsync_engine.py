@@ -891,6 +891,21 @@ async def manager_responder(reval: Any = None) -> AsyncIterator[SimpleNamespace]
                               rec=rec)
 
 
+async def _pull_then_go_cancel(b: Any, gate: Any, root: Any, chid: ChannelID) -> GraphsyncRequest:
+    """A's pull request to ``b``'s Manager responder, then, once ``gate``
+    holds B deciding on a block, the graphsync cancel a Go requester sends
+    when it pauses. Returns the request."""
+    opening = new_request(chid.id, base_cid=root, selector=ALL_SELECTOR_NODE,
+                          voucher_type=LabelVoucher.type_id,
+                          voucher=LabelVoucher().to_node(), pull=True)
+    first = GraphsyncRequest.new(root, ALL_SELECTOR_NODE, extensions=_request_ext(opening, chid))
+    b.engine.handle_message(A, GraphsyncMessage(requests=(first,)))
+    with anyio.fail_after(5):
+        await gate.reached.wait()
+    b.engine.handle_message(A, GraphsyncMessage(requests=(GraphsyncRequest.cancel(first.id),)))
+    return first
+
+
 @pytest.mark.parametrize("responder_pauses_too", [False, True], ids=["initiator", "both"])
 async def test_manager_responder_takes_a_go_requesters_pause_and_resume(responder_pauses_too):
     """Finding I-1 of the Go interop run: go-data-transfer v1.15.3 over
@@ -902,15 +917,7 @@ async def test_manager_responder_takes_a_go_requesters_pause_and_resume(responde
     async with manager_responder(gate) as b:
         root, size, order = make_dag(b.store, leaves=6)
         chid = ChannelID(A, B, 1)
-        opening = new_request(1, base_cid=root, selector=ALL_SELECTOR_NODE,
-                              voucher_type=LabelVoucher.type_id,
-                              voucher=LabelVoucher().to_node(), pull=True)
-        first = GraphsyncRequest.new(root, ALL_SELECTOR_NODE,
-                                     extensions=_request_ext(opening, chid))
-        b.engine.handle_message(A, GraphsyncMessage(requests=(first,)))
-        with anyio.fail_after(5):
-            await gate.reached.wait()  # B is deciding on block 3
-        b.engine.handle_message(A, GraphsyncMessage(requests=(GraphsyncRequest.cancel(first.id),)))
+        first = await _pull_then_go_cancel(b, gate, root, chid)  # B was deciding on block 3
         b.engine.handle_dt_message(A, update_request(1, paused=True))
         gate.open.set()
         await b.manager.wait(chid, {S.InitiatorPaused}, timeout=5)
@@ -962,15 +969,7 @@ async def test_manager_responder_judges_other_messages_on_a_data_request(case):
     async with manager_responder(gate) as b:
         root, size, order = make_dag(b.store, leaves=4)
         chid = ChannelID(A, B, 1)
-        opening = new_request(1, base_cid=root, selector=ALL_SELECTOR_NODE,
-                              voucher_type=LabelVoucher.type_id,
-                              voucher=LabelVoucher().to_node(), pull=True)
-        first = GraphsyncRequest.new(root, ALL_SELECTOR_NODE,
-                                     extensions=_request_ext(opening, chid))
-        b.engine.handle_message(A, GraphsyncMessage(requests=(first,)))
-        with anyio.fail_after(5):
-            await gate.reached.wait()
-        b.engine.handle_message(A, GraphsyncMessage(requests=(GraphsyncRequest.cancel(first.id),)))
+        first = await _pull_then_go_cancel(b, gate, root, chid)
         gate.open.set()
         await anyio.sleep(0.05)
         k = len([blk for m in b.wire for blk in m.blocks])
