@@ -229,6 +229,20 @@ async def test_oversized_frame_resets_the_stream_and_the_node_keeps_serving(tmp_
         assert read_back(a.blockstore, root) == data
 
 
+def _count_sent(manager: Manager) -> list[int]:
+    """The block indices ``manager`` reports sent, in order (a spy on its
+    transport-facing on_data_sent)."""
+    sent: list[int] = []
+    on_sent = manager.on_data_sent
+
+    async def count_sent(chid, cid, size, index):  # type: ignore[no-untyped-def]
+        sent.append(index)
+        await on_sent(chid, cid, size, index)
+
+    manager.on_data_sent = count_sent
+    return sent
+
+
 class _GateAt:
     """A revalidator that holds the sender inside on_pull_data_sent at block ``at``."""
 
@@ -331,14 +345,7 @@ async def test_receiver_pause_does_not_wait_for_the_senders_answers(tmp_path):
     gate = _GateAt(3)
     async with libp2p_pair(tmp_path, reval=gate, max_block_bytes=1) as (a, b):
         root, size, order = make_dag(b.blockstore, leaves=16)
-        sent: list[int] = []
-        on_sent = b.manager.on_data_sent
-
-        async def count_sent(chid, cid, size, index):  # type: ignore[no-untyped-def]
-            sent.append(index)
-            await on_sent(chid, cid, size, index)
-
-        b.manager.on_data_sent = count_sent  # type: ignore[method-assign]
+        sent = _count_sent(b.manager)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
         with anyio.fail_after(10):
             await gate.reached.wait()
@@ -448,14 +455,7 @@ async def test_pause_and_resume_over_libp2p_send_nothing_twice(tmp_path, script,
             await original(peer, msg)
 
         a.manager.transport._send_gs = spy
-        sent: list[int] = []  # every block b hands to the network
-        on_sent = b.manager.on_data_sent
-
-        async def count_sent(chid, cid, size, index):  # type: ignore[no-untyped-def]
-            sent.append(index)
-            await on_sent(chid, cid, size, index)
-
-        b.manager.on_data_sent = count_sent  # type: ignore[method-assign]
+        sent = _count_sent(b.manager)  # every block b hands to the network
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
         with anyio.fail_after(10):
             await gate.reached.wait()
