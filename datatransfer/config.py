@@ -46,3 +46,20 @@ class ManagerConfig:
     tick: float = 0.1
     #: Longest time sending one control message may take.
     send_timeout: float = 10.0
+    #: Most channels one peer may have open (not in a final status) on this
+    #: node as their responder; ``None``: no limit. A New request (push or
+    #: pull) from a peer at the limit is refused with a rejection saying why,
+    #: before any validator sees it and without storing anything; restarts of
+    #: the peer's existing channels are always served. Without a bound any
+    #: peer could make the node hold channels (memory, rows in the store, a
+    #: data request opened back for each push) for as long as it likes,
+    #: simply by opening them: the transport bounds a peer's data requests,
+    #: not its channels. 1024 leaves any sane market, and many concurrent
+    #: retrievals from one client, unaffected.
+    max_channels_per_peer: int | None = 1024
+
+    def __post_init__(self) -> None:
+        if self.max_channels_per_peer is not None and self.max_channels_per_peer < 1:
+            raise ValueError(
+                f"max_channels_per_peer must be at least 1 (or None), "
+                f"not {self.max_channels_per_peer}")

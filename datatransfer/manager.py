@@ -146,6 +146,11 @@ class Manager:
         self._tg: TaskGroup | None = None
         self._next_id = 0
         self._started = False
+        #: Channels each peer has open here (not final) as their responder,
+        #: and New requests of each peer now being validated: what
+        #: ``max_channels_per_peer`` bounds (see :meth:`_channel_limit_reached`).
+        self._live_from: dict[PeerID, set[ChannelID]] = {}
+        self._validating: dict[PeerID, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -191,6 +196,7 @@ class Manager:
             chid = ch.channel_id
             self._channels[chid] = ch
             rt = self._runtime[chid] = _Runtime(status_since=now, last_activity=now)
+            self._track_live(ch)
             status = ch.record.status
             if status in FINAL_STATUSES:
                 continue
@@ -321,6 +327,7 @@ class Manager:
     def _add(self, ch: Channel) -> None:
         self._channels[ch.channel_id] = ch
         self._runtime[ch.channel_id] = _Runtime()
+        self._track_live(ch)
         self._fire(ch, E.Open)
 
     # ------------------------------------------------------------------ app actions
@@ -647,7 +654,19 @@ class Manager:
         if request.base_cid is None:
             raise ProtocolError("new request without a base CID")
         voucher_enc: Encoded = (request.voucher_type, request.voucher)
-        outcome, result = await self._validate(chid, sender, request, voucher_enc, restart=False)
+        if self._channel_limit_reached(chid, sender):
+            outcome, result = "reject", None
+        else:
+            # counted while the validator runs, so that requests arriving
+            # meanwhile cannot all pass the limit check at once
+            self._validating[sender] = self._validating.get(sender, 0) + 1
+            try:
+                outcome, result = await self._validate(chid, sender, request, voucher_enc,
+                                                       restart=False)
+            finally:
+                left = self._validating.pop(sender) - 1
+                if left:
+                    self._validating[sender] = left
         if outcome == "reject":
             response = self._result_response(MessageType.New, chid.id, False, False, result)
             if not via_data:
@@ -691,6 +710,45 @@ class Manager:
             if hold and rt.data_open:
                 await self._transport_call(ch, self.transport.pause_channel)
         return PROCEED
+
+    def _channel_limit_reached(self, chid: ChannelID, sender: PeerID) -> bool:
+        """Whether to refuse a New request from a peer that already holds
+        :attr:`ManagerConfig.max_channels_per_peer` channels here (live ones
+        it opened, loaded from the store ones included, and New requests of
+        its being validated). The only place the limit is checked: every
+        New request, push or pull, on its own or
+        carried by a data request, goes through :meth:`_receive_new`.
+        Restarts never come here: a peer's existing channels are served.
+
+        The rejection carries no result: the wire response has no text field,
+        and a go-data-transfer v1 initiator drops a whole response whose
+        result type it has not registered (its channel would then wait for
+        its own timeout instead of failing at once). The reason is logged."""
+        limit = self.config.max_channels_per_peer
+        if limit is None:
+            return False
+        held = len(self._live_from.get(sender, ())) + self._validating.get(sender, 0)
+        if held < limit:
+            return False
+        log.warning("request %s from %s refused: too many open channels from this peer: %d",
+                    chid, sender, limit)
+        return True
+
+    def _track_live(self, ch: Channel) -> None:
+        """Keep the count of channels each peer has open here as their
+        responder in step with the channel's status (called when a channel is
+        added or loaded, and on every status change)."""
+        if ch.is_initiator:
+            return
+        peer = ch.other_peer
+        if ch.record.status not in FINAL_STATUSES:
+            self._live_from.setdefault(peer, set()).add(ch.channel_id)
+            return
+        live = self._live_from.get(peer)
+        if live is not None:
+            live.discard(ch.channel_id)
+            if not live:
+                del self._live_from[peer]
 
     async def _receive_restart(
         self, chid: ChannelID, sender: PeerID, request: TransferRequest
@@ -1142,6 +1200,7 @@ class Manager:
         after = ch.record.status
         if after != before:
             rt.status_since = now
+            self._track_live(ch)
         if event in _DATA_EVENTS:
             ch.restarts = 0
             rt.dirty = True

@@ -23,6 +23,12 @@ open, as if they sat behind a NAT); ``pull/push --only-via`` dials the peer
 at the given address only, never at the addresses its identify announced.
 Together they force every reconnection through the relay.
 
+Limits, for the flood tests: ``serve --max-channels-per-peer N`` sets the
+Manager's ``max_channels_per_peer``, ``--max-queued-per-peer N`` the graphsync
+engine's queue of waiting requests per peer. ``RESOURCES`` says
+``live_channels`` (all peers) and ``live_channels_peer_max`` (the most any
+one peer has open).
+
 ``pull`` takes a ``--selector`` (DAG-JSON) and can act on its channel once
 it received some bytes: ``--pause-after N --pause-for S`` pauses it, says
 ``PAUSED <received> <status>``, waits S seconds, says ``RESUMING <status>
@@ -121,6 +127,7 @@ def _resources(node: Node) -> list[str]:
             key = str(st.other_peer)
             live[key] = live.get(key, 0) + 1
     words.append(f"live_channels={sum(live.values())}")
+    words.append(f"live_channels_peer_max={max(live.values(), default=0)}")
     words.append(f"channels={len(node.manager.channels())}")
     return words
 
@@ -197,13 +204,18 @@ async def _report(node: Node, only: ChannelID | None = None) -> None:
 
 
 def _config(args: argparse.Namespace) -> ManagerConfig:
+    limit = getattr(args, "max_channels_per_peer", None)
+    extra = {} if limit is None else {"max_channels_per_peer": limit}
     return ManagerConfig(max_restarts=args.max_restarts, restart_backoff=0.2,
                          max_restart_backoff=getattr(args, "max_restart_backoff", 1.0),
-                         no_progress_timeout=60.0)
+                         no_progress_timeout=60.0, **extra)
 
 
 async def serve(args: argparse.Namespace) -> None:
-    node = Node(args.home, listen=(args.listen,), config=_config(args))
+    options = {} if args.max_queued_per_peer is None else {
+        "max_queued_per_peer": args.max_queued_per_peer}
+    node = Node(args.home, listen=(args.listen,), config=_config(args),
+                transport_options=options)
     await node.__aenter__()
     try:
         assert node.manager is not None
@@ -361,6 +373,8 @@ def main() -> None:
     s.add_argument("--max-restarts", type=int, default=5)
     s.add_argument("--pull-timeout", type=float, default=60.0)
     s.add_argument("--no-dial", action="store_true")
+    s.add_argument("--max-channels-per-peer", type=int, default=None)
+    s.add_argument("--max-queued-per-peer", type=int, default=None)
     for name in ("pull", "push"):
         p = sub.add_parser(name)
         p.add_argument("--home", required=True)

@@ -1,4 +1,4 @@
-"""A misbehaving graphsync peer in its own OS process, for tests/test_multiprocess.py.
+"""A misbehaving peer in its own OS process, for tests/test_multiprocess.py.
 
 Built from the project's own pieces (the libp2p host of
 :mod:`transport.libp2p.host`, the graphsync codec and framing of
@@ -27,7 +27,19 @@ Every line it prints on stdout is one ``WORD args...`` record:
     changes, and ``BUSY_FIRST <i>`` / ``BUSY_LAST <i>``: the lowest and
     highest request index answered Busy.
 
-Both stop at end of stdin or SIGTERM.
+``python tests/_rogue.py dtflood --home H --addr A --cid C --count N``
+    A client that opens ``N`` push channels at once through the data-transfer
+    message protocol (``/fil/datatransfer/1.2.0``): ``N`` New push requests
+    for ``C`` with the :class:`~datatransfer.node.OpenVoucher` a serving node
+    accepts, distinct transfer ids, each on its own stream. It never answers
+    the graphsync requests the node opens back for the channels it accepts,
+    so they stay open. A push is accepted by the data request the node opens
+    (its data-transfer extension carries the accepting response) and refused
+    by a response on the message protocol. Prints ``DTFLOODED <n> <peer>``
+    once every request is written and ``DTTALLY requests=<n>
+    accepted=<a> rejected=<r>`` whenever that changes.
+
+All stop at end of stdin or SIGTERM.
 """
 
 from __future__ import annotations
@@ -45,7 +57,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datatransfer.ipld.block import Block  # noqa: E402
 from datatransfer.ipld.cid import CID  # noqa: E402
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE  # noqa: E402
-from datatransfer.messages import from_node, to_node  # noqa: E402
+from datatransfer.messages import (  # noqa: E402
+    PROTOCOL_ID,
+    TransferResponse,
+    encode_message,
+    from_node,
+    to_node,
+)
+from datatransfer.messages import decode_message as decode_dt_message  # noqa: E402
 from datatransfer.messages.build import new_request, new_response  # noqa: E402
 from datatransfer.node import OpenVoucher  # noqa: E402
 from transport.graphsync.framing import MAX_FRAME, encode_frame, read_frame  # noqa: E402
@@ -242,6 +261,81 @@ async def flood(args: argparse.Namespace) -> None:
         tg.cancel_scope.cancel()
 
 
+# -- dtflood -------------------------------------------------------------------------------
+
+
+async def _read_to_end(stream: Any) -> bytes:
+    data = bytearray()
+    try:
+        while chunk := await stream.read(65536):
+            data.extend(chunk)
+    except Exception:  # noqa: BLE001 - EOF / reset: the stream ended
+        pass
+    return bytes(data)
+
+
+async def dtflood(args: argparse.Namespace) -> None:
+    key = load_or_create_identity(args.home)
+    root = CID.parse(args.cid)
+    async with open_host(key, (LOOPBACK,)) as host, anyio.create_task_group() as tg:
+        me = peer_id_of(host)
+        accepted: set[int] = set()
+        rejected: set[int] = set()
+        shown: list[tuple[int, int]] = []
+
+        def tally() -> None:
+            key = (len(accepted), len(rejected))
+            if shown and shown[-1] == key:
+                return
+            shown.append(key)
+            say("DTTALLY", f"requests={args.count}", f"accepted={len(accepted)}",
+                f"rejected={len(rejected)}")
+
+        def answered(rsp: Any) -> None:
+            if not isinstance(rsp, TransferResponse):
+                return
+            if rsp.accepted:
+                accepted.add(rsp.transfer_id)
+                return
+            rejected.add(rsp.transfer_id)
+
+        async def on_graphsync(stream: Any) -> None:
+            # the node's data requests for the pushes it accepted: never answered
+            try:
+                async for msg in _frames(stream):
+                    for req in msg.requests:
+                        ext = req.extensions.get(EXTENSION_DATA_TRANSFER)
+                        if req.type is RequestType.NEW and ext is not None:
+                            answered(from_node(ext))
+                    tally()
+            except Exception as exc:  # noqa: BLE001
+                say("STREAM_ENDED", type(exc).__name__)
+
+        async def on_message(stream: Any) -> None:
+            data = await _read_to_end(stream)
+            try:
+                answered(decode_dt_message(data))
+            except Exception as exc:  # noqa: BLE001
+                say("BAD_MESSAGE", type(exc).__name__)
+            tally()
+
+        host.set_stream_handler(GRAPHSYNC_PROTOCOL, on_graphsync)
+        host.set_stream_handler(PROTOCOL_ID, on_message)
+        peer = libp2p_id(await connect(host, args.addr))
+        voucher = OpenVoucher("dtflood")
+        for i in range(args.count):
+            dt = new_request(i + 1, base_cid=root, selector=ALL_SELECTOR_NODE,
+                             voucher_type=OpenVoucher.type_id, voucher=voucher.to_node(),
+                             pull=False)
+            stream = await host.new_stream(peer, [PROTOCOL_ID])
+            await stream.write(encode_message(dt))
+            await stream.close()
+        say("DTFLOODED", args.count, me)
+        tally()
+        await _until_stdin_closes()
+        tg.cancel_scope.cancel()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -253,8 +347,13 @@ def main() -> None:
     f.add_argument("--addr", required=True)
     f.add_argument("--cid", required=True)
     f.add_argument("--count", type=int, required=True)
+    d = sub.add_parser("dtflood")
+    for name in ("--home", "--addr", "--cid"):
+        d.add_argument(name, required=True)
+    d.add_argument("--count", type=int, required=True)
     args = parser.parse_args()
-    anyio.run(respond if args.cmd == "respond" else flood, args, backend="trio")
+    run = {"respond": respond, "flood": flood, "dtflood": dtflood}[args.cmd]
+    anyio.run(run, args, backend="trio")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Two nodes in separate OS processes on 127.0.0.1 (issue 5): large pull and
 push, paid retrieval, cancel from either side, a server killed and restarted
 mid-transfer, the connection cut mid-transfer (pull and push), a peer sending
-malformed frames, a rogue responder sending blocks nobody asked for, and a
-rogue client flooding a node with requests.
+malformed frames, a rogue responder sending blocks nobody asked for, and
+rogue clients flooding a node with graphsync requests and with channels.
 
 Processes are ``datatransfer serve/pull/push/add/cat/ls``,
 ``tests/_procnode.py`` (a scriptable node printing ``WORD args`` lines) and
-``tests/_rogue.py`` (a misbehaving graphsync peer); every one is killed in
+``tests/_rogue.py`` (a misbehaving peer); every one is killed in
 ``finally``. Connections are cut by ``tests/_relay.py`` (a TCP relay in the
 test process). All traffic stays on loopback.
 """
@@ -507,10 +507,12 @@ def test_rogue_blocks_are_refused_and_the_node_keeps_serving(tmp_path, procs):
 
 # -- 8. a flood of requests ------------------------------------------------------------------
 
-#: The serving node's graphsync limits (transport/graphsync/engine.py defaults):
-#: requests served at once per peer, and requests waiting in a peer's queue.
+#: The serving node's graphsync limits: requests served at once per peer (the
+#: default of transport/graphsync/engine.py), and requests waiting in a peer's
+#: queue (the default is 1024; the test sets a small queue, so the flood
+#: needs far fewer requests to overflow it).
 MAX_REQUESTS_PER_PEER = 16
-MAX_QUEUED_PER_PEER = 1024
+MAX_QUEUED_PER_PEER = 64
 
 
 def _tally(words: list[str]) -> dict[str, int]:
@@ -530,14 +532,15 @@ def test_request_flood_is_refused_past_the_limits_and_an_honest_pull_completes(
     cid = add(src, server_home)
     # every channel pauses after its first block until paid: the flood's
     # served requests stay in progress (the rogue never pays)
-    server, addr = node_serve(procs, server_home, "--pay-interval", 256 * 1024)
+    server, addr = node_serve(procs, server_home, "--pay-interval", 256 * 1024,
+                              "--max-queued-per-peer", MAX_QUEUED_PER_PEER)
     over = 40
     count = MAX_REQUESTS_PER_PEER + MAX_QUEUED_PER_PEER + over
     rogue = procs([*ROGUE, "flood", "--home", str(tmp_path / "rogue"), "--addr", addr,
                    "--cid", cid, "--count", str(count)], stdin=True)
     rogue.expect(lambda w: w[0] == "FLOODED", timeout=30)
     # seen on the wire by the rogue: 16 requests served (each paused for
-    # payment), the next 1024 queued without an answer, the rest refused Busy
+    # payment), the next 64 queued without an answer, the rest refused Busy
     tally = _tally(rogue.expect(
         lambda w: w[0] == "TALLY" and _tally(w).get("BUSY") == over
         and _tally(w).get("PAUSED") == MAX_REQUESTS_PER_PEER))
@@ -569,6 +572,50 @@ def test_request_flood_is_refused_past_the_limits_and_an_honest_pull_completes(
             break
         time.sleep(0.1)
     assert (res["incoming"], res["waiting"]) == (0, 0), res
+    server.send("quit")
+    assert server.wait(20) == 0, server.describe()
+    out = tmp_path / "out.bin"
+    run("cat", cid, "-o", out, "--home", honest_home)
+    assert sha256(out) == digest
+
+
+# -- 9. a flood of channels ------------------------------------------------------------------
+
+
+def test_channel_flood_is_refused_past_the_per_peer_limit_and_an_honest_pull_completes(
+        tmp_path, procs):
+    """New push requests on the message protocol (no graphsync limit applies
+    to them) each make a channel: past ``max_channels_per_peer`` the node
+    refuses them, saying why, and holds nothing for them."""
+    server_home, honest_home = tmp_path / "server", tmp_path / "honest"
+    src = tmp_path / "src.bin"
+    digest = make_file(src, MIB + 7, seed=91)
+    cid = add(src, server_home)
+    limit, over = 6, 14
+    server, addr = node_serve(procs, server_home, "--max-channels-per-peer", limit)
+    rogue = procs([*ROGUE, "dtflood", "--home", str(tmp_path / "rogue"), "--addr", addr,
+                   "--cid", cid, "--count", str(limit + over)], stdin=True)
+    rogue.expect(lambda w: w[0] == "DTFLOODED", timeout=30)
+    # seen by the rogue: every request answered, `limit` accepted (the node
+    # opened a data request back for each), the rest rejected (a bare
+    # rejection, as a Go client understands it)
+    tally = _tally(rogue.expect(
+        lambda w: w[0] == "DTTALLY"
+        and _tally(w)["accepted"] + _tally(w)["rejected"] == limit + over))
+    assert (tally["accepted"], tally["rejected"]) == (limit, over), tally
+    # the node holds the rogue's accepted channels only
+    res = _resources(server)
+    assert (res["live_channels_peer_max"], res["live_channels"], res["channels"]) == (
+        limit, limit, limit), res
+    # meanwhile an honest client (another peer, its own quota) pulls
+    honest = node_pull(procs, honest_home, addr, cid)
+    done = honest.expect(lambda w: w[0] == "DONE")
+    assert honest.wait() == 0, honest.describe()
+    assert done[1] == "Completed" and int(done[2]) == int(done[3]), honest.describe()
+    res = _resources(server)
+    assert (res["live_channels_peer_max"], res["channels"]) == (limit, limit + 1), res
+    rogue.proc.stdin.close()
+    assert rogue.wait(20) == 0, rogue.describe()
     server.send("quit")
     assert server.wait(20) == 0, server.describe()
     out = tmp_path / "out.bin"

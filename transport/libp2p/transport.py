@@ -37,6 +37,7 @@ from transport.base import PeerUnreachable
 from transport.graphsync.builder import MAX_BLOCK_BYTES
 from transport.graphsync.engine import (
     DEFAULT_MAX_BACKLOG_BYTES,
+    DEFAULT_MAX_QUEUED_PER_PEER,
     DEFAULT_MAX_REQUESTS_PER_PEER,
     GraphsyncEngine,
 )
@@ -188,6 +189,7 @@ class Libp2pTransport(GraphsyncEngine):
         dtnet: DataTransferNetwork | None = None,
         retry: RetryPolicy | None = None,
         max_requests_per_peer: int = DEFAULT_MAX_REQUESTS_PER_PEER,
+        max_queued_per_peer: int = DEFAULT_MAX_QUEUED_PER_PEER,
         max_block_bytes: int = MAX_BLOCK_BYTES,
         max_frame: int = MAX_FRAME,
         open_timeout: float = 10.0,
@@ -203,6 +205,7 @@ class Libp2pTransport(GraphsyncEngine):
             self._send_frame,
             self._send_dt_message,
             max_requests_per_peer=max_requests_per_peer,
+            max_queued_per_peer=max_queued_per_peer,
             max_block_bytes=max_block_bytes,
             complete_hold=complete_hold,
             max_backlog_bytes=max_backlog_bytes,
