@@ -26,6 +26,8 @@ class ManagerConfig:
     #: application's choice (Go's channel monitor stops watching a paused
     #: channel), so the no-progress timeout does not apply meanwhile; but the
     #: peer may pause and then vanish without a word, so the wait is bounded.
+    #: Once the connection to the peer is lost, the no-progress timeout
+    #: applies again.
     peer_pause_timeout: float | None = 600.0
     #: How long the finalization states may wait for the final voucher.
     finalization_timeout: float | None = 60.0

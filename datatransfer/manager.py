@@ -1165,7 +1165,10 @@ class Manager:
                         self._fail_here(ch, (
                             f"timed out after {cfg.finalization_timeout:g} s waiting for "
                             "the final voucher"))
-                elif not ch.is_initiator and status in (S.InitiatorPaused, S.BothPaused):
+                elif (not ch.is_initiator and rt.data_open
+                      and status in (S.InitiatorPaused, S.BothPaused)):
+                    # (a disconnect ends the exemption: a peer that comes back
+                    # restarts the channel; one that does not must not hold it)
                     if cfg.peer_pause_timeout is not None and waited > cfg.peer_pause_timeout:
                         self._fail_here(ch, (
                             f"the other peer paused the channel and did not resume it "

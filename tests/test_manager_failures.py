@@ -97,6 +97,27 @@ async def test_a_paused_initiator_is_not_failed_for_lack_of_progress() -> None:
         assert b.manager.channel_state(chid).message != "the other peer stopped answering"
 
 
+async def test_a_paused_initiator_that_is_gone_is_not_waited_for() -> None:
+    """The exemption lasts while the initiator is connected: once the
+    connection is lost (an initiator that comes back restarts the channel),
+    the responder's no-progress timeout applies again, so a client that
+    paused and vanished -- its cancel lost with the connection -- does not
+    hold the channel for the whole peer_pause_timeout."""
+    async with harness(QUIET) as h:
+        a = await h.node("a", setup=validating)
+        b = await h.node("b", setup=validating,
+                         config=replace(QUIET, no_progress_timeout=0.2))
+        root, _, _ = make_dag(b.blockstore, leaves=4)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("pause"), root, ALL)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await a.manager.pause_channel(chid)
+        await b.manager.wait(chid, {S.BothPaused}, timeout=5)
+        h.net.disconnect(a.peer, b.peer)
+        sb = await b.manager.wait(chid, timeout=5)
+        assert (sb.status, sb.message) == (
+            S.Failed, "no progress for 0.2 s: the other peer stopped answering")
+
+
 async def test_unreachable_peer_does_not_hold_the_watchdog() -> None:
     """The announcement of a local failure hangs (the peer cannot be
     reached; the send is bounded only by the long send_timeout). The
