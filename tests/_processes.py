@@ -67,6 +67,10 @@ class Proc:
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True, env=child_env(),
+            # a child may log raw bytes (go-data-transfer prints request ids
+            # that way): a decode error must not stop the reader, or the
+            # child blocks on a full pipe
+            errors="replace",
             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []

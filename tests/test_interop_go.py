@@ -7,8 +7,10 @@ go.sum) into ``.interop-build/``. Each test runs it and a Python node
 (``tests/_procnode.py``, the ``datatransfer`` CLI) as separate processes on
 127.0.0.1 and checks both ends: the four directions (Python serves a Go pull,
 Go serves a Python pull, each pushes to the other) with both UnixFS profiles,
-a partial selector both ways, a cancel from either side, and a pause/resume
-from either side.
+a partial selector both ways, a cancel from either side, a pause/resume
+from either side, and a pull whose connection a relay (``tests/_relay.py``)
+cuts mid-transfer, either way: the channel restarts and completes without
+the blocks that had arrived being sent again.
 
 Without ``go`` on PATH the module is skipped, loudly (the reason says the
 interop tests did not run); set ``INTEROP_REQUIRE_GO=1`` to make that a
@@ -20,11 +22,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from _processes import LOOPBACK, MIB, PROCNODE, Proc, make_file, run, sha256
+from _relay import Relay
 
 from datatransfer.home import open_blockstore
 from datatransfer.ipld import dagpb
@@ -106,8 +110,9 @@ def go_run(start: Callable[..., Proc], gonode: Path, *args: object) -> Proc:
     return start([str(gonode), *map(str, args)])
 
 
-def py_serve(start: Callable[..., Proc], home: Path) -> tuple[Proc, str]:
-    p = start([*PROCNODE, "serve", "--home", str(home), "--listen", LOOPBACK], stdin=True)
+def py_serve(start: Callable[..., Proc], home: Path, *extra: object) -> tuple[Proc, str]:
+    p = start([*PROCNODE, "serve", "--home", str(home), "--listen", LOOPBACK, *map(str, extra)],
+              stdin=True)
     return p, _word(p, "ADDR", timeout=30)[1]
 
 
@@ -390,3 +395,138 @@ def test_python_pauses_and_resumes_a_pull_go_serves(tmp_path, procs, gonode, fil
     out = tmp_path / "got.bin"
     run("cat", cid, "-o", out, "--home", home)
     assert sha256(out) == digest
+
+
+# -- the connection cut mid-transfer: a restart against Go -------------------------------
+
+
+@pytest.fixture
+def relay_to() -> Iterator[Callable[[int], Relay]]:
+    """Relays (tests/_relay.py) in this process; all closed after the test."""
+    relays: list[Relay] = []
+
+    def make(port: int) -> Relay:
+        relays.append(Relay(port))
+        return relays[-1]
+
+    try:
+        yield make
+    finally:
+        for r in relays:
+            r.close()
+
+
+def _split_addr(addr: str) -> tuple[int, str]:
+    """(tcp port, peer id) of ``/ip4/127.0.0.1/tcp/<port>/p2p/<id>``."""
+    parts = addr.split("/")
+    return int(parts[4]), parts[6]
+
+
+def _events(p: Proc, name: str) -> list[list[str]]:
+    return [line.split() for line in p.collect() if line.startswith(f"EVENT {name} ")]
+
+
+def test_python_pull_restarts_after_a_cut_against_go(tmp_path, procs, gonode, files, relay_to):
+    """The connection to a Go responder dies mid-pull; our node restarts the
+    channel (a Restart request, then a graphsync request whose
+    ``graphsync/do-not-send-first-blocks`` counts the blocks it holds) and
+    go-graphsync announces those first blocks without sending them: the pull
+    completes with every byte counted once."""
+    src, digest = files["large"]
+    cid = add(src, tmp_path / "ref", "classic")
+    serve, addr = go_serve(procs, gonode, "-file", src)
+    assert _word(serve, "ROOT")[1] == cid
+    port, peer = _split_addr(addr)
+    relay = relay_to(port)
+    # Go's data stops reaching us after 3 MiB; the cut comes once we stored
+    # 1 MiB, so it lands mid-transfer whatever the machine's speed
+    relay.hold_after("down", 3 * MIB)
+    home = tmp_path / "py"
+    client = py_run(procs, "pull", home, relay.addr(peer), cid, "--max-restarts", 5,
+                    "--only-via")
+    before = client.expect(lambda w: w[0] == "STATE" and int(w[5]) >= MIB)
+    assert int(before[5]) < LARGE // 2, client.describe()  # mid-transfer
+    assert relay.cut() >= 1, relay.cut_counts
+    try:
+        done = _word(client, "DONE", timeout=90)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- Go:\n{serve.describe()}") from None
+    assert client.wait() == 0, client.describe() + serve.describe()
+    status, received, size = done[1], int(done[2]), int(done[3])
+    assert status == "Completed", client.describe() + serve.describe()
+    assert received == size > LARGE, done  # every byte counted once
+    # the cut was seen and the channel restarted, over a new connection
+    assert _events(client, "Disconnected"), client.describe()
+    restarts = _events(client, "Restart")
+    assert restarts, client.describe()
+    arrived = int(restarts[0][5])  # stored before the restart
+    assert MIB <= arrived < size, restarts
+    assert relay.accepted[1] >= 1, relay.accepted
+    # Go sent what never got through and not much more: the blocks we held
+    # were announced, not sent again
+    resent = relay.after_first_cut("down")
+    assert size - relay.forwarded[0]["down"] <= resent, (resent, relay.forwarded)
+    assert resent <= size - arrived + size // 50 + 64 * 1024, (resent, size, arrived)
+    state = go_final(serve)
+    assert state[2] == "Completed", serve.describe()
+    out = tmp_path / "got.bin"
+    run("cat", cid, "-o", out, "--home", home)
+    assert sha256(out) == digest
+
+
+def _go_received(proc: Proc) -> int:
+    """The most a Go node's channel received so far, from its ``[dt]`` event
+    log on stderr (gonode prints no progress records on stdout)."""
+    best = 0
+    for line in list(proc.stderr):
+        for word in line.split():
+            if word.startswith("recv="):
+                best = max(best, int(word[5:]))
+    return best
+
+
+def test_go_pull_restarts_after_a_cut_python_serves(tmp_path, procs, gonode, files, relay_to):
+    """The reverse: a Go pull from our node loses its connection mid-transfer;
+    go-data-transfer's channel monitor (on in gonode with -restart-backoff)
+    reconnects and restarts the channel (a graphsync request carrying the
+    restart message and ``graphsync/do-not-send-first-blocks``), and our
+    responder continues it: completed, the file intact, each byte counted
+    once on both sides."""
+    src, digest = files["large"]
+    home = tmp_path / "py"
+    cid = add(src, home, "classic")
+    _, size = first_leaf_bytes(home, cid)
+    # every connection goes through the relay: our node never dials, Go
+    # dials the relay's address only (not the one identify announces)
+    serve, addr = py_serve(procs, home, "--no-dial")
+    port, peer = _split_addr(addr)
+    relay = relay_to(port)
+    relay.hold_after("down", 3 * MIB)  # our data stops reaching Go after 3 MiB
+    client = go_run(procs, gonode, "pull", relay.addr(peer), cid, "-restart-backoff", "200ms",
+                    "-only-via=true")
+    deadline = time.monotonic() + 60
+    while _go_received(client) < MIB:
+        assert time.monotonic() < deadline and client.proc.poll() is None, client.describe()
+        time.sleep(0.05)
+    arrived = _go_received(client)
+    assert arrived < LARGE // 2, client.describe()  # mid-transfer
+    assert relay.cut() >= 1, relay.cut_counts
+    try:
+        done = _word(client, "DONE", timeout=90)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- Python:\n{serve.describe()}") from None
+    assert done[1] == "Completed", client.describe() + serve.describe()
+    assert int(done[3]) == size, (done, size)  # every byte counted once
+    assert _word(client, "FILE")[1:] == [str(LARGE), digest], client.describe()
+    # the monitor restarted the channel: the cut was not missed
+    assert _word(client, "RESTARTED"), client.describe()
+    assert _events(serve, "Restart"), serve.describe()
+    assert relay.accepted[1] >= 1, relay.accepted
+    # we sent what never got through and not much more: the blocks Go held
+    # (its do-not-send-first-blocks) were not sent again
+    resent = relay.after_first_cut("down")
+    assert size - relay.forwarded[0]["down"] <= resent, (resent, relay.forwarded)
+    assert resent <= size - arrived + size // 50 + 64 * 1024, (resent, size, arrived)
+    state = py_final(serve)
+    assert state[3] == "Completed", serve.describe()
+    assert int(state[4]) == size, (state, size)

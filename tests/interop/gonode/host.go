@@ -7,7 +7,9 @@ package main
 
 import (
 	"crypto/rand"
+	"sync"
 
+	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -24,10 +26,46 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 )
 
+// dialGater restricts the addresses this node dials a peer at to the one it
+// was told (-only-via): identify announces the peer's real listen address,
+// and a reconnection there would go around the relay a test put in between.
+// Peers without an entry are dialed anywhere.
+type dialGater struct {
+	mu   sync.Mutex
+	only map[peer.ID]ma.Multiaddr
+}
+
+func newDialGater() *dialGater { return &dialGater{only: map[peer.ID]ma.Multiaddr{}} }
+
+func (g *dialGater) dialOnlyAt(p peer.ID, addr ma.Multiaddr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.only[p] = addr
+}
+
+func (g *dialGater) InterceptPeerDial(peer.ID) bool { return true }
+
+func (g *dialGater) InterceptAddrDial(p peer.ID, addr ma.Multiaddr) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	only, ok := g.only[p]
+	return !ok || only.Equal(addr)
+}
+
+func (g *dialGater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
+
+func (g *dialGater) InterceptSecured(network.Direction, peer.ID, network.ConnMultiaddrs) bool {
+	return true
+}
+
+func (g *dialGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
+	return true, 0
+}
+
 // makeHost starts a host with a fresh Ed25519 identity listening on listen.
 // The resource manager is the null one: the tests open a handful of streams
 // and limits would only make failures harder to read.
-func makeHost(listen string) (host.Host, error) {
+func makeHost(listen string, gater *dialGater) (host.Host, error) {
 	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		return nil, err
@@ -47,7 +85,7 @@ func makeHost(listen string) (host.Host, error) {
 		return nil, err
 	}
 	rcmgr := network.NullResourceManager
-	sw, err := swarm.NewSwarm(pid, ps, swarm.WithResourceManager(rcmgr))
+	sw, err := swarm.NewSwarm(pid, ps, swarm.WithResourceManager(rcmgr), swarm.WithConnectionGater(gater))
 	if err != nil {
 		return nil, err
 	}

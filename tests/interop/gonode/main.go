@@ -7,6 +7,7 @@
 //	gonode serve [-listen MA] [-file F -profile classic|modern] [-out DIR] [-block-delay D]
 //	gonode pull  MADDR CID [-out FILE] [-selector JSON]
 //	             [-pause-after N -pause-for D | -cancel-after N] [-linger D]
+//	             [-restart-backoff D -only-via=true]
 //	gonode push  MADDR -file F [-profile classic|modern] [-selector JSON]
 //
 // Like tests/_procnode.py it prints one record per stdout line, "WORD args":
@@ -17,6 +18,7 @@
 //	PAUSED|RESUMED|CANCELLED <chid> <recv> <sent>   -pause-after/-cancel-after acted
 //	DONE <status> <sent> <recv>          pull, push: the channel's final state
 //	MESSAGE <text>                       after DONE, when the channel says why
+//	RESTARTED <chid>                     -restart-backoff: the monitor restarted a channel
 //	FILE <size> <sha256>                 pull, completed, whole DAG: the file bytes
 //	RECEIVED <cid> <size> <sha256>       serve -out: a completed push, exported
 //	ERROR <text>                         then exit 1 (bad arguments, timeout...)
@@ -42,6 +44,7 @@ import (
 	"time"
 
 	datatransfer "github.com/filecoin-project/go-data-transfer"
+	"github.com/filecoin-project/go-data-transfer/channelmonitor"
 	dtimpl "github.com/filecoin-project/go-data-transfer/impl"
 	dtnet "github.com/filecoin-project/go-data-transfer/network"
 	gstransport "github.com/filecoin-project/go-data-transfer/transport/graphsync"
@@ -70,6 +73,7 @@ import (
 	selectorparse "github.com/ipld/go-ipld-prime/traversal/selector/parse"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	mh "github.com/multiformats/go-multihash"
 )
 
@@ -143,10 +147,11 @@ func (acceptAll) ValidatePull(isRestart bool, chid datatransfer.ChannelID, recei
 }
 
 type node struct {
-	h    host.Host
-	dag  ipldformat.DAGService
-	dt   datatransfer.Manager
-	done chan datatransfer.ChannelState
+	h     host.Host
+	gater *dialGater
+	dag   ipldformat.DAGService
+	dt    datatransfer.Manager
+	done  chan datatransfer.ChannelState
 
 	mu       sync.Mutex
 	status   map[datatransfer.ChannelID]datatransfer.Status
@@ -158,8 +163,27 @@ type node struct {
 	acted    bool
 }
 
-func newNode(ctx context.Context, listen string, blockDelay time.Duration) (*node, error) {
-	h, err := makeHost(listen)
+// monitorConfig turns go-data-transfer's channel monitor on (it is off
+// unless configured): after a data error (the connection died) it
+// reconnects and restarts the channel, waiting restartBackoff between
+// attempts. The timeouts are short so that a broken restart fails the test
+// instead of hanging it.
+func monitorConfig(restartBackoff time.Duration) dtimpl.DataTransferOption {
+	return dtimpl.ChannelRestartConfig(channelmonitor.Config{
+		AcceptTimeout:          30 * time.Second,
+		RestartDebounce:        100 * time.Millisecond,
+		RestartBackoff:         restartBackoff,
+		MaxConsecutiveRestarts: 5,
+		CompleteTimeout:        30 * time.Second,
+		OnRestartComplete: func(chid datatransfer.ChannelID) {
+			say("RESTARTED", chid)
+		},
+	})
+}
+
+func newNode(ctx context.Context, listen string, blockDelay, restartBackoff time.Duration) (*node, error) {
+	gater := newDialGater()
+	h, err := makeHost(listen, gater)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +200,11 @@ func newNode(ctx context.Context, listen string, blockDelay time.Duration) (*nod
 		})
 	}
 	tp := gstransport.NewTransport(h.ID(), gs)
-	dt, err := dtimpl.NewDataTransfer(namespace.Wrap(ds, datastore.NewKey("datatransfer")), dtnet.NewFromLibp2pHost(h), tp)
+	var opts []dtimpl.DataTransferOption
+	if restartBackoff > 0 {
+		opts = append(opts, monitorConfig(restartBackoff))
+	}
+	dt, err := dtimpl.NewDataTransfer(namespace.Wrap(ds, datastore.NewKey("datatransfer")), dtnet.NewFromLibp2pHost(h), tp, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +212,7 @@ func newNode(ctx context.Context, listen string, blockDelay time.Duration) (*nod
 		return nil, err
 	}
 	n := &node{
-		h: h, dag: dag, dt: dt,
+		h: h, gater: gater, dag: dag, dt: dt,
 		done:     make(chan datatransfer.ChannelState, 64),
 		status:   map[datatransfer.ChannelID]datatransfer.Status{},
 		finished: map[datatransfer.ChannelID]bool{},
@@ -304,14 +332,22 @@ func (n *node) exportFile(ctx context.Context, root cid.Cid, out string) (int, s
 	return len(data), hex.EncodeToString(sum[:]), nil
 }
 
-func (n *node) connect(ctx context.Context, maddr string) (peer.ID, error) {
+func (n *node) connect(ctx context.Context, maddr string, onlyVia bool) (peer.ID, error) {
 	ai, err := peer.AddrInfoFromString(maddr)
 	if err != nil {
 		return "", err
 	}
+	if onlyVia && len(ai.Addrs) == 1 {
+		n.gater.dialOnlyAt(ai.ID, ai.Addrs[0])
+	}
 	if err := n.h.Connect(ctx, *ai); err != nil {
 		return "", err
 	}
+	// Connect keeps the address for a short while only, and once the
+	// connection is gone the peerstore may have none left to dial: then the
+	// channel monitor's reconnection fails with "no good addresses". The
+	// address given is the one to reach the peer by (a relay, in the tests).
+	n.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
 	return ai.ID, nil
 }
 
@@ -340,6 +376,8 @@ func main() {
 	pauseFor := fs.Duration("pause-for", 2*time.Second, "how long -pause-after keeps the channel paused")
 	cancelAfter := fs.Uint64("cancel-after", 0, "pull, push: close (cancel) the channel once it moved N bytes")
 	blockDelay := fs.Duration("block-delay", 0, "sleep this long after each block this node sends (a slow link)")
+	restartBackoff := fs.Duration("restart-backoff", 0, "enable the channel monitor (restart a channel after a data error), this long between restarts; 0: off")
+	onlyVia := fs.Bool("only-via", false, "pull, push: dial the peer at MADDR only, never at the addresses identify announced (give as -only-via=true)")
 	linger := fs.Duration("linger", time.Second, "pull, push: keep the host up this long after the channel ended, so the last messages leave")
 	_ = fs.Parse(reorder(os.Args[2:]))
 
@@ -353,7 +391,7 @@ func main() {
 		}
 		selector = s
 	}
-	n, err := newNode(ctx, *listen, *blockDelay)
+	n, err := newNode(ctx, *listen, *blockDelay, *restartBackoff)
 	if err != nil {
 		fail(err)
 	}
@@ -397,7 +435,7 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		p, err := n.connect(ctx, args[0])
+		p, err := n.connect(ctx, args[0], *onlyVia)
 		if err != nil {
 			fail(err)
 		}
@@ -422,7 +460,7 @@ func main() {
 			fail(err)
 		}
 		say("ROOT", root)
-		p, err := n.connect(ctx, args[0])
+		p, err := n.connect(ctx, args[0], *onlyVia)
 		if err != nil {
 			fail(err)
 		}
