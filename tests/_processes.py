@@ -179,3 +179,9 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def split_addr(addr: str) -> tuple[int, str]:
+    """(tcp port, peer id) of ``/ip4/127.0.0.1/tcp/<port>/p2p/<id>``."""
+    parts = addr.split("/")
+    return int(parts[4]), parts[6]

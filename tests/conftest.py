@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from _processes import Proc
+from _relay import Relay
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -59,3 +60,20 @@ def procs() -> Iterator[Callable[..., Proc]]:
     finally:
         for p in started:
             p.kill()
+
+
+@pytest.fixture
+def relay_to() -> Iterator[Callable[[int], Relay]]:
+    """``relay_to(port)``: a TCP relay (tests/_relay.py) in this process to
+    127.0.0.1:port; all closed after the test."""
+    relays: list[Relay] = []
+
+    def make(port: int) -> Relay:
+        relays.append(Relay(port))
+        return relays[-1]
+
+    try:
+        yield make
+    finally:
+        for r in relays:
+            r.close()

@@ -23,12 +23,11 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _processes import LOOPBACK, MIB, PROCNODE, Proc, make_file, run, sha256
-from _relay import Relay
+from _processes import LOOPBACK, MIB, PROCNODE, Proc, make_file, run, sha256, split_addr
 
 from datatransfer.home import open_blockstore
 from datatransfer.ipld import dagpb
@@ -400,28 +399,6 @@ def test_python_pauses_and_resumes_a_pull_go_serves(tmp_path, procs, gonode, fil
 # -- the connection cut mid-transfer: a restart against Go -------------------------------
 
 
-@pytest.fixture
-def relay_to() -> Iterator[Callable[[int], Relay]]:
-    """Relays (tests/_relay.py) in this process; all closed after the test."""
-    relays: list[Relay] = []
-
-    def make(port: int) -> Relay:
-        relays.append(Relay(port))
-        return relays[-1]
-
-    try:
-        yield make
-    finally:
-        for r in relays:
-            r.close()
-
-
-def _split_addr(addr: str) -> tuple[int, str]:
-    """(tcp port, peer id) of ``/ip4/127.0.0.1/tcp/<port>/p2p/<id>``."""
-    parts = addr.split("/")
-    return int(parts[4]), parts[6]
-
-
 def _events(p: Proc, name: str) -> list[list[str]]:
     return [line.split() for line in p.collect() if line.startswith(f"EVENT {name} ")]
 
@@ -436,7 +413,7 @@ def test_python_pull_restarts_after_a_cut_against_go(tmp_path, procs, gonode, fi
     cid = add(src, tmp_path / "ref", "classic")
     serve, addr = go_serve(procs, gonode, "-file", src)
     assert _word(serve, "ROOT")[1] == cid
-    port, peer = _split_addr(addr)
+    port, peer = split_addr(addr)
     relay = relay_to(port)
     # Go's data stops reaching us after 3 MiB; the cut comes once we stored
     # 1 MiB, so it lands mid-transfer whatever the machine's speed
@@ -499,7 +476,7 @@ def test_go_pull_restarts_after_a_cut_python_serves(tmp_path, procs, gonode, fil
     # every connection goes through the relay: our node never dials, Go
     # dials the relay's address only (not the one identify announces)
     serve, addr = py_serve(procs, home, "--no-dial")
-    port, peer = _split_addr(addr)
+    port, peer = split_addr(addr)
     relay = relay_to(port)
     relay.hold_after("down", 3 * MIB)  # our data stops reaching Go after 3 MiB
     client = go_run(procs, gonode, "pull", relay.addr(peer), cid, "-restart-backoff", "200ms",

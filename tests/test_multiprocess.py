@@ -17,7 +17,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,8 +31,8 @@ from _processes import (
     make_file,
     run,
     sha256,
+    split_addr,
 )
-from _relay import Relay
 
 
 def cli_serve(start: Callable[..., Proc], home: Path, listen: str = LOOPBACK) -> tuple[Proc, str]:
@@ -317,28 +317,6 @@ def test_malformed_frames_are_refused_and_the_server_keeps_serving(tmp_path, pro
 # -- 6. the connection cut mid-transfer ----------------------------------------------------
 
 
-@pytest.fixture
-def relay_to() -> Iterator[Callable[[int], Relay]]:
-    """Relays (tests/_relay.py) in this process; all closed after the test."""
-    relays: list[Relay] = []
-
-    def make(port: int) -> Relay:
-        relays.append(Relay(port))
-        return relays[-1]
-
-    try:
-        yield make
-    finally:
-        for r in relays:
-            r.close()
-
-
-def _split_addr(addr: str) -> tuple[int, str]:
-    """(tcp port, peer id) of ``/ip4/127.0.0.1/tcp/<port>/p2p/<id>``."""
-    parts = addr.split("/")
-    return int(parts[4]), parts[6]
-
-
 def _events(p: Proc, name: str) -> list[list[str]]:
     return [line.split() for line in p.seen if line.startswith(f"EVENT {name} ")]
 
@@ -360,7 +338,7 @@ def test_connection_cut_mid_pull_resumes_without_resending(tmp_path, procs, rela
     # every connection goes through the relay: the server never dials, the
     # client dials the relay's address only (not the one identify announces)
     server, addr = node_serve(procs, server_home, "--no-dial")
-    port, peer = _split_addr(addr)
+    port, peer = split_addr(addr)
     relay = relay_to(port)
     # the server's data stops reaching the client after 3 MiB; the cut comes
     # once the client reports 1 MiB stored, so it lands mid-transfer whatever
@@ -405,7 +383,7 @@ def test_connection_cut_mid_push_resumes_without_resending(tmp_path, procs, rela
     digest = make_file(src, 8 * MIB + 91, seed=62)
     cid = add(src, client_home)
     server, addr = node_serve(procs, server_home, "--no-dial")
-    port, peer = _split_addr(addr)
+    port, peer = split_addr(addr)
     relay = relay_to(port)
     relay.hold_after("up", 3 * MIB)  # the pushed data stops reaching the server
     client = procs([*PROCNODE, "push", "--home", str(client_home), "--addr", relay.addr(peer),
