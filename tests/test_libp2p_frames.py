@@ -17,7 +17,7 @@ from datatransfer.ipld import dagcbor
 from datatransfer.ipld.block import Block
 from datatransfer.ipld.blockstore import MemoryBlockstore
 from datatransfer.ipld.cid import CID
-from transport.graphsync.framing import encode_frame
+from transport.graphsync.framing import encode_frame, encode_frame_pieces
 from transport.graphsync.message import (
     GraphsyncMessage,
     GraphsyncResponse,
@@ -31,7 +31,6 @@ from transport.libp2p.transport import (
     VERIFY_IN_THREAD,
     WRITE_PIECE,
     Libp2pTransport,
-    _encode_frame,
     _StreamReader,
     _write_pieces,
 )
@@ -108,7 +107,7 @@ async def test_reader_raises_end_of_stream_inside_a_read() -> None:
         await reader.receive_exact(4)
 
 
-# -- _encode_frame, _write_pieces --------------------------------------------------------
+# -- encode_frame_pieces, _write_pieces --------------------------------------------------------
 
 
 class _WriteStream:
@@ -124,7 +123,7 @@ async def test_frames_are_written_in_noise_sized_pieces_without_copying_blocks(
     sizes: tuple[int, ...],
 ) -> None:
     msg = _message(*sizes)
-    pieces = _encode_frame(msg, 1 << 23)
+    pieces = encode_frame_pieces(msg, max_size=1 << 23)
     frame = encode_frame(msg, max_size=1 << 23)
     assert b"".join(pieces) == frame
     stream = _WriteStream()
@@ -142,9 +141,9 @@ async def test_frames_are_written_in_noise_sized_pieces_without_copying_blocks(
 def test_frame_over_the_limit_is_refused_before_sending() -> None:
     msg = _message(1000)
     size = len(encode_message(msg))
-    assert len(b"".join(_encode_frame(msg, size))) > size
+    assert len(b"".join(encode_frame_pieces(msg, max_size=size))) > size
     with pytest.raises(GraphsyncWireError, match=f"message of {size} bytes exceeds"):
-        _encode_frame(msg, size - 1)
+        encode_frame_pieces(msg, max_size=size - 1)
 
 
 def test_encode_segments_joins_to_encode_and_keeps_large_strings_whole() -> None:

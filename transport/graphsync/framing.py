@@ -35,6 +35,7 @@ from transport.graphsync.message import (
     GraphsyncWireError,
     decode_message,
     encode_message,
+    encode_message_segments,
 )
 
 __all__ = [
@@ -69,15 +70,30 @@ def frame(payload: bytes | bytearray | memoryview, *, max_size: int | None = MAX
     peer would reset the stream on reading its header. ``max_size=None``
     disables the check.
     """
-    n = len(payload)
+    return _prefix(len(payload), max_size) + bytes(payload)
+
+
+def _prefix(n: int, max_size: int | None) -> bytes:
+    """The uvarint length prefix of an ``n``-byte payload, refused over ``max_size``."""
     if max_size is not None and n > max_size:
         raise GraphsyncWireError(f"message of {n} bytes exceeds the {max_size}-byte frame limit")
-    return encode_uvarint(n) + bytes(payload)
+    return encode_uvarint(n)
 
 
 def encode_frame(msg: GraphsyncMessage, *, max_size: int | None = MAX_FRAME) -> bytes:
     """:func:`encode_message` then :func:`frame`: what Go's ``ToNet`` writes."""
     return frame(encode_message(msg), max_size=max_size)
+
+
+def encode_frame_pieces(msg: GraphsyncMessage, *, max_size: int | None = MAX_FRAME) -> list[bytes]:
+    """:func:`encode_frame`'s bytes as pieces that concatenate to them: the
+    length prefix joined to the first piece of the message, and each large
+    block's data a piece of its own, not copied
+    (:func:`~transport.graphsync.message.encode_message_segments`), so a
+    sender writes megabytes of blocks without building one frame."""
+    pieces = encode_message_segments(msg)
+    pieces[0] = _prefix(sum(len(p) for p in pieces), max_size) + pieces[0]
+    return pieces
 
 
 class _Header:

@@ -31,7 +31,6 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF
 
 from datatransfer.ipld.blockstore import Blockstore
-from datatransfer.ipld.varint import encode_uvarint
 from datatransfer.types import PeerID
 from transport.base import PeerUnreachable
 from transport.graphsync.builder import MAX_BLOCK_BYTES
@@ -41,13 +40,12 @@ from transport.graphsync.engine import (
     DEFAULT_MAX_REQUESTS_PER_PEER,
     GraphsyncEngine,
 )
-from transport.graphsync.framing import MAX_FRAME, read_frame
+from transport.graphsync.framing import MAX_FRAME, encode_frame_pieces, read_frame
 from transport.graphsync.message import (
     PROTOCOL_ID,
     GraphsyncMessage,
     GraphsyncWireError,
     decode_message,
-    encode_message_segments,
 )
 from transport.libp2p.dtnet import DataTransferNetwork, RetryPolicy
 from transport.libp2p.host import forget_failed_dials, libp2p_id, peer_id_of
@@ -120,20 +118,6 @@ class _StreamReader:
                 return b"".join(parts)
             parts.append(chunk)
             have += len(chunk)
-
-
-def _encode_frame(msg: GraphsyncMessage, max_size: int) -> list[bytes]:
-    """:func:`~transport.graphsync.framing.encode_frame`'s bytes as pieces
-    that concatenate to them: the length prefix joined to the first piece
-    of the message, and each large block's data a piece of its own, not
-    copied (:func:`~transport.graphsync.message.encode_message_segments`).
-    """
-    pieces = encode_message_segments(msg)
-    n = sum(len(p) for p in pieces)
-    if n > max_size:
-        raise GraphsyncWireError(f"message of {n} bytes exceeds the {max_size}-byte frame limit")
-    pieces[0] = encode_uvarint(n) + pieces[0]
-    return pieces
 
 
 async def _write_pieces(stream: INetStream, pieces: list[bytes]) -> None:
@@ -269,7 +253,7 @@ class Libp2pTransport(GraphsyncEngine):
     # -- graphsync: outbound -----------------------------------------------------------
 
     async def _send_frame(self, peer: PeerID, msg: GraphsyncMessage) -> None:
-        data = _encode_frame(msg, self.max_frame)
+        data = encode_frame_pieces(msg, max_size=self.max_frame)
         entry = self._out.get(peer)
         if entry is None:
             entry = self._out[peer] = _Outbound()
