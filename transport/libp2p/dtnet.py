@@ -54,10 +54,9 @@ import anyio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF
-from libp2p.utils import read_delim
+from libp2p.utils import encode_delim, read_delim
 
 from datatransfer.ipld.dagcbor import MAX_DEPTH
-from datatransfer.ipld.varint import encode_uvarint
 from datatransfer.messages import (
     MAX_MESSAGE_SIZE,
     PROTOCOL_ID,
@@ -88,12 +87,6 @@ MessageHandler = Callable[[PeerID, Message], Awaitable[None]]
 READ_CHUNK = 64 * 1024
 #: multistream-select's header line.
 MULTISTREAM = "/multistream/1.0.0"
-
-
-def _ms_line(text: str) -> bytes:
-    """One multistream-select line: uvarint length, text, newline."""
-    line = text.encode() + b"\n"
-    return encode_uvarint(len(line)) + line
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +315,7 @@ class DataTransferNetwork:
         proto = None if wait_for_receipt else self._known_protocol(peer)
         stream = await self._open_stream(peer, optimistic=proto)
         if proto is not None:
-            data = _ms_line(MULTISTREAM) + _ms_line(proto) + data
+            data = encode_delim(MULTISTREAM.encode()) + encode_delim(proto.encode()) + data
         try:
             with anyio.fail_after(self.retry.send_timeout):
                 await stream.write(data)
