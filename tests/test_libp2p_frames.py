@@ -28,7 +28,7 @@ from transport.graphsync.message import (
 )
 from transport.graphsync.status import LinkAction, ResponseStatus
 from transport.libp2p.transport import (
-    VERIFY_IN_THREAD,
+    DECODE_IN_THREAD,
     WRITE_PIECE,
     Libp2pTransport,
     _StreamReader,
@@ -181,7 +181,7 @@ def _recording_hash(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 async def test_large_frames_are_hashed_in_a_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     transport = Libp2pTransport(_StubHost(), MemoryBlockstore())  # type: ignore[arg-type]
     on_main = _recording_hash(monkeypatch)
-    msg = _message(VERIFY_IN_THREAD, 10)
+    msg = _message(DECODE_IN_THREAD, 10)
     got = await transport._decode(encode_message(msg))
     assert got == msg
     assert all(type(b) is Block for b in got.blocks)
@@ -193,7 +193,7 @@ async def test_large_frames_are_hashed_in_a_worker_thread(monkeypatch: pytest.Mo
 
 async def test_blocks_get_the_cid_of_their_bytes_and_bad_prefixes_are_refused() -> None:
     transport = Libp2pTransport(_StubHost(), MemoryBlockstore())  # type: ignore[arg-type]
-    for size in (100, 2 * VERIFY_IN_THREAD):  # hashed inline, then in a thread
+    for size in (100, 2 * DECODE_IN_THREAD):  # hashed inline, then in a thread
         good = _message(size)
         (block,) = good.blocks
         tampered = bytes(size)

@@ -15,18 +15,17 @@ How it is built (and why), measured on this machine with cbor2 6.x:
   canonical mode shrinks floats and sorts slowly; hooks for floats, links,
   map keys and integer range cost a Python call each), so it is not used for
   encoding at all.
-* **Decoding** runs cbor2's C decoder (links via a tag hook, every other tag
-  refused), then re-encodes the result with the encoder above and compares
-  bytes. Equal bytes prove the input was the canonical encoding of that
-  value, so every canonical-form rule (key order, minimal heads, float width,
-  no trailing bytes...) is enforced by the one encoder.
-* When that fast path fails for any reason, a pure-Python reference decoder
-  runs and gives the verdict: either the value (inputs the fast path does not
-  take, such as text that is not valid UTF-8) or a precise
-  :class:`DagCborError` naming the rule and byte offset. The fast path is at
-  least as strict as the reference, so it can only ever make decoding
-  faster, never more permissive; the tests check that on random and mutated
-  input.
+* **Decoding** first walks the input's heads (:func:`scan`) without building
+  anything: every canonical-form rule (shortest heads, definite lengths, key
+  order, 64-bit floats, only tag 42, no trailing bytes) is checked there, with
+  a byte offset in the error, and so are the limits on nesting and on the
+  number of items, so hostile input is refused at the cost of reading its
+  heads, before any value exists. cbor2's C decoder then builds the value
+  (links via a tag hook, every other tag refused).
+* When cbor2 refuses what the scan accepted (text that is not valid UTF-8),
+  a pure-Python reference decoder gives the verdict. The tests check that
+  the fast path never accepts what the reference refuses, on random and
+  mutated input.
 
 Text strings that are not valid UTF-8 decode with ``surrogateescape`` and
 re-encode to the same bytes: go-data-transfer writes raw peer-id bytes as
@@ -289,36 +288,33 @@ def _link_hook(tag: Any, immutable: bool) -> CID:
     return CID.from_bytes(raw[1:])
 
 
-def _decode_fast(data: bytes | bytearray | memoryview) -> Any:
-    """cbor2 decode + canonical check by re-encoding. May raise anything;
-    :func:`decode` turns every failure into a run of the reference decoder."""
-    value = _loads(
+def _decode_fast(
+    data: bytes | bytearray | memoryview, sorted_keys: bool = True, max_items: int | None = None
+) -> Any:
+    """:func:`scan` (canonical form and limits), then cbor2's C decoder builds
+    the value. Raises :class:`DagCborError` from the scan; whatever cbor2
+    raises (text that is not UTF-8) sends :func:`decode` to the reference
+    decoder."""
+    scan(data, sorted_keys=sorted_keys, max_items=max_items)
+    return _loads(
         data,
         tag_hook=_link_hook,
         semantic_decoders=_REFUSED_TAGS,
         allow_indefinite=False,
-        # cbor2 allows max_depth + 1 nested containers; MAX_DEPTH - 1 keeps it
-        # strictly inside what the reference decoder accepts.
-        max_depth=MAX_DEPTH - 1,
+        # the scan refused anything deeper; cbor2 counts one level more
+        max_depth=MAX_DEPTH,
     )
-    out = _Holes()
-    _encode(value, out, 0)  # any failure: the reference decoder decides
-    if not _same(out, data):
-        raise DagCborError("not canonical")
-    return value
 
 
 #: Byte strings at least this long are not copied into a :class:`_Holes`
-#: re-encoding but compared where they sit (a graphsync frame's blocks).
+#: encoding but handed out as pieces of their own (see :func:`encode_segments`).
 _HOLE_MIN = 4096
 
 
 class _Holes(bytearray):
-    """A re-encoding for the canonical check with holes: each byte string
-    of :data:`_HOLE_MIN` bytes or more is left out, its place and value noted
-    in ``holes``. Copying a megabyte block into the re-encoding and comparing
-    it costs more than all the rest of decoding; comparing it in place with
-    ``startswith`` reads it once and copies nothing."""
+    """An encoding with holes: each byte string of :data:`_HOLE_MIN` bytes
+    or more is left out, its place and value noted in ``holes``, so a sender
+    can write a frame of megabyte blocks without copying them."""
 
     __slots__ = ("holes",)
 
@@ -327,23 +323,172 @@ class _Holes(bytearray):
         self.holes: list[tuple[int, bytes]] = []
 
 
-def _same(out: _Holes, data: bytes | bytearray | memoryview) -> bool:
-    """Whether ``out`` with its holes filled in equals ``data``."""
-    if not out.holes:
-        return out == data
-    if type(data) is memoryview:
+# -- the canonical-form scan -----------------------------------------------------
+
+_INT_WIDTH = {24: 1, 25: 2, 26: 4, 27: 8}
+_INT_MIN = {24: 24, 25: 0x100, 26: 0x10000, 27: 0x100000000}
+
+
+def _long_head(data: bytes, pos: int, end: int, info: int) -> tuple[int, int]:
+    """The argument of a head whose additional info is ``info`` (>= 24) at
+    ``pos``, and the position after it; refuses non-minimal and reserved heads."""
+    width = _INT_WIDTH.get(info)
+    if width is None:
+        if info == 31:
+            raise DagCborError(f"indefinite-length item at byte {pos}")
+        raise DagCborError(f"reserved additional info {info} at byte {pos}")
+    stop = pos + 1 + width
+    if stop > end:
+        raise DagCborError(f"truncated: need {width} bytes at byte {pos + 1}")
+    n = int.from_bytes(data[pos + 1 : stop], "big")
+    if n < _INT_MIN[info]:
+        raise DagCborError(f"non-minimal integer head at byte {pos}")
+    return n, stop
+
+
+def scan(
+    data: bytes | bytearray | memoryview,
+    *,
+    sorted_keys: bool = True,
+    max_items: int | None = None,
+    max_depth: int = MAX_DEPTH,
+) -> None:
+    """Check that ``data`` is exactly one canonical DAG-CBOR value, without
+    building it; raise :class:`DagCborError` naming the rule and byte offset.
+
+    It walks the heads only (a byte or text string costs one step whatever
+    its length), so its cost is the number of items, and it stops as soon as
+    a limit is passed: ``max_items`` (list items plus map keys and values,
+    counted when a container's head is read) and ``max_depth`` (containers
+    around a value). That bounds what a hostile peer's bytes can cost before
+    any value exists: a 4 MiB frame made of millions of empty lists is
+    refused after one head, not after building millions of lists.
+
+    Checked here: minimal heads, definite lengths, map keys that are text in
+    canonical order (length, then bytes) without duplicates (any order, no
+    duplicates, with ``sorted_keys=False``), only tag 42 around a byte string
+    starting with 0x00, only false/true/null and finite 64-bit floats, no
+    trailing bytes. Not checked: UTF-8 of text and the CID inside a link,
+    which the value's decoder checks as it builds them.
+    """
+    if type(data) is not bytes:
         data = bytes(data)
-    mine = memoryview(out)
-    pos = at = 0  # pos in data, at in out
-    for hole, value in out.holes:
-        if not data.startswith(mine[at:hole], pos):
-            return False
-        pos += hole - at
-        if not data.startswith(value, pos):
-            return False
-        pos += len(value)
-        at = hole
-    return data.startswith(mine[at:], pos) and pos + len(out) - at == len(data)
+    end = len(data)
+    budget = end if max_items is None else max_items
+    pos = 0
+    # Open containers, innermost last: items left to read; for maps (which
+    # count keys and values: an even count left means a key comes next) the
+    # previous key (ordered) or the set of keys so far (unordered).
+    left = [1]
+    is_map = [False]
+    keys: list[Any] = [None]
+    while True:
+        n_left = left[-1]
+        if n_left == 0:
+            left.pop()
+            is_map.pop()
+            keys.pop()
+            if not left:
+                break
+            continue
+        left[-1] = n_left - 1
+        key_next = is_map[-1] and not n_left & 1
+        if pos >= end:
+            raise DagCborError(f"truncated: unexpected end of input at byte {pos}")
+        b = data[pos]
+        major = b >> 5
+        if major == 7:
+            if key_next:
+                raise DagCborError(f"map key is not a string at byte {pos}")
+            if b in (0xF4, 0xF5, 0xF6):
+                pos += 1
+            elif b == 0xFB:
+                if pos + 9 > end:
+                    raise DagCborError(f"truncated: need 8 bytes at byte {pos + 1}")
+                if not math.isfinite(_unpack_f64(data[pos + 1 : pos + 9])[0]):
+                    raise DagCborError(f"NaN and infinities are not allowed at byte {pos}")
+                pos += 9
+            elif b in (0xF9, 0xFA):
+                raise DagCborError(f"floats must be 64-bit at byte {pos}")
+            elif b == 0xFF:
+                raise DagCborError(f"unexpected break at byte {pos}")
+            elif b == 0xF7:
+                raise DagCborError(f"undefined is not allowed at byte {pos}")
+            else:
+                raise DagCborError(f"simple value 0x{b:02x} is not allowed at byte {pos}")
+            continue
+        info = b & 0x1F
+        if info < 24:
+            n = info
+            start = pos + 1
+        else:
+            n, start = _long_head(data, pos, end, info)
+        if key_next and major != 3:
+            raise DagCborError(f"map key is not a string at byte {pos}")
+        if major <= 1:
+            pos = start
+            continue
+        if major <= 3:
+            stop = start + n
+            if stop > end:
+                raise DagCborError(f"truncated: need {n} bytes at byte {start}")
+            if key_next:
+                key = data[start:stop]
+                seen = keys[-1]
+                if type(seen) is set:
+                    if key in seen:
+                        raise DagCborError(f"duplicate map key {key!r} at byte {pos}")
+                    seen.add(key)
+                else:
+                    if seen is not None and (len(key), key) <= (len(seen), seen):
+                        if key == seen:
+                            raise DagCborError(f"duplicate map key {key!r} at byte {pos}")
+                        raise DagCborError(f"map keys not in canonical order at byte {pos}")
+                    keys[-1] = key
+            pos = stop
+            continue
+        if major == 6:
+            if n != CID_TAG:
+                raise DagCborError(f"tag {n} is not allowed (only 42 for links) at byte {pos}")
+            if start >= end:
+                raise DagCborError(f"truncated: unexpected end of input at byte {start}")
+            inner = data[start]
+            if inner >> 5 != 2:
+                raise DagCborError(f"tag 42 must wrap a byte string at byte {start}")
+            if inner & 0x1F < 24:
+                n, body = inner & 0x1F, start + 1
+            else:
+                n, body = _long_head(data, start, end, inner & 0x1F)
+            stop = body + n
+            if stop > end:
+                raise DagCborError(f"truncated: need {n} bytes at byte {body}")
+            if n == 0 or data[body] != 0:
+                raise DagCborError(
+                    f"link bytes must start with the 0x00 multibase prefix at byte {body}")
+            pos = stop
+            continue
+        # a list (4) or a map (5)
+        pos = start
+        if n == 0:
+            continue
+        items = n if major == 4 else 2 * n
+        if items > end - pos:
+            raise DagCborError(
+                f"{'array' if major == 4 else 'map'} longer than the input at byte {start - 1}")
+        budget -= items
+        if budget < 0:
+            raise DagCborError(f"more than {max_items} items (at byte {start - 1})")
+        if len(left) > max_depth:
+            raise DagCborError(f"nesting deeper than {max_depth} at byte {start - 1}")
+        left.append(items)
+        if major == 4:
+            is_map.append(False)
+            keys.append(None)
+        else:
+            is_map.append(True)
+            keys.append(None if sorted_keys else set())
+    if pos != end:
+        raise DagCborError(f"{end - pos} trailing bytes at byte {pos}")
 
 
 # -- decoding: reference ---------------------------------------------------------
@@ -494,19 +639,28 @@ def _decode_reference(data: bytes | bytearray | memoryview, sorted_keys: bool = 
     return value
 
 
-def decode(data: bytes | bytearray | memoryview, *, sorted_keys: bool = True) -> Any:
+def decode(
+    data: bytes | bytearray | memoryview,
+    *,
+    sorted_keys: bool = True,
+    max_items: int | None = None,
+) -> Any:
     """Decode exactly one canonical DAG-CBOR value; raise :class:`DagCborError`.
 
     ``sorted_keys=False`` accepts map keys in any order (older go-data-transfer
     peers wrote struct-order maps with cbor-gen); duplicate keys and every
-    other non-canonical form are still refused. Malformed input of any kind
-    raises :class:`DagCborError` and nothing else; a ``data`` that is not
-    bytes-like is a :class:`TypeError`.
+    other non-canonical form are still refused. ``max_items`` bounds the
+    list items plus map keys and values of the whole value (see
+    :func:`scan`: input past it is refused before any value is built).
+    Malformed input of any kind raises :class:`DagCborError` and nothing
+    else; a ``data`` that is not bytes-like is a :class:`TypeError`.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"DAG-CBOR data must be bytes-like, not {type(data).__name__}")
     try:
-        return _decode_fast(data)
+        return _decode_fast(data, sorted_keys, max_items)
+    except DagCborError:
+        raise
     except Exception:  # noqa: BLE001 - the reference decoder gives the verdict
         pass
     try:

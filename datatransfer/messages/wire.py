@@ -57,6 +57,18 @@ EXTENSION_OUTGOING_BLOCK = "fil/data-transfer/outgoing-block/1.1"
 #: useful; a reader should stop buffering a stream beyond this.
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 
+#: Most DAG-CBOR items (list items, map keys and values) one message may
+#: hold. The envelope takes about 40; the rest is the voucher or result and
+#: the selector, a few dozen items in every market's messages. A message
+#: past it is refused while its heads are read, before any value is built.
+MAX_MESSAGE_ITEMS = 1 << 16
+#: Deepest nesting a voucher, voucher result or selector may have. The
+#: channel store keeps them inside its own record (a few levels deeper than
+#: the wire), and every level below DAG-CBOR's limit must stay encodable
+#: there: 64 is far beyond any real voucher or selector (a deal proposal
+#: nests 4 deep), and a message deeper than that is refused whole.
+MAX_VALUE_DEPTH = 64
+
 _ENVELOPE_KEYS = frozenset({"IsRq", "Request", "Response"})
 _REQUEST_KEYS = frozenset(
     {"BCid", "Type", "Paus", "Part", "Pull", "Stor", "Vouch", "VTyp", "XferID", "RestartChannel"}
@@ -203,6 +215,22 @@ def _channel(value: Any) -> ChannelID:
     )
 
 
+def _shallow(value: Any, what: str) -> Any:
+    """``value`` if it nests at most :data:`MAX_VALUE_DEPTH` deep."""
+    level = [value]
+    for _ in range(MAX_VALUE_DEPTH + 1):
+        inner = []
+        for v in level:
+            if type(v) is dict:
+                inner.extend(v.values())
+            elif type(v) is list:
+                inner.extend(v)
+        if not inner:
+            return value
+        level = inner
+    raise InvalidMessage(f"{what} nests deeper than {MAX_VALUE_DEPTH} levels")
+
+
 def _request(node: Any) -> TransferRequest:
     what = "TransferRequest"
     f = _fields(node, what, _REQUEST_KEYS)
@@ -216,8 +244,8 @@ def _request(node: Any) -> TransferRequest:
         paused=_bool(f, "Paus", what),
         partial=_bool(f, "Part", what),
         pull=_bool(f, "Pull", what),
-        selector=f["Stor"],
-        voucher=f["Vouch"],
+        selector=_shallow(f["Stor"], what + ".Stor"),
+        voucher=_shallow(f["Vouch"], what + ".Vouch"),
         voucher_type=_text(f, "VTyp", what),
         restart_channel=_channel(f["RestartChannel"]),
     )
@@ -231,7 +259,7 @@ def _response(node: Any) -> TransferResponse:
         transfer_id=_uint(f["XferID"], what + ".XferID"),
         accepted=_bool(f, "Acpt", what),
         paused=_bool(f, "Paus", what),
-        voucher_result=f["VRes"],
+        voucher_result=_shallow(f["VRes"], what + ".VRes"),
         voucher_result_type=_text(f, "VTyp", what),
     )
 
@@ -273,7 +301,7 @@ def decode_message(data: bytes | bytearray | memoryview) -> Message:
     canonical DAG-CBOR.
     """
     try:
-        node = dagcbor.decode(data, sorted_keys=False)
+        node = dagcbor.decode(data, sorted_keys=False, max_items=MAX_MESSAGE_ITEMS)
     except dagcbor.DagCborError as exc:
         raise MalformedMessage(f"not a DAG-CBOR message: {exc}") from exc
     return from_node(node)

@@ -66,6 +66,7 @@ __all__ = [
     "EXTENSION_DO_NOT_SEND_FIRST_BLOCKS",
     "EXTENSION_INCOMING_REQUEST",
     "EXTENSION_OUTGOING_BLOCK",
+    "MAX_MESSAGE_ITEMS",
     "MAX_PRIORITY",
     "MIN_PRIORITY",
     "PROTOCOL_ID",
@@ -593,6 +594,16 @@ def message_from_node(node: Any, *, verify_blocks: bool = True) -> GraphsyncMess
     return GraphsyncMessage(requests, responses, blocks)
 
 
+#: Most DAG-CBOR items (list items, map keys and values) one graphsync
+#: message may hold. The largest honest messages are metadata-heavy
+#: responses (a restart of a big DAG announces every skipped block: a full
+#: 4 MiB frame of metadata is about 95,000 entries, 290,000 items), so this
+#: leaves room; it refuses, while the heads are read and before any value
+#: is built, a 4 MiB frame of millions of empty lists (a Python list each:
+#: hundreds of MiB).
+MAX_MESSAGE_ITEMS = 1 << 19
+
+
 def decode_message(
     data: bytes | bytearray | memoryview, *, verify_blocks: bool = True
 ) -> GraphsyncMessage:
@@ -610,7 +621,7 @@ def decode_message(
     if not data:
         raise GraphsyncWireError("empty message")
     try:
-        node = dagcbor.decode(data, sorted_keys=False)
+        node = dagcbor.decode(data, sorted_keys=False, max_items=MAX_MESSAGE_ITEMS)
     except dagcbor.DagCborError as exc:
         raise GraphsyncWireError(f"message is not DAG-CBOR: {exc}") from None
     try:
