@@ -87,7 +87,7 @@ class Events:
     async def on_message(self, sender, message):
         self.log.append(("message", message))
 
-    async def on_request_received(self, chid, sender, message):
+    async def on_request_received(self, chid, sender, message, root=None, selector=None):
         self.log.append(("request", chid, message))
         return self.on_request(chid, message) if self.on_request else PROCEED
 

@@ -14,6 +14,12 @@ it (:func:`take_skipped`), in order; one that gets none loads the rest of
 the skipped blocks when the first real block arrives (:func:`skip_rest`).
 Either way it holds no list of the skipped CIDs: the traversal itself says
 which one comes next, so a restart of a huge DAG costs no memory.
+
+A traversal made with ``step_work`` (a transport serving strangers) returns
+:data:`~datatransfer.ipld.selector.traversal.STEP` after a bounded amount of
+work; the steps here then return :data:`STEP` too, and the caller lets
+others run before it calls :func:`next_to_send` or :func:`resume_receive`
+again.
 """
 
 from __future__ import annotations
@@ -23,7 +29,20 @@ from typing import Any
 from datatransfer.ipld.blockstore import Blockstore
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import BlockRequest, Traverser
+from datatransfer.ipld.selector.traversal import STEP
 from datatransfer.types import ChannelID, PeerID
+
+__all__ = [
+    "STEP",
+    "Receiving",
+    "Sending",
+    "Walk",
+    "next_to_receive",
+    "next_to_send",
+    "resume_receive",
+    "skip_rest",
+    "take_skipped",
+]
 
 
 class Walk:
@@ -31,7 +50,7 @@ class Walk:
     node: whose channel, the request carrying it, the traversal, and whether
     this node's application paused it."""
 
-    __slots__ = ("channel_id", "peer", "request_id", "traverser", "local_hold")
+    __slots__ = ("channel_id", "peer", "request_id", "traverser", "local_hold", "charged_work")
 
     def __init__(
         self, channel_id: ChannelID, peer: PeerID, request_id: Any, traverser: Traverser
@@ -42,12 +61,14 @@ class Walk:
         self.request_id = request_id
         self.traverser = traverser
         self.local_hold = False
+        #: The traversal's idle work already charged to the peer's budget.
+        self.charged_work = 0
 
 
 class Receiving(Walk):
     """The data receiver's side: which block must arrive next."""
 
-    __slots__ = ("last_index", "expect", "traversal_done", "sender_done")
+    __slots__ = ("last_index", "expect", "traversal_done", "sender_done", "stop_at_skipped")
 
     def __init__(
         self,
@@ -65,12 +86,15 @@ class Receiving(Walk):
         self.traversal_done = False
         #: The sender said it has sent everything (transports that say so apart).
         self.sender_done = False
+        #: How the walk that returned STEP was asked to stop (see resume_receive).
+        self.stop_at_skipped = False
 
 
 class Sending(Walk):
     """The data sender's side: the block loaded next and what holds it back."""
 
-    __slots__ = ("remote_hold", "pumping", "pump_active", "pending", "decided", "dont_send")
+    __slots__ = ("remote_hold", "pumping", "pump_active", "pending", "decided", "dont_send",
+                 "selector_node")
 
     def __init__(
         self,
@@ -93,6 +117,8 @@ class Sending(Walk):
         self.decided = False
         #: CIDs the receiver asked not to be sent: traversed, announced, not sent.
         self.dont_send = dont_send
+        #: The selector as the request carried it (checked against the channel's).
+        self.selector_node: Any = None
 
     @property
     def held(self) -> bool:
@@ -107,13 +133,17 @@ def next_to_receive(
     loading restart-skipped blocks from ``blockstore``; with
     ``stop_at_skipped``, stop at a restart-skipped block too (its
     ``send`` is False) so the sender's announcement of it can be matched.
-    Returns an error text, or None."""
+    Returns an error text, None, or :data:`STEP` (call :func:`resume_receive`
+    later)."""
     traverser = state.traverser
     while True:
         try:
             event = traverser.next()
         except Exception as exc:  # noqa: BLE001 - reported as the receive error
             return f"traversal failed: {exc}"
+        if event is STEP:
+            state.stop_at_skipped = stop_at_skipped
+            return STEP
         if event is None:
             state.traversal_done = True
             state.expect = None
@@ -126,6 +156,11 @@ def next_to_receive(
         error = _load_skipped(traverser, event, blockstore)
         if error is not None:
             return error
+
+
+def resume_receive(state: Receiving, blockstore: Blockstore) -> str | None:
+    """Walk on after a step returned :data:`STEP`, as that step was asked to."""
+    return next_to_receive(state, blockstore, stop_at_skipped=state.stop_at_skipped)
 
 
 def _load_skipped(traverser: Traverser, request: BlockRequest, blockstore: Blockstore) -> str | None:
@@ -143,7 +178,7 @@ def _load_skipped(traverser: Traverser, request: BlockRequest, blockstore: Block
 def take_skipped(state: Receiving, blockstore: Blockstore) -> str | None:
     """``state.expect`` is a restart-skipped block the sender just announced:
     load it from ``blockstore`` and walk on to the next block, stopping at a
-    skipped one again. Returns an error text, or None."""
+    skipped one again. Returns as :func:`next_to_receive`."""
     expect = state.expect
     assert expect is not None and not expect.send
     state.expect = None
@@ -156,8 +191,8 @@ def take_skipped(state: Receiving, blockstore: Blockstore) -> str | None:
 def skip_rest(state: Receiving, blockstore: Blockstore) -> str | None:
     """If ``state.expect`` is a restart-skipped block, load it and the rest
     of the skipped blocks from ``blockstore`` (the sender did not announce
-    them) and walk on to the first block the sender must send. Returns an
-    error text, or None."""
+    them) and walk on to the first block the sender must send. Returns as
+    :func:`next_to_receive`."""
     expect = state.expect
     if expect is None or expect.send:
         return None
@@ -175,12 +210,15 @@ def next_to_send(
     block's request and bytes, None when the traversal is complete, or an
     error text. Blocks a restart skips are walked but not returned, unless
     ``with_skipped`` (their ``send`` is False: the caller announces them
-    without sending them, as go-graphsync does)."""
+    without sending them, as go-graphsync does); or :data:`STEP`: call again
+    after letting others run."""
     while True:
         try:
             event = traverser.next()
         except Exception as exc:  # noqa: BLE001 - any traversal failure ends it
             return f"traversal failed: {exc}"
+        if event is STEP:
+            return STEP
         if event is None:
             return None
         if type(event) is not BlockRequest:

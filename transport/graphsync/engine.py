@@ -130,6 +130,7 @@ from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import BlockRequest, Selector, Traverser, parse_selector
 from datatransfer.ipld.selector.ast import selector_to_node
 from datatransfer.messages import TransferRequest, TransferResponse, from_node, to_node
+from datatransfer.refusals import Refusals
 from datatransfer.types import ChannelID, PeerID
 from transport.base import (
     PROCEED,
@@ -140,6 +141,7 @@ from transport.base import (
     TransportEvents,
     UnknownTransportChannel,
 )
+from transport.budget import PeerWorkBudget
 from transport.graphsync.builder import MAX_BLOCK_BYTES
 from transport.graphsync.message import (
     EXTENSION_DATA_TRANSFER,
@@ -160,10 +162,17 @@ from transport.graphsync.message import (
     encode_do_not_send_first_blocks,
 )
 from transport.graphsync.status import LinkAction, RequestType, ResponseStatus
+from transport.walk import (
+    STEP,
+    next_to_receive,
+    next_to_send,
+    resume_receive,
+    skip_rest,
+    take_skipped,
+)
 from transport.walk import Receiving as _Receiver
 from transport.walk import Sending as _Sender
 from transport.walk import Walk as _Channel
-from transport.walk import next_to_receive, next_to_send, skip_rest, take_skipped
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
@@ -195,6 +204,13 @@ DEFAULT_MAX_LINKS_PER_MESSAGE = 16384
 #: brings entries only (every skipped block is announced, none sent), so
 #: block bytes alone would let them queue without bound.
 METADATA_ENTRY_CHARGE = 320
+#: Work (clause evaluations, see :mod:`datatransfer.ipld.selector.traversal`)
+#: one traversal may do without reaching a block before its request ends:
+#: about a second of one core, and thousands of times what walking between
+#: two blocks of a UnixFS file or a dag-cbor tree takes.
+DEFAULT_MAX_WORK_WITHOUT_BLOCK = 500_000
+#: Work after which a traversal lets other tasks run (a few milliseconds).
+DEFAULT_STEP_WORK = 2_000
 
 SendGS = Callable[[PeerID, GraphsyncMessage], Awaitable[None]]
 SendDT = Callable[[PeerID, Any], Awaitable[None]]
@@ -210,6 +226,10 @@ class EngineStats:
     messages_sent: int = 0
     messages_received: int = 0
     bad_frames: int = 0
+    #: Traversals ended because their peer's work budget was spent.
+    work_refused: int = 0
+    #: Work items that raised (each logged; the channel's request ended).
+    lane_errors: int = 0
 
 
 class _Charge:
@@ -297,8 +317,15 @@ class GraphsyncEngine(Transport):
         max_block_bytes: int = MAX_BLOCK_BYTES,
         complete_hold: float = 2.0,
         max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
+        max_work_without_block: int | None = DEFAULT_MAX_WORK_WITHOUT_BLOCK,
+        step_work: int | None = DEFAULT_STEP_WORK,
+        peer_work: PeerWorkBudget | None = None,
     ) -> None:
         self._peer_id = PeerID(peer_id)
+        self.max_work_without_block = max_work_without_block
+        self.step_work = step_work
+        #: What each peer's selectors may cost (see :mod:`transport.budget`).
+        self.peer_work = peer_work if peer_work is not None else PeerWorkBudget()
         #: Received block bytes (and metadata entries) queued and not yet
         #: handled; see :meth:`wait_backlog`.
         self.backlog_bytes = 0
@@ -312,6 +339,8 @@ class GraphsyncEngine(Transport):
         self.max_block_bytes = max_block_bytes
         self.complete_hold = complete_hold
         self.stats = EngineStats()
+        #: Inputs refused, by kind (logged without floods).
+        self.refusals = Refusals(log)
         self._tg: TaskGroup | None = None
         self._events: TransportEvents | None = None
         self._channels: dict[ChannelID, _Channel] = {}
@@ -395,6 +424,48 @@ class GraphsyncEngine(Transport):
             raise PeerUnreachable(f"transport {self._peer_id} is not running")
         return self._tg
 
+    # -- work budgets --------------------------------------------------------------
+
+    def _traverser(self, root: CID, selector: Selector, skip: int) -> Traverser:
+        return Traverser(
+            root, selector, skip_first_blocks=skip, verify=False, visits=False,
+            max_work_without_block=self.max_work_without_block, step_work=self.step_work,
+        )
+
+    def _charge_work(self, state: _Channel) -> str | None:
+        """Charge the traversal's new idle work to its peer's budget; an
+        error text when the budget is spent (the request then ends)."""
+        idle = state.traverser.idle_work
+        spent = idle - state.charged_work
+        if spent <= 0:
+            return None
+        state.charged_work = idle
+        if self.peer_work.take(bytes(state.peer), spent, anyio.current_time()):
+            return None
+        self.stats.work_refused += 1
+        self.refusals.refuse("work-budget", f"traversal for {state.channel_id} ended: the "
+                             f"selectors of {state.peer} spent their work budget")
+        return (f"traversal budget exceeded: the selectors of peer {state.peer} walked "
+                f"without reaching blocks for more than this node allows "
+                f"({self.peer_work.capacity} clause evaluations, "
+                f"{self.peer_work.rate:g} more per second)")
+
+    async def _receive_walk(self, state: _GsReceiver, result: str | None) -> str | None:
+        """Finish a receiver's walk step: charge its work, and while it
+        returns STEP let other tasks run and walk on. Returns an error text
+        or None (check :meth:`_current` afterwards: the channel may have
+        ended meanwhile)."""
+        while True:
+            over = self._charge_work(state)
+            if over is not None:
+                return over
+            if result is not STEP:
+                return result
+            await anyio.lowlevel.checkpoint()
+            if not self._current(state):
+                return None
+            result = resume_receive(state, self.blockstore)
+
     # -- lanes ---------------------------------------------------------------------
 
     def _enqueue(self, chid: ChannelID, run: Callable[[], Awaitable[None]]) -> None:
@@ -412,11 +483,30 @@ class GraphsyncEngine(Transport):
         try:
             while lane.items:
                 run = lane.items.popleft()
-                await run()
+                try:
+                    await run()
+                except Exception as exc:  # noqa: BLE001 - the boundary: see _lane_failed
+                    self._lane_failed(chid, exc)
         finally:
             lane.running = False
             if self._lanes.get(chid) is lane:
                 del self._lanes[chid]
+
+    def _lane_failed(self, key: Any, exc: Exception) -> None:
+        """A work item raised: whatever a peer sent, it must not end the
+        node. The error is counted and logged; if the lane is a channel's,
+        its data request ends and the Manager hears of it as a data error
+        (its callbacks have their own boundary, so that cannot raise)."""
+        self.stats.lane_errors += 1
+        log.debug("graphsync work for %s failed", key, exc_info=exc)
+        self.refusals.refuse("error", f"graphsync work for {key} failed: {exc!r}")
+        state = self._channels.get(key) if isinstance(key, ChannelID) else None
+        if state is None or self._events is None:
+            return
+        self._remove(state)
+        notify = (self._events.on_receive_data_error if isinstance(state, _Receiver)
+                  else self._events.on_send_data_error)
+        self._enqueue(key, partial(notify, key, f"data transfer failed: {exc!r}"))
 
     # -- state helpers -------------------------------------------------------------
 
@@ -657,7 +747,8 @@ class GraphsyncEngine(Transport):
             selector = parse_selector(req.selector)
         except Exception as exc:  # noqa: BLE001 - anything malformed is refused
             self.stats.rejected_malformed += 1
-            log.info("refused a graphsync request from %s: %s", sender, exc)
+            self.refusals.refuse("malformed-request",
+                                 f"refused a graphsync request from {sender}: {exc}")
             self._tg.start_soon(self._refuse, sender, req.id, ResponseStatus.REJECTED, str(exc))
             return
         active = sum(1 for s in self._incoming.values() if s.peer == sender)
@@ -677,10 +768,9 @@ class GraphsyncEngine(Transport):
                 f"{self.max_queued_per_peer} waiting",
             )
             return
-        traverser = Traverser(
-            req.root, selector, skip_first_blocks=skip, verify=False, visits=False
-        )
+        traverser = self._traverser(req.root, selector, skip)
         state = _Sender(chid, sender, req.id, traverser, dont_send)
+        state.selector_node = req.selector
         # Admitted now (counts against the limit); serving waits for its lane.
         self._incoming[(sender, req.id)] = state
         self._enqueue(chid, partial(self._on_request, state, message))
@@ -725,7 +815,8 @@ class GraphsyncEngine(Transport):
         self._channels[chid] = state
         self._parked.pop(chid, None)
         self.stats.requests_served += 1
-        decision: Decision = await events.on_request_received(chid, sender, message) or PROCEED
+        decision: Decision = await events.on_request_received(
+            chid, sender, message, state.traverser.root, state.selector_node) or PROCEED
         if not self._current(state):
             return
         if not decision.accept:
@@ -761,7 +852,8 @@ class GraphsyncEngine(Transport):
         try:
             message = _dt_from(ext)
         except Exception as exc:  # noqa: BLE001
-            log.info("malformed data-transfer extension from %s: %s", state.peer, exc)
+            self.refusals.refuse("malformed-update",
+                                 f"malformed data-transfer extension from {state.peer}: {exc}")
             message = None
         if message is not None:
             assert self._events is not None
@@ -788,6 +880,12 @@ class GraphsyncEngine(Transport):
                 break
             if state.pending is None:
                 step = next_to_send(state.traverser, self.blockstore, with_skipped=True)
+                over = self._charge_work(state)
+                if over is not None:
+                    finished = over
+                    break
+                if step is STEP:
+                    break  # send what is batched; the next step runs after others
                 if not isinstance(step, tuple):
                     finished = step
                     break
@@ -903,8 +1001,9 @@ class GraphsyncEngine(Transport):
         if not self._current(state):
             return
         # stop at restart-skipped blocks too: the sender announces them (see _on_response)
-        error = next_to_receive(state, self.blockstore, stop_at_skipped=True)
-        if error is not None:
+        error = await self._receive_walk(
+            state, next_to_receive(state, self.blockstore, stop_at_skipped=True))
+        if error is not None and self._current(state):
             await self._receive_failed(state, error)
 
     async def _receive_failed(self, state: _GsReceiver, reason: str) -> None:
@@ -1024,7 +1123,9 @@ class GraphsyncEngine(Transport):
             if expect is not None and not expect.send:
                 # still in the blocks a restart skips (held here, see the module docs)
                 if link == expect.cid:
-                    error = take_skipped(state, self.blockstore)
+                    error = await self._receive_walk(state, take_skipped(state, self.blockstore))
+                    if not self._current(state):
+                        return
                     if error is not None:
                         await self._receive_failed(state, error)
                         return
@@ -1037,7 +1138,9 @@ class GraphsyncEngine(Transport):
                     )
                     return
                 # a sender that does not announce skipped blocks: the rest are ours to load
-                error = skip_rest(state, self.blockstore)
+                error = await self._receive_walk(state, skip_rest(state, self.blockstore))
+                if not self._current(state):
+                    return
                 if error is not None:
                     await self._receive_failed(state, error)
                     return
@@ -1064,7 +1167,10 @@ class GraphsyncEngine(Transport):
             self._remove(state)
             await events.on_channel_completed(chid, str(error or status.go_name))
             return
-        error = skip_rest(state, self.blockstore)  # all skipped, none announced
+        # all skipped, none announced
+        error = await self._receive_walk(state, skip_rest(state, self.blockstore))
+        if not self._current(state):
+            return
         if error is not None:
             await self._receive_failed(state, error)
             return
@@ -1117,13 +1223,15 @@ class GraphsyncEngine(Transport):
         if decision.pause and not state.local_hold:
             if not await self._pause_receiver(state):
                 return False
-        error = next_to_receive(state, self.blockstore)
+        error = await self._receive_walk(state, next_to_receive(state, self.blockstore))
+        if not self._current(state):
+            return False
         if error is not None:
             await self._receive_failed(state, error)
             return False
         return True
 
-    async def _on_block_not_sent(self, state: _Receiver, cid: CID) -> bool:
+    async def _on_block_not_sent(self, state: _GsReceiver, cid: CID) -> bool:
         """The sender announced ``cid`` without sending it (the request's
         do-not-send set, or a Go sender's duplicate): take it from the local
         store so the traversal goes on. No received event: nothing arrived."""
@@ -1146,7 +1254,9 @@ class GraphsyncEngine(Transport):
         state.last_index = expect.index + 1
         state.expect = None
         state.traverser.provide(data)
-        error = next_to_receive(state, self.blockstore)
+        error = await self._receive_walk(state, next_to_receive(state, self.blockstore))
+        if not self._current(state):
+            return False
         if error is not None:
             await self._receive_failed(state, error)
             return False
@@ -1182,9 +1292,7 @@ class GraphsyncEngine(Transport):
         else:
             selector_node = selector
             parsed = parse_selector(selector)
-        traverser = Traverser(
-            root, parsed, skip_first_blocks=skip_blocks, verify=False, visits=False
-        )
+        traverser = self._traverser(root, parsed, skip_blocks)
         old = self._channels.get(channel_id)
         if old is not None:
             self._remove(old)

@@ -42,6 +42,7 @@ from datatransfer.ipld.selector.errors import SelectorError, TraversalError, Uns
 __all__ = [
     "ALL_SELECTOR_NODE",
     "MAX_SELECTOR_DEPTH",
+    "MAX_STATE_COST",
     "NOMATCH",
     "SUPPORTED_ADLS",
     "ExploreAll",
@@ -58,10 +59,16 @@ __all__ = [
     "all_selector",
     "parse_selector",
     "selector_to_node",
+    "union_of",
 ]
 
 #: Deepest nesting of selector clauses :func:`parse_selector` accepts.
 MAX_SELECTOR_DEPTH = 100
+#: Largest :attr:`Selector.cost` a traversal lets a selector's state reach
+#: (clauses one node's evaluation runs through). A parsed selector's own
+#: cost is bounded by its size on the wire; explored unions and recursions
+#: can grow, and past this the traversal ends with a TraversalError.
+MAX_STATE_COST = 4096
 
 #: ADL names ``ExploreInterpretAs`` may use (as go-unixfsnode registers them).
 SUPPORTED_ADLS = frozenset({"unixfs", "unixfs-preload"})
@@ -86,9 +93,18 @@ NOMATCH: Any = _NoMatch()
 
 
 class Selector:
-    """Base of every selector clause."""
+    """Base of every selector clause.
+
+    ``cost`` is what one call of ``interests``, ``explore`` or ``match``
+    costs, in clause evaluations: 1 for a clause that answers on its own,
+    more for a union (each member answers) or a recursion state (its
+    current clause answers). A traversal counts these as its work (see
+    :class:`~datatransfer.ipld.selector.traversal.Traverser`), which is what
+    bounds a hostile selector: the nodes it visits can each cost a lot.
+    """
 
     __slots__ = ()
+    cost: int = 1
 
     def interests(self, node: Any) -> Iterable[Segment] | None:
         return ()
@@ -270,21 +286,44 @@ class ExploreRecursiveEdge(Selector):
 
 @dataclass(frozen=True, slots=True)
 class ExploreUnion(Selector):
-    """Apply every member; a node matches if any member matches it."""
+    """Apply every member; a node matches if any member matches it.
+
+    A union never asks for the same thing twice: its interests are merged
+    (a segment named by several members is visited once, all of them
+    applying), and what it explores into is merged too (nested unions
+    flattened, repeats dropped: :func:`union_of`). go-ipld-prime keeps
+    repeats and visits a node once per repeat; merging is what keeps a
+    union's work from multiplying with its nesting. Only a selector that
+    repeats itself sees a difference: fewer visits. The parsed form keeps
+    the members as written, so it serializes back to the same bytes.
+    """
 
     members: tuple[Selector, ...]
+    cost: int = field(init=False, repr=False, compare=False, hash=False)
+    _hash: int = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        merged = self.members
+        cost = 1 + sum(m.cost for m in merged)
+        if cost > MAX_STATE_COST:
+            raise TraversalError(
+                f"selector grows past {MAX_STATE_COST} clauses (a union of unions or "
+                "recursions that multiply as the traversal goes)")
+        object.__setattr__(self, "cost", cost)
+        object.__setattr__(self, "_hash", hash(merged))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def interests(self, node: Any) -> Iterable[Segment] | None:
-        parts = []
+        out: dict[Segment, None] = {}
         for member in self.members:
             got = member.interests(node)
             if got is None:
                 return None
-            parts.append(got)
-        out: list[Segment] = []
-        for got in parts:
-            out.extend(got)
-        return out
+            for seg in got:
+                out[seg] = None
+        return list(out)
 
     def explore(self, node: Any, seg: Segment) -> Selector | None:
         found = []
@@ -292,11 +331,7 @@ class ExploreUnion(Selector):
             nxt = member.explore(node, seg)
             if nxt is not None:
                 found.append(nxt)
-        if not found:
-            return None
-        if len(found) == 1:
-            return found[0]
-        return ExploreUnion(tuple(found))
+        return union_of(found)
 
     def match(self, node: Any) -> Any:
         for member in self.members:
@@ -306,6 +341,29 @@ class ExploreUnion(Selector):
         return NOMATCH
 
 
+def _merged(members: Iterable[Selector]) -> tuple[Selector, ...]:
+    out: dict[Selector, None] = {}
+    for member in members:
+        if type(member) is ExploreUnion:
+            for inner in member.members:
+                out[inner] = None
+        else:
+            out[member] = None
+    return tuple(out)
+
+
+def union_of(members: Iterable[Selector]) -> Selector | None:
+    """The union of ``members`` merged (nested unions flattened, repeats
+    dropped, order kept): None if there are none, the member itself if
+    there is one."""
+    merged = _merged(members)
+    if not merged:
+        return None
+    if len(merged) == 1:
+        return merged[0]
+    return ExploreUnion(merged)
+
+
 @dataclass(frozen=True, slots=True)
 class ExploreInterpretAs(Selector):
     """Reify the node with the ADL ``adl`` (``"unixfs"`` or
@@ -313,6 +371,10 @@ class ExploreInterpretAs(Selector):
 
     adl: str
     next: Selector
+
+    @property
+    def cost(self) -> int:  # type: ignore[override]
+        return 1 + self.next.cost
 
     def interests(self, node: Any) -> Iterable[Segment] | None:
         return self.next.interests(node)
@@ -333,16 +395,10 @@ def _replace_edge(sel: Selector, replacement: Selector | None) -> Selector | Non
     if type(sel) is ExploreRecursiveEdge:
         return replacement
     if type(sel) is ExploreUnion:
-        kept = []
-        for member in sel.members:
-            got = _replace_edge(member, replacement)
-            if got is not None:
-                kept.append(got)
-        if not kept:
-            return None
-        if len(kept) == 1:
-            return kept[0]
-        return ExploreUnion(tuple(kept))
+        return union_of(
+            got for got in (_replace_edge(m, replacement) for m in sel.members)
+            if got is not None
+        )
     return sel
 
 
@@ -350,7 +406,7 @@ class _Recursion(Selector):
     """Run-time state of an ``ExploreRecursive``: the clause being applied now
     (``current``) and the depth left (``None`` for no limit)."""
 
-    __slots__ = ("sequence", "current", "depth", "stop_at", "_reset")
+    __slots__ = ("sequence", "current", "depth", "stop_at", "_reset", "cost", "_key", "_hash")
 
     def __init__(
         self,
@@ -364,6 +420,24 @@ class _Recursion(Selector):
         self.depth = depth
         self.stop_at = stop_at
         self._reset: _Recursion | None = None
+        self.cost = 1 + current.cost
+        if self.cost > MAX_STATE_COST:
+            raise TraversalError(
+                f"selector grows past {MAX_STATE_COST} clauses (recursions nested in "
+                "recursions that multiply as the traversal goes)")
+        # Equal states are one state: a union merges them (see ExploreUnion).
+        self._key = (sequence, current, depth, stop_at)
+        self._hash = hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if type(other) is not _Recursion:
+            return NotImplemented
+        return self._hash == other._hash and self._key == other._key
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __repr__(self) -> str:
         return f"_Recursion(current={self.current!r}, depth={self.depth!r})"
@@ -420,6 +494,10 @@ class ExploreRecursive(Selector):
         object.__setattr__(
             self, "_start", _Recursion(self.sequence, self.sequence, self.limit, self.stop_at)
         )
+
+    @property
+    def cost(self) -> int:  # type: ignore[override]
+        return self._start.cost
 
     def interests(self, node: Any) -> Iterable[Segment] | None:
         return self._start.interests(node)

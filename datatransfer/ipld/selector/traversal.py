@@ -32,9 +32,24 @@ A restarting requester answers those requests from its own store.
 
 Budgets: ``max_blocks`` (blocks loaded, including the root and blocks loaded
 by a UnixFS read), ``max_depth`` (links followed from the root to a block),
-``max_nodes`` (nodes visited, unlimited by default); going past one raises
-:class:`BudgetExceeded`. The walk keeps its own stack, so deep DAGs do not
-hit Python's recursion limit.
+``max_nodes`` (nodes visited, unlimited by default) and
+``max_work_without_block`` (work done since the last block was loaded);
+going past one raises :class:`BudgetExceeded`. The walk keeps its own stack,
+so deep DAGs do not hit Python's recursion limit.
+
+Work. Nodes alone do not measure what a traversal costs: one node's visit
+under a union of recursions evaluates every clause of the selector's
+current state. :attr:`Traverser.work` counts clause evaluations (each
+node's selector's :attr:`~datatransfer.ipld.selector.ast.Selector.cost`
+when it is visited, and the parent selector's for each child explored), so
+a budget of work bounds CPU whatever the selector. Someone serving strangers
+sets ``max_work_without_block`` (a selector that walks and walks without
+ever reaching a block is either broken or an attack) and ``step_work``:
+after that much work without an event :meth:`Traverser.next` returns
+:data:`STEP`, so an event loop can let others run before calling it again.
+``idle_work`` counts the work done past ``free_work_per_block`` since each
+block load, for a per-peer account of what the peer's selectors cost
+beyond moving data.
 """
 
 from __future__ import annotations
@@ -51,8 +66,10 @@ from datatransfer.ipld.selector.ast import NOMATCH, ExploreInterpretAs, Selector
 from datatransfer.ipld.selector.errors import BudgetExceeded
 
 __all__ = [
+    "DEFAULT_FREE_WORK_PER_BLOCK",
     "DEFAULT_MAX_BLOCKS",
     "DEFAULT_MAX_DEPTH",
+    "STEP",
     "BlockRequest",
     "SkipBlock",
     "Traverser",
@@ -66,6 +83,23 @@ __all__ = [
 DEFAULT_MAX_BLOCKS = 1 << 22
 #: Default limit on links followed from the root to any block.
 DEFAULT_MAX_DEPTH = 1024
+
+#: Work a traversal may do after each block load before it counts as idle
+#: (see :attr:`Traverser.idle_work`): a UnixFS node with 174 links is about
+#: a thousand clause evaluations.
+DEFAULT_FREE_WORK_PER_BLOCK = 4096
+
+
+class _Step:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "STEP"
+
+
+#: What :meth:`Traverser.next` returns after ``step_work`` work without an
+#: event: nothing happened yet, call again (after letting others run).
+STEP: Any = _Step()
 
 Path = tuple[Segment, ...]
 Loader = Callable[[CID], bytes]
@@ -158,6 +192,9 @@ class Traverser:
         max_blocks: int | None = DEFAULT_MAX_BLOCKS,
         max_depth: int | None = DEFAULT_MAX_DEPTH,
         max_nodes: int | None = None,
+        max_work_without_block: int | None = None,
+        step_work: int | None = None,
+        free_work_per_block: int = DEFAULT_FREE_WORK_PER_BLOCK,
         skip_first_blocks: int = 0,
         verify: bool = True,
         visits: bool = True,
@@ -175,6 +212,9 @@ class Traverser:
         self.max_blocks = max_blocks
         self.max_depth = max_depth
         self.max_nodes = max_nodes
+        self.max_work_without_block = max_work_without_block
+        self.step_work = step_work
+        self.free_work_per_block = free_work_per_block
         self.skip_first_blocks = skip_first_blocks
         self.verify = verify
         self.visits = visits
@@ -184,6 +224,12 @@ class Traverser:
         self.loads = 0
         #: Nodes visited so far.
         self.nodes = 0
+        #: Clause evaluations so far (see the module docs).
+        self.work = 0
+        #: Work done past ``free_work_per_block`` since each block load.
+        self.idle_work = 0
+        self._work_at_block = 0
+        self._work_at_event = 0
         #: True when the root block itself was skipped (not available).
         self.root_missing = False
         self._requested: set[CID] = set()
@@ -236,9 +282,27 @@ class Traverser:
             self._finished = True
             self._error = exc
             raise
+        self._work_at_event = self.work
         if type(event) is BlockRequest:
             self._pending = event
         return event
+
+    def _charge(self, cost: int, path: Path) -> Any:
+        """Count ``cost`` work; returns :data:`STEP` when a step is due."""
+        before = self.work - self._work_at_block
+        self.work += cost
+        since = before + cost
+        free = self.free_work_per_block
+        if since > free:
+            self.idle_work += since - max(before, free)
+        limit = self.max_work_without_block
+        if limit is not None and since > limit:
+            raise BudgetExceeded("work-without-block", limit, path)
+        step = self.step_work
+        if step is not None and self.work - self._work_at_event >= step:
+            self._work_at_event = self.work
+            return STEP
+        return None
 
     def provide(self, data: bytes | bytearray | memoryview) -> None:
         """Answer the pending :class:`BlockRequest` with the block's bytes.
@@ -276,6 +340,7 @@ class Traverser:
         if self.max_blocks is not None and index >= self.max_blocks:
             raise BudgetExceeded("blocks", self.max_blocks, path)
         self.loads = index + 1
+        self._work_at_block = self.work
         first = cid not in self._requested
         if first:
             self._requested.add(cid)
@@ -309,6 +374,7 @@ class Traverser:
         emit = self.visits
         link_once = self.link_visit_once
         children = _nodes.children
+        charge = self._charge
         # Each frame: [node, selector, path, depth, block, block_path, iterator]
         stack: list[list[Any]] = []
         pending: tuple[Any, ...] | None = (root, self.selector, (), 0, self.root, ())
@@ -319,6 +385,8 @@ class Traverser:
                 self.nodes += 1
                 if max_nodes is not None and self.nodes > max_nodes:
                     raise BudgetExceeded("nodes", max_nodes, path)
+                if charge(sel.cost, path) is not None:
+                    yield STEP
                 if type(sel) is ExploreInterpretAs:
                     node, sel = yield from self._reify(node, sel, path, depth)
                 if isinstance(node, ADLNode) and node.kind == _nodes.BYTES:
@@ -350,6 +418,8 @@ class Traverser:
             frame = stack[-1]
             parent, psel = frame[0], frame[1]
             for seg, value in frame[6]:
+                if charge(psel.cost, frame[2]) is not None:
+                    yield STEP
                 nxt = psel.explore(parent, seg)
                 if nxt is None:
                     continue
@@ -419,7 +489,7 @@ def walk(
             return
         if type(event) is BlockRequest:
             _answer(traverser, event, loader)
-        else:
+        elif event is not STEP:
             yield event
 
 
