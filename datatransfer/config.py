@@ -59,6 +59,11 @@ class ManagerConfig:
     #: not its channels. 1024 leaves any sane market, and many concurrent
     #: retrievals from one client, unaffected.
     max_channels_per_peer: int | None = 1024
+    #: Seconds an ended channel stays in memory (for late messages about it
+    #: and for callers that look at it right after it ended); then only the
+    #: store holds it, and the queries read it from there. A node's memory
+    #: holds its live channels, not its history.
+    final_linger: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_channels_per_peer is not None and self.max_channels_per_peer < 1:

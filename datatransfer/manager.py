@@ -27,6 +27,7 @@ recorded, so no byte is counted twice.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -51,12 +52,14 @@ from datatransfer.errors import (
 )
 from datatransfer.events import EventBus, Subscriber, Unsubscribe
 from datatransfer.ipld.cid import CID
+from datatransfer.ipld.selector import Selector, SelectorError, parse_selector, selector_to_node
 from datatransfer.messages import (
     MessageType,
     TransferRequest,
     TransferResponse,
     restart_existing_channel_request,
 )
+from datatransfer.refusals import Refusals
 from datatransfer.store import ChannelStore
 from datatransfer.types import ChannelID, ChannelState, Event, PeerID
 from registry import NOT_HANDLED, Registry, Voucher, VoucherResult
@@ -78,6 +81,9 @@ log = logging.getLogger("datatransfer.manager")
 
 E = EventCode
 S = Status
+
+#: Longest the Manager waits, when it stops, for its last messages to be taken.
+DRAIN_TIMEOUT = 2.0
 
 #: Statuses in which the channel is waiting for the other side to act, so the
 #: finalization timeout (not the no-progress one) applies.
@@ -110,6 +116,10 @@ class _Runtime:
     app_paused: bool = False
     #: The initiator sent a voucher while the responder waited for the final one.
     paid_while_finalizing: bool = False
+    #: Whether the channel is written to the store: False for a request that
+    #: waits for a voucher that passes validation (nothing a peer sends is
+    #: stored before a validator accepted it).
+    persist: bool = True
     #: Decoded vouchers / results, rebuilt when the lists grow.
     decoded: tuple[int, int, tuple[Any, ...], tuple[Any, ...]] | None = None
     waiters: list[anyio.Event] = field(default_factory=list)
@@ -117,6 +127,61 @@ class _Runtime:
 
 def _now() -> float:
     return time.monotonic()
+
+
+def _guarded(default: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The boundary around a transport callback: whatever goes wrong while
+    handling what a transport reports (a peer's input the handler did not
+    foresee) is refused and counted, and ``default`` is the answer; it never
+    escapes into the transport's task group and takes the node down."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        async def guarded(self: Manager, channel_id: ChannelID, *args: Any) -> Any:
+            try:
+                return await fn(self, channel_id, *args)
+            except Exception as exc:  # noqa: BLE001 - the boundary
+                peer = (channel_id.initiator if channel_id.responder == self.peer_id
+                        else channel_id.responder)
+                self._refuse_input(_refusal_kind(exc), peer,
+                                   f"{fn.__name__} for {channel_id}: {exc!r}")
+                return default
+
+        return guarded
+
+    return wrap
+
+
+def _malformed_new_request(request: TransferRequest, via_data: bool) -> str | None:
+    """What makes a New request unusable before any validator sees it, or None.
+
+    Every field a channel would keep is checked here, so a channel never
+    exists for a request the node cannot carry out (a selector that does
+    not parse would otherwise fail only when the data request is opened)."""
+    if request.base_cid is None:
+        return "no base CID"
+    if via_data and not request.pull:
+        return "a push request inside a data request (its data receiver opens that request)"
+    try:
+        parse_selector(request.selector)
+    except SelectorError as exc:
+        return f"malformed selector: {exc}"
+    return None
+
+
+def _selector_node(selector: Any) -> Any:
+    return selector_to_node(selector) if isinstance(selector, Selector) else selector
+
+
+def _refusal_kind(exc: BaseException) -> str:
+    """The metrics label of a refused input."""
+    if isinstance(exc, ChannelNotFound):
+        return "unknown-channel"
+    if isinstance(exc, IllegalTransition):
+        return "illegal-event"
+    if isinstance(exc, DataTransferError):
+        return "protocol"
+    return "malformed"
 
 
 class Manager:
@@ -151,6 +216,8 @@ class Manager:
         #: ``max_channels_per_peer`` bounds (see :meth:`_channel_limit_reached`).
         self._live_from: dict[PeerID, set[ChannelID]] = {}
         self._validating: dict[PeerID, int] = {}
+        #: Inputs from peers refused, by kind (see :meth:`_refuse_input`).
+        self.refusals = Refusals(log)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -177,6 +244,9 @@ class Manager:
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         self._started = False
         assert self._tg is not None
+        # messages sent last (a cancel on the way out) reach their peers first
+        with anyio.move_on_after(DRAIN_TIMEOUT, shield=True):
+            await self.transport.drain()
         self._tg.cancel_scope.cancel()
         try:
             return await self._tg_cm.__aexit__(*exc_info)
@@ -186,10 +256,11 @@ class Manager:
             self.events.close()
 
     def _load(self) -> None:
-        """Reload channels from the store and decide what to do with each."""
+        """Reload the live channels from the store and decide what to do with
+        each. Ended channels stay in the store (see :meth:`_evict`)."""
         self._next_id = self.store.max_transfer_id(self.peer_id)
         now = _now()
-        for ch in self.store.all():
+        for ch in self.store.live():
             if ch.self_peer != self.peer_id:
                 log.warning("store holds channel %s of another peer; ignored", ch.channel_id)
                 continue
@@ -198,8 +269,6 @@ class Manager:
             rt = self._runtime[chid] = _Runtime(status_since=now, last_activity=now)
             self._track_live(ch)
             status = ch.record.status
-            if status in FINAL_STATUSES:
-                continue
             rt.app_paused = ch.app_paused
             # A responder waiting for the final voucher, or paused without its
             # app having paused, waits for a voucher (the flag is not stored).
@@ -228,12 +297,14 @@ class Manager:
 
     def channel_state(self, channel_id: ChannelID) -> ChannelState:
         """A snapshot of the channel; raises :class:`ChannelNotFound`."""
-        return self._snapshot(self._get(channel_id))
+        return self._snapshot(self._lookup(channel_id))
 
     def channel_status(self, channel_id: ChannelID) -> Status:
         """The channel's status, or ``ChannelNotFoundError`` for an unknown id."""
-        ch = self._channels.get(channel_id)
-        return S.ChannelNotFoundError if ch is None else ch.record.status
+        try:
+            return self._lookup(channel_id).record.status
+        except ChannelNotFound:
+            return S.ChannelNotFoundError
 
     def in_progress_channels(self) -> dict[ChannelID, ChannelState]:
         """Snapshots of every channel that has not reached a final status."""
@@ -244,8 +315,12 @@ class Manager:
         }
 
     def channels(self) -> dict[ChannelID, ChannelState]:
-        """Snapshots of every channel this node knows, final ones included."""
-        return {chid: self._snapshot(ch) for chid, ch in self._channels.items()}
+        """Snapshots of every channel this node knows, final ones included
+        (those ended a while ago are read from the store)."""
+        out = {ch.channel_id: self._snapshot(ch) for ch in self.store.all()
+               if ch.self_peer == self.peer_id and ch.channel_id not in self._channels}
+        out.update((chid, self._snapshot(ch)) for chid, ch in self._channels.items())
+        return out
 
     def subscribe(self, subscriber: Subscriber) -> Unsubscribe:
         """Call ``subscriber(event, state)`` for every event of every channel
@@ -265,13 +340,17 @@ class Manager:
         """Wait until the channel reaches one of ``statuses`` (default: a final
         one) and return its snapshot; ``TimeoutError`` after ``timeout``."""
         wanted = frozenset(statuses)
-        ch = self._get(channel_id)
+        ch = self._lookup(channel_id)
         with anyio.fail_after(timeout if timeout is not None else math.inf):
             while ch.record.status not in wanted:
+                rt = self._runtime.get(channel_id)
+                if rt is None:  # ended long ago: it will not change
+                    await anyio.sleep_forever()
+                    break
                 ev = anyio.Event()
-                self._runtime[channel_id].waiters.append(ev)
+                rt.waiters.append(ev)
                 await ev.wait()
-                ch = self._get(channel_id)
+                ch = self._lookup(channel_id)
         return self._snapshot(ch)
 
     # ------------------------------------------------------------------ opening
@@ -324,9 +403,9 @@ class Manager:
         self._add(ch)
         return ch
 
-    def _add(self, ch: Channel) -> None:
+    def _add(self, ch: Channel, *, persist: bool = True) -> None:
         self._channels[ch.channel_id] = ch
-        self._runtime[ch.channel_id] = _Runtime()
+        self._runtime[ch.channel_id] = _Runtime(persist=persist)
         self._track_live(ch)
         self._fire(ch, E.Open)
 
@@ -334,7 +413,7 @@ class Manager:
 
     async def send_voucher(self, channel_id: ChannelID, voucher: Voucher) -> None:
         """Send a new voucher to the responder (payment, final settlement)."""
-        ch = self._get(channel_id)
+        ch = self._lookup(channel_id)
         if not ch.is_initiator:
             raise Unsupported("only the initiator of a channel sends vouchers")
         self._require_live(ch, E.NewVoucher)
@@ -352,7 +431,7 @@ class Manager:
 
     async def close_channel(self, channel_id: ChannelID) -> None:
         """Cancel the channel on both sides."""
-        ch = self._get(channel_id)
+        ch = self._lookup(channel_id)
         self._require_live(ch, E.Cancel)
         if ch.record.status == S.Completing:  # succeeded; only cleanup is left
             raise IllegalTransition(ch.record.status, E.Cancel)
@@ -367,7 +446,7 @@ class Manager:
         for a voucher that passes validation: a paused request can never be
         accepted. (An initiator that pauses such a request has it failed by
         the responder at once, with a rejection.)"""
-        ch = self._get(channel_id)
+        ch = self._lookup(channel_id)
         self._require_live(ch, E.PauseInitiator if ch.is_initiator else E.PauseResponder)
         if not self.transport.supports_pause:
             raise Unsupported("this transport cannot pause channels")
@@ -386,7 +465,7 @@ class Manager:
 
     async def resume_channel(self, channel_id: ChannelID) -> None:
         """Release this side's pause."""
-        ch = self._get(channel_id)
+        ch = self._lookup(channel_id)
         self._require_live(ch, E.ResumeInitiator if ch.is_initiator else E.ResumeResponder)
         if not self.transport.supports_pause:
             raise Unsupported("this transport cannot pause channels")
@@ -413,7 +492,7 @@ class Manager:
     async def restart_channel(self, channel_id: ChannelID) -> None:
         """Reopen the data flow of a channel after a disconnect, skipping the
         blocks the receiver already holds. Final channels are left alone."""
-        ch = self._get(channel_id)
+        ch = self._lookup(channel_id)
         status = ch.record.status
         if status in FINAL_STATUSES:
             return
@@ -425,7 +504,7 @@ class Manager:
         # ManagerConfig.max_restarts), so the count is of restarts in a row
         # that moved nothing, across node restarts too (it is stored)
         ch.restarts += 1
-        self.store.save(ch)
+        self._save(ch)
         if not ch.is_initiator:
             # the initiator drives restarts: ask it to restart (as Go does)
             await self._send_or_disconnect(ch, restart_existing_channel_request(channel_id))
@@ -446,19 +525,24 @@ class Manager:
                 chid = ChannelID(self.peer_id, sender, message.transfer_id)
                 ch = self._channels.get(chid)
                 if ch is None:
-                    log.info("response for unknown channel %s from %s ignored", chid, sender)
-                    return
+                    raise ChannelNotFound(chid)
                 self._handle_response(ch, message)
             else:
                 raise ProtocolError(f"not a data-transfer message: {type(message).__name__}")
-        except DataTransferError as exc:
-            log.warning("message from %s refused: %s", sender, exc)
+        except Exception as exc:  # noqa: BLE001 - the boundary: see _refuse_input
+            self._refuse_input(_refusal_kind(exc), sender, f"message refused: {exc}")
 
     async def on_request_received(
-        self, channel_id: ChannelID, sender: PeerID, message: Any
+        self, channel_id: ChannelID, sender: PeerID, message: Any,
+        root: CID | None = None, selector: Any = None,
     ) -> Decision:
-        """A data request arrived; decide whether to serve it."""
+        """A data request arrived; decide whether to serve it. ``root`` and
+        ``selector``: what the data request itself asks for, when the
+        transport carries them apart from the message (graphsync does):
+        they must be what the channel was validated for."""
         try:
+            if root is not None:
+                self._check_data_request(channel_id, message, root, selector)
             if isinstance(message, TransferRequest):
                 if message.type == MessageType.New:
                     return await self._receive_new(channel_id, sender, message, via_data=True)
@@ -479,10 +563,31 @@ class Manager:
                 paused = ch.record.status in (S.InitiatorPaused, S.BothPaused)
                 return Decision(pause=paused)
             raise ProtocolError(f"not a data-transfer message: {type(message).__name__}")
-        except DataTransferError as exc:
-            log.warning("data request for %s from %s refused: %s", channel_id, sender, exc)
+        except Exception as exc:  # noqa: BLE001 - the boundary: see _refuse_input
+            self._refuse_input(_refusal_kind(exc), sender,
+                               f"data request for {channel_id} refused: {exc}")
             return Decision(accept=False)
 
+    def _check_data_request(self, chid: ChannelID, message: Any, root: CID,
+                            selector: Any) -> None:
+        """Refuse a data request whose root or selector is not what its
+        channel is (or its opening request asks) for: a validator approved
+        those, and a peer must not have a node walk or send anything else
+        (another root it holds, or a selector built to walk without end)."""
+        if isinstance(message, TransferRequest) and message.type in (
+                MessageType.New, MessageType.Restart):
+            want_root, want_selector = message.base_cid, message.selector
+        else:
+            ch = self._channels.get(chid)
+            if ch is None:
+                return  # refused below as an unknown channel
+            want_root, want_selector = ch.base_cid, ch.selector
+        if root != want_root:
+            raise ProtocolError(f"data request for root {root}, not the channel's {want_root}")
+        if _selector_node(selector) != _selector_node(want_selector):
+            raise ProtocolError("data request with a selector other than the channel's")
+
+    @_guarded(None)
     async def on_response_received(self, channel_id: ChannelID, response: Any) -> None:
         """A data-transfer response arrived with the data flowing back."""
         ch = self._channels.get(channel_id)
@@ -491,12 +596,14 @@ class Manager:
             return
         self._handle_response(ch, response)
 
+    @_guarded(None)
     async def on_channel_opened(self, channel_id: ChannelID) -> None:
         ch = self._channels.get(channel_id)
         if ch is not None:
             self._runtime[channel_id].data_open = True
             self._try_fire(ch, E.Opened)
 
+    @_guarded(Decision(accept=False))
     async def on_data_queued(
         self, channel_id: ChannelID, cid: CID, size: int, index: int
     ) -> Decision:
@@ -511,6 +618,7 @@ class Manager:
             return PROCEED
         return await self._revalidate_progress(ch, "on_pull_data_sent", size)
 
+    @_guarded(None)
     async def on_data_sent(self, channel_id: ChannelID, cid: CID, size: int, index: int) -> None:
         ch = self._channels.get(channel_id)
         if ch is None:
@@ -520,6 +628,7 @@ class Manager:
         else:
             self._moved_again(ch)
 
+    @_guarded(Decision(accept=False))
     async def on_data_received(
         self, channel_id: ChannelID, cid: CID, size: int, index: int
     ) -> Decision:
@@ -536,6 +645,7 @@ class Manager:
             return PROCEED
         return await self._revalidate_progress(ch, "on_push_data_received", size)
 
+    @_guarded(None)
     async def on_channel_completed(self, channel_id: ChannelID, error: str | None) -> None:
         ch = self._channels.get(channel_id)
         if ch is None:
@@ -552,15 +662,19 @@ class Manager:
             return
         await self._responder_completes(ch)
 
+    @_guarded(None)
     async def on_request_cancelled(self, channel_id: ChannelID, reason: str) -> None:
         await self._transport_trouble(channel_id, E.RequestCancelled, reason)
 
+    @_guarded(None)
     async def on_disconnected(self, channel_id: ChannelID, reason: str) -> None:
         await self._transport_trouble(channel_id, E.Disconnected, reason)
 
+    @_guarded(None)
     async def on_send_data_error(self, channel_id: ChannelID, reason: str) -> None:
         await self._transport_trouble(channel_id, E.SendDataError, reason)
 
+    @_guarded(None)
     async def on_receive_data_error(self, channel_id: ChannelID, reason: str) -> None:
         await self._transport_trouble(channel_id, E.ReceiveDataError, reason)
 
@@ -651,10 +765,12 @@ class Manager:
     ) -> Decision:
         if chid in self._channels:
             raise ProtocolError(f"channel {chid} already exists")
-        if request.base_cid is None:
-            raise ProtocolError("new request without a base CID")
         voucher_enc: Encoded = (request.voucher_type, request.voucher)
-        if self._channel_limit_reached(chid, sender):
+        malformed = _malformed_new_request(request, via_data)
+        if malformed is not None:
+            self._refuse_input("malformed-request", sender, f"request {chid} refused: {malformed}")
+            outcome, result = "reject", None
+        elif self._channel_limit_reached(chid, sender):
             outcome, result = "reject", None
         else:
             # counted while the validator runs, so that requests arriving
@@ -683,7 +799,10 @@ class Manager:
             recipient=sender if request.pull else me,
             is_pull=request.pull,
         )
-        self._add(ch)
+        # A request waiting for a voucher that passes validation is kept in
+        # memory only: nothing a stranger sends is stored before a validator
+        # accepted it.
+        self._add(ch, persist=outcome != "retry")
         if result is not None:
             self._fire(ch, E.NewVoucherResult, voucher_result=result)
         rt = self._runtime[chid]
@@ -702,6 +821,14 @@ class Manager:
         if via_data:
             rt.data_open = True
             return Decision(message=response, pause=hold)
+        if request.pull:
+            # A pull asked for on the message protocol, not in a data request:
+            # answered there, as go-data-transfer's receiver does; the data
+            # flows only when the initiator opens its data request. A node
+            # never opens one back for a pull: that would make it fetch and
+            # store whatever a stranger names.
+            await self._send_or_disconnect(ch, response)
+            return PROCEED
         # a push: we receive, so we open the data request back to the initiator
         if outcome == "retry":
             await self._send_or_disconnect(ch, response)
@@ -754,6 +881,8 @@ class Manager:
         self, chid: ChannelID, sender: PeerID, request: TransferRequest
     ) -> Decision:
         ch = self._channels.get(chid)
+        if ch is None:
+            ch = self._revive(chid)  # (it may have ended a while ago)
         if ch is not None and ch.base_cid != request.base_cid:
             raise ProtocolError(f"restart of {chid} names another base CID")
         if ch is None or ch.record.status in FINAL_STATUSES | CLEANUP_STATUSES:
@@ -887,6 +1016,7 @@ class Manager:
                 MessageType.New, chid.id, False, False, result))
             return
         rt = self._runtime[chid]
+        rt.persist = True  # validated: from now on it is stored
         if not self._try_fire(ch, E.Accept):  # (pauses are refused while waiting)
             rt.awaiting_validation = False
             if ch.record.status not in CLEANUP_STATUSES | FINAL_STATUSES:
@@ -1062,7 +1192,15 @@ class Manager:
         except TransportError as exc:
             log.info("transport %s for %s failed: %s", method.__name__, ch.channel_id, exc)
 
-    async def _tell_cancel(self, ch: Channel) -> None:
+    async def _tell_cancel(self, ch: Channel, *, only_if_connected: bool = False) -> None:
+        if only_if_connected and not self.transport.connected(ch.other_peer):
+            # the peer is gone (often why the channel failed): dialing it to
+            # say so would be one dial per failed channel, thousands after a
+            # node restarts on a store full of a departed peer's channels; a
+            # peer that comes back and restarts the channel is refused then
+            log.info("channel %s failed; %s is not connected, not told", ch.channel_id,
+                     ch.other_peer)
+            return
         if ch.is_initiator:
             message: Any = TransferRequest(type=MessageType.Cancel, transfer_id=ch.channel_id.id)
         else:
@@ -1083,7 +1221,7 @@ class Manager:
         never waits on the network (the send is bounded by ``send_timeout``).
         A peer that already ends the channel ignores the cancel."""
         if self._try_fire(ch, E.Error, error=reason) and self._tg is not None:
-            self._tg.start_soon(self._tell_cancel, ch)
+            self._tg.start_soon(functools.partial(self._tell_cancel, ch, only_if_connected=True))
 
     async def _fail(self, ch: Channel, reason: str, response: Any) -> None:
         """Fail a channel we respond to, telling the initiator why."""
@@ -1142,6 +1280,7 @@ class Manager:
             await anyio.sleep(cfg.tick)
             self._flush()
             now = _now()
+            self._evict(now)
             for ch in list(self._channels.values()):
                 status = ch.record.status
                 if status in FINAL_STATUSES or status in CLEANUP_STATUSES:
@@ -1194,22 +1333,28 @@ class Manager:
         before = ch.record.status
         row_kind = resolve(before, event).kind if before not in FINAL_STATUSES else None
         message = args.pop("message", None)
-        apply(ch.record, event, **args)
-        if message is not None:
-            ch.record.message = message
         rt = self._runtime[chid]
+        if event in _DATA_EVENTS:
+            apply(ch.record, event, **args)  # a counter: written with the next save
+            ch.restarts = 0
+            rt.dirty = True
+        else:
+            # compute the new record, store it, then apply it: a record the
+            # store refuses leaves the channel exactly as it was
+            record = ch.record.copy()
+            apply(record, event, **args)
+            if message is not None:
+                record.message = message
+            if rt.persist:
+                self.store.save(ch, record=record)
+            ch.record = record
+            rt.dirty = False
         now = _now()
         rt.last_activity = now
         after = ch.record.status
         if after != before:
             rt.status_since = now
             self._track_live(ch)
-        if event in _DATA_EVENTS:
-            ch.restarts = 0
-            rt.dirty = True
-        else:
-            self.store.save(ch)
-            rt.dirty = False
         text = ch.record.message if event in (E.Error, E.Cancel) or "error" in args else ""
         self.events.publish(Event(event, text or args.get("error", "") or ""), self._snapshot(ch))
         if after in CLEANUP_STATUSES and row_kind in (Kind.MOVE, Kind.REENTER):
@@ -1253,18 +1398,65 @@ class Manager:
             ch.restarts = 0
             rt.dirty = True
 
+    def _save(self, ch: Channel) -> None:
+        if self._runtime[ch.channel_id].persist:
+            self.store.save(ch)
+
     def _flush(self) -> None:
         for chid, rt in self._runtime.items():
             if rt.dirty:
-                self.store.save(self._channels[chid])
+                if rt.persist:
+                    self.store.save(self._channels[chid])
                 rt.dirty = False
 
     # ------------------------------------------------------------------ helpers
 
+    def _refuse_input(self, kind: str, peer: PeerID, text: str) -> None:
+        """An input from ``peer`` was refused: count it (:attr:`refusals`,
+        which the node's metrics export) and log it at WARNING, rate-limited.
+        Whatever a peer sends ends here or in a typed answer, never as an
+        exception out of the Manager's task group."""
+        self.refusals.refuse(kind, f"from {peer}: {text}")
+
     def _get(self, channel_id: ChannelID) -> Channel:
+        """A channel in memory (live, or ended a short while ago)."""
         ch = self._channels.get(channel_id)
         if ch is None:
             raise ChannelNotFound(channel_id)
+        return ch
+
+    def _lookup(self, channel_id: ChannelID) -> Channel:
+        """A channel in memory, else one that ended and is only in the store."""
+        ch = self._channels.get(channel_id)
+        if ch is not None:
+            return ch
+        ch = self.store.load(channel_id)
+        if ch is None or ch.self_peer != self.peer_id:
+            raise ChannelNotFound(channel_id)
+        return ch
+
+    def _evict(self, now: float) -> None:
+        """Forget, in memory, channels that ended more than
+        :attr:`ManagerConfig.final_linger` seconds ago (they stay in the store,
+        where the queries find them): a node's memory holds its live channels,
+        not its history. A restart request for one brings it back
+        (:meth:`_revive`)."""
+        linger = self.config.final_linger
+        for chid, ch in list(self._channels.items()):
+            if ch.record.status in FINAL_STATUSES:
+                rt = self._runtime[chid]
+                if not rt.waiters and now - rt.status_since > linger:
+                    del self._channels[chid]
+                    del self._runtime[chid]
+
+    def _revive(self, chid: ChannelID) -> Channel | None:
+        """A channel that ended and was evicted, back in memory (None if the
+        store does not hold it)."""
+        ch = self.store.load(chid)
+        if ch is None or ch.self_peer != self.peer_id:
+            return None
+        self._channels[chid] = ch
+        self._runtime[chid] = _Runtime()
         return ch
 
     def _require_started(self) -> None:

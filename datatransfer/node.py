@@ -63,7 +63,7 @@ from datatransfer.manager import Manager
 from datatransfer.store import ChannelStore
 from datatransfer.types import ChannelID, ChannelState, Event, PeerID
 from registry import Voucher
-from statemachine import EventCode, Status
+from statemachine import FINAL_STATUSES, EventCode, Status
 
 #: File name of the channel store inside the home directory.
 CHANNELS_FILE = "channels.sqlite"
@@ -372,13 +372,15 @@ class NodeMetrics:
             for direction in ("outgoing", "incoming"):
                 self.active.labels(direction=direction).set_function(
                     _resource_reader(transport, direction))
+        r.register(_RefusalCollector(manager, transport))
         self._lock = threading.Lock()
         self._status: dict[ChannelID, Status] = {}
         self._counts: dict[ChannelID, tuple[int, int]] = {}
-        for ch in manager.store.all():
+        for status, count in manager.store.count_by_status().items():
+            self.channels.labels(status=status.name).inc(count)
+        for ch in manager.store.live():
             self._status[ch.channel_id] = ch.record.status
             self._counts[ch.channel_id] = (ch.record.sent, ch.record.received)
-            self.channels.labels(status=ch.record.status.name).inc()
         manager.subscribe(self.on_event)
 
     def on_event(self, event: Event, state: ChannelState) -> None:
@@ -399,7 +401,11 @@ class NodeMetrics:
             if state.received > received:
                 self.bytes_received.inc(state.received - received)
                 received = state.received
-            self._counts[chid] = (sent, received)
+            if state.status in FINAL_STATUSES:  # no more events: keep nothing
+                self._status.pop(chid, None)
+                self._counts.pop(chid, None)
+            else:
+                self._counts[chid] = (sent, received)
         if code == EventCode.DataSent:
             self.blocks_sent.inc()
         elif code == EventCode.DataReceived:
@@ -414,6 +420,48 @@ class NodeMetrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry).decode()
+
+
+class _RefusalCollector:
+    """``datatransfer_refused_inputs_total{layer, kind}``: what the node
+    refused from peers (see :mod:`datatransfer.refusals`): ``layer`` is
+    ``channels`` (the Manager), ``graphsync`` (the engine and its streams)
+    or ``messages`` (the data-transfer message protocol); and
+    ``datatransfer_connections_refused_total{reason}``: inbound connections
+    refused at accept (see :mod:`transport.libp2p.admission`), with
+    ``reason="handshake-timeout"`` for those closed for taking too long."""
+
+    def __init__(self, manager: Manager, transport: Any) -> None:
+        self.layers = [("channels", manager.refusals)]
+        if transport is not None:
+            if hasattr(transport, "refusals"):
+                self.layers.append(("graphsync", transport.refusals))
+            dtnet = getattr(transport, "dtnet", None)
+            if dtnet is not None:
+                self.layers.append(("messages", dtnet.refusals))
+        self.admission = getattr(getattr(transport, "host", None), "admission", None)
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.core import CounterMetricFamily
+
+        refused = CounterMetricFamily("datatransfer_refused_inputs",
+                                      "Inputs from peers refused, by layer and kind.",
+                                      labels=["layer", "kind"])
+        for layer, refusals in self.layers:
+            for kind, count in sorted(refusals.counts.items()):
+                refused.add_metric([layer, kind], count)
+        yield refused
+        if self.admission is not None:
+            conns = CounterMetricFamily("datatransfer_connections_refused",
+                                        "Inbound connections refused, by reason.",
+                                        labels=["reason"])
+            for reason, count in sorted(self.admission.refused.items()):
+                conns.add_metric([reason], count)
+            conns.add_metric(["handshake-timeout"], self.admission.timed_out)
+            yield conns
+
+    def describe(self):  # type: ignore[no-untyped-def]
+        return []
 
 
 def _resource_reader(transport: Any, direction: str):  # type: ignore[no-untyped-def]

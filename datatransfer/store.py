@@ -20,7 +20,7 @@ from datatransfer.errors import DataTransferError
 from datatransfer.ipld import dagcbor
 from datatransfer.ipld.cid import CID
 from datatransfer.types import ChannelID, PeerID
-from statemachine import ChannelRecord, Status
+from statemachine import FINAL_STATUSES, ChannelRecord, Status
 
 SCHEMA_VERSION = 1
 
@@ -29,8 +29,7 @@ class StoreError(DataTransferError):
     """The channel store cannot be opened or holds a record it cannot read."""
 
 
-def _encode(ch: Channel) -> bytes:
-    rec = ch.record
+def _encode(ch: Channel, rec: ChannelRecord) -> bytes:
     return dagcbor.encode(
         {
             "self": bytes(ch.self_peer),
@@ -117,16 +116,24 @@ class ChannelStore:
             raise StoreError(f"cannot open channel store {self.path}: {exc}") from exc
         self._lock = threading.Lock()
 
-    def save(self, ch: Channel) -> None:
-        """Write the channel's current state durably (insert or replace)."""
+    def save(self, ch: Channel, *, record: ChannelRecord | None = None) -> None:
+        """Write the channel durably (insert or replace), with ``record`` in
+        place of its current record if given (the record about to be applied:
+        see :meth:`Manager._fire <datatransfer.manager.Manager._fire>`).
+        Raises :class:`StoreError` when the record cannot be stored."""
         chid = ch.channel_id
-        doc = _encode(ch)
+        if record is None:
+            record = ch.record
+        try:
+            doc = _encode(ch, record)
+        except dagcbor.DagCborError as exc:
+            raise StoreError(f"channel {chid} cannot be stored: {exc}") from exc
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO channels (initiator, responder, id, status, doc)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (bytes(chid.initiator), bytes(chid.responder), chid.id,
-                 int(ch.record.status), doc),
+                 int(record.status), doc),
             )
 
     def load(self, chid: ChannelID) -> Channel | None:
@@ -145,6 +152,24 @@ class ChannelStore:
             ).fetchall()
         for ini, resp, tid, doc in rows:
             yield self._read(ChannelID(PeerID(ini), PeerID(resp), tid), doc)
+
+    def live(self) -> Iterator[Channel]:
+        """Every stored channel that has not reached a final status."""
+        finals = tuple(int(x) for x in FINAL_STATUSES)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT initiator, responder, id, doc FROM channels"
+                f" WHERE status NOT IN ({','.join('?' * len(finals))})", finals
+            ).fetchall()
+        for ini, resp, tid, doc in rows:
+            yield self._read(ChannelID(PeerID(ini), PeerID(resp), tid), doc)
+
+    def count_by_status(self) -> dict[Status, int]:
+        """How many channels the store holds in each status."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT status, COUNT(*) FROM channels GROUP BY status").fetchall()
+        return {Status(status): n for status, n in rows}
 
     def max_transfer_id(self, initiator: PeerID) -> int:
         """The highest transfer id this initiator has used (0 if none), so a

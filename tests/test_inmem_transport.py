@@ -98,7 +98,7 @@ class Recorder:
     async def on_message(self, sender, message):
         await self._event("on_message", sender, message)
 
-    async def on_request_received(self, channel_id, sender, message):
+    async def on_request_received(self, channel_id, sender, message, root=None, selector=None):
         return await self._event("on_request_received", channel_id, sender, message) or PROCEED
 
     async def on_response_received(self, channel_id, response):

@@ -74,11 +74,14 @@ class TransportEvents(Protocol):
         """A data-transfer message arrived on its own (not with data)."""
 
     async def on_request_received(
-        self, channel_id: ChannelID, sender: PeerID, message: Message
+        self, channel_id: ChannelID, sender: PeerID, message: Message,
+        root: CID | None = None, selector: Any = None,
     ) -> Decision:
         """A data request arrived from ``sender`` carrying a data-transfer
         message: a pull's New or Restart request, or a push responder's
-        acceptance. The decision says whether to serve it."""
+        acceptance. A transport whose request names its root and selector
+        apart from the message passes them, to be checked against the
+        channel's. The decision says whether to serve it."""
 
     async def on_response_received(self, channel_id: ChannelID, response: TransferResponse) -> None:
         """A data-transfer response arrived along with the data flowing back
@@ -136,6 +139,19 @@ class Transport(ABC):
     ) -> None:
         """Run the transport, delivering events to ``events``, until cancelled.
         Calls ``task_status.started()`` once it accepts requests."""
+
+    async def drain(self) -> None:
+        """Let what was sent reach its peers before the transport stops (a
+        message sent on the way out, such as a cancel); the Manager calls it
+        when it stops, with a time bound. Nothing to do by default."""
+        return None
+
+    def connected(self, peer: PeerID) -> bool:
+        """Whether this node holds a connection to ``peer`` now, so a message
+        would go out without dialing. A transport that cannot tell says
+        True (the Manager then tries, and a send to a peer that is gone
+        fails)."""
+        return True
 
     @abstractmethod
     async def send_message(self, peer: PeerID, message: Message) -> None:
