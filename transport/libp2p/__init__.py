@@ -6,16 +6,20 @@
   messages on ``/fil/datatransfer/1.2.0`` (one stream per message, as Go).
 * :mod:`transport.libp2p.transport`: :class:`Libp2pTransport`, the Manager's
   transport: graphsync 2.0.0 plus the message protocol over one host.
+* :mod:`transport.libp2p.admission`: which inbound connections the host
+  accepts (handshake deadline, per-address caps, a reserve for newcomers).
 
 py-libp2p is trio-based: run this under the trio backend.
 """
 
+from transport.libp2p.admission import AdmissionGuard, AdmissionPolicy
 from transport.libp2p.dtnet import DataTransferNetwork, MessageHandler, NetworkStats, RetryPolicy
 from transport.libp2p.host import (
     DEFAULT_LISTEN,
     IDENTITY_FILE,
     IdentityError,
     add_peer_addrs,
+    close_host,
     connect,
     format_peer_addr,
     libp2p_id,
@@ -30,6 +34,8 @@ from transport.libp2p.transport import GRAPHSYNC_PROTOCOL, Libp2pTransport
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "AdmissionGuard",
+    "AdmissionPolicy",
     "GRAPHSYNC_PROTOCOL",
     "Libp2pTransport",
     "IDENTITY_FILE",
@@ -39,6 +45,7 @@ __all__ = [
     "NetworkStats",
     "RetryPolicy",
     "add_peer_addrs",
+    "close_host",
     "connect",
     "format_peer_addr",
     "libp2p_id",

@@ -65,9 +65,16 @@ from datatransfer.messages import (
     decode_message,
     encode_message,
 )
+from datatransfer.refusals import Refusals
 from datatransfer.types import PeerID
 from transport.base import PeerUnreachable, TransportError
-from transport.libp2p.host import forget_failed_dials, libp2p_id, peer_id_of
+from transport.libp2p.host import (
+    close_stream,
+    forget_failed_dials,
+    libp2p_id,
+    peer_id_of,
+    reset_stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +94,8 @@ MessageHandler = Callable[[PeerID, Message], Awaitable[None]]
 READ_CHUNK = 64 * 1024
 #: multistream-select's header line.
 MULTISTREAM = "/multistream/1.0.0"
+#: Peers whose last message's stream is kept for :meth:`DataTransferNetwork.settle`.
+MAX_UNSETTLED = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,10 +256,12 @@ class DataTransferNetwork:
         self.read_timeout = read_timeout
         self._protocols = [TProtocol(p) for p in protocols]
         self.stats = NetworkStats()
+        #: Messages refused, by kind (logged without floods).
+        self.refusals = Refusals(log)
         self._started = False
-        #: Per peer: the stream of the last message sent with an optimistic
-        #: protocol selection whose confirmation has not been read yet.
-        self._unconfirmed: dict[PeerID, tuple[INetStream, TProtocol]] = {}
+        #: Per peer: the stream of the last message sent, and the protocol if
+        #: it was selected optimistically and its confirmation not read yet.
+        self._unconfirmed: dict[PeerID, tuple[INetStream, TProtocol | None]] = {}
 
     @property
     def host(self) -> IHost:
@@ -324,17 +335,37 @@ class DataTransferNetwork:
                     await self._await_receipt(stream)
                 await stream.close()
         except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                await _reset(stream)
+            await reset_stream(stream)
             if not isinstance(exc, Exception):
                 raise  # cancellation
             self.stats.send_failures += 1
             if isinstance(exc, TransportError):
                 raise
             raise PeerUnreachable(f"sending to {peer} failed: {_describe(exc)}") from exc
-        if proto is not None:
-            self._unconfirmed[peer] = (stream, proto)
+        self._unconfirmed[peer] = (stream, proto)
+        if len(self._unconfirmed) > MAX_UNSETTLED:
+            self._unconfirmed.pop(next(iter(self._unconfirmed)))  # the oldest: long arrived
         self.stats.sent += 1
+
+    async def settle(self) -> None:
+        """Wait until each peer has taken the last message sent to it: its
+        protocol confirmed (see the module docs) and the peer's side of the
+        stream closed, which it does once it has read the message. Call it
+        before the host closes its connections, so that a message sent on
+        the way out (a cancel) is not cut off unread; bound it (a peer may
+        never answer). Never raises."""
+        entries, self._unconfirmed = self._unconfirmed, {}
+        async with anyio.create_task_group() as tg:
+            for peer, (stream, proto) in entries.items():
+                tg.start_soon(self._settle_one, peer, stream, proto)
+
+    async def _settle_one(self, peer: PeerID, stream: INetStream, proto: TProtocol | None) -> None:
+        if proto is not None and not await self._confirmed(peer, stream, proto):
+            return
+        try:
+            await self._await_receipt(stream)
+        except TransportError as exc:
+            log.debug("%s did not take the last message: %s", peer, exc)
 
     def _known_protocol(self, peer: PeerID) -> TProtocol | None:
         """Our protocol that identify says ``peer`` speaks, if it is
@@ -358,9 +389,13 @@ class DataTransferNetwork:
         the next one is sent. A refusal or silence is logged and counted;
         it does not fail the message about to go."""
         entry = self._unconfirmed.pop(peer, None)
-        if entry is None:
-            return
-        stream, proto = entry
+        if entry is None or entry[1] is None:
+            return  # (a negotiated stream: confirmed before its message went)
+        await self._confirmed(peer, *entry)  # type: ignore[arg-type]
+
+    async def _confirmed(self, peer: PeerID, stream: INetStream, proto: TProtocol) -> bool:
+        """Read the peer's confirmation of an optimistic selection; False
+        (logged, counted, the stream reset) if it refused or said nothing."""
         try:
             with anyio.fail_after(self.retry.open_timeout):
                 answer = [(await read_delim(stream)).decode() for _ in range(2)]
@@ -370,8 +405,9 @@ class DataTransferNetwork:
             self.stats.send_failures += 1
             log.warning("%s did not confirm protocol %s for a message sent to it: %s",
                         peer, proto, " / ".join(answer))
-            with anyio.CancelScope(shield=True):
-                await _reset(stream)
+            await reset_stream(stream)
+            return False
+        return True
 
     async def _await_receipt(self, stream: INetStream) -> None:
         try:
@@ -386,11 +422,7 @@ class DataTransferNetwork:
         """Check that ``peer`` accepts data-transfer streams: open one (with
         the retry policy) and close it. Raises :class:`PeerUnreachable`."""
         stream = await self._open_stream(peer)
-        with anyio.CancelScope(shield=True):
-            try:
-                await stream.close()
-            except Exception:
-                await _reset(stream)
+        await close_stream(stream)
 
     async def _open_stream(
         self, peer: PeerID, *, optimistic: TProtocol | None = None
@@ -437,7 +469,7 @@ class DataTransferNetwork:
         try:
             sender = PeerID(stream.muxed_conn.peer_id.to_bytes())
         except Exception:
-            await _reset(stream)
+            await reset_stream(stream)
             return
         try:
             outcome = await self._read_messages(sender, stream)
@@ -445,12 +477,9 @@ class DataTransferNetwork:
             log.exception("data-transfer stream from %s failed", sender)
             outcome = "reset"
         if outcome == "close":
-            try:
-                await stream.close()
-            except Exception:
-                await _reset(stream)
+            await close_stream(stream)
         elif outcome == "reset":
-            await _reset(stream)
+            await reset_stream(stream)
 
     async def _read_messages(self, sender: PeerID, stream: INetStream) -> str:
         """Returns what to do with the stream: "close", "reset" or "" (gone)."""
@@ -483,11 +512,12 @@ class DataTransferNetwork:
                     end = scanner.feed(buf)
                 except _Oversized as exc:
                     self.stats.refused_oversized += 1
-                    log.warning("refused a message from %s: %s", sender, exc)
+                    self.refusals.refuse("oversized", f"refused a message from {sender}: {exc}")
                     return "reset"
                 except _Malformed as exc:
                     self.stats.refused_malformed += 1
-                    log.warning("refused a malformed message from %s: %s", sender, exc)
+                    self.refusals.refuse(
+                        "malformed", f"refused a malformed message from {sender}: {exc}")
                     return "reset"
                 if end is None:
                     if len(buf) > limit:  # cannot happen (the scanner refuses first)
@@ -501,7 +531,8 @@ class DataTransferNetwork:
                     message = decode_message(frame)
                 except MessageError as exc:
                     self.stats.refused_malformed += 1
-                    log.warning("refused a malformed message from %s: %s", sender, exc)
+                    self.refusals.refuse(
+                        "malformed", f"refused a malformed message from {sender}: {exc}")
                     return "reset"
                 self.stats.received += 1
                 await self._deliver(sender, message)
@@ -515,13 +546,6 @@ class DataTransferNetwork:
         except Exception:
             self.stats.handler_errors += 1
             log.exception("on_message failed for a message from %s", sender)
-
-
-async def _reset(stream: INetStream) -> None:
-    try:
-        await stream.reset()
-    except Exception as exc:
-        log.debug("stream reset failed: %s", _describe(exc))
 
 
 def _describe(exc: BaseException | None) -> str:

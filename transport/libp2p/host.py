@@ -26,7 +26,9 @@ import tempfile
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import anyio
 import multiaddr
 from libp2p import new_swarm
 from libp2p.abc import IHost
@@ -35,7 +37,8 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.serialization import deserialize_private_key
 from libp2p.crypto.x25519 import create_new_key_pair as _new_x25519_key_pair
 from libp2p.host.basic_host import BasicHost
-from libp2p.network.config import RetryConfig
+from libp2p.network.auto_connector import AutoConnector
+from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.peer.peerstore import PERMANENT_ADDR_TTL
@@ -45,6 +48,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from datatransfer.types import PeerID
+from transport.libp2p.admission import AdmissionGuard, AdmissionPolicy, GuardedTCP
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ __all__ = [
     "IDENTITY_FILE",
     "IdentityError",
     "add_peer_addrs",
+    "close_host",
     "connect",
     "format_peer_addr",
     "libp2p_id",
@@ -68,6 +73,7 @@ __all__ = [
     "parse_peer_addr",
     "peer_addrs",
     "peer_id_of",
+    "reset_stream",
 ]
 
 
@@ -164,6 +170,7 @@ def make_host(
     listen: Sequence[str] = (DEFAULT_LISTEN,),
     *,
     dial_retries: int = 0,
+    admission: AdmissionPolicy | None = None,
 ) -> IHost:
     """A libp2p host with ``key_pair``'s identity: TCP + Noise + Yamux only.
 
@@ -174,7 +181,16 @@ def make_host(
     ``dial_retries``: how many times the swarm itself re-dials an address that
     failed. 0 by default: callers that retry (the data-transfer network) run
     their own backoff, and the swarm's own retries would multiply with them.
+
+    ``admission``: the limits on inbound connections (handshake deadline,
+    connections in the handshake overall and per address, a reserve for new
+    addresses, established connections per address; see
+    :mod:`transport.libp2p.admission`). The host's
+    :class:`~transport.libp2p.admission.AdmissionGuard` is its ``admission``
+    attribute.
     """
+    policy = admission or AdmissionPolicy()
+    guard = AdmissionGuard(policy)
     listen_addrs = [multiaddr.Multiaddr(a) for a in listen]
     noise = NoiseTransport(key_pair, noise_privkey=_new_x25519_key_pair().private_key)
     swarm = new_swarm(
@@ -182,9 +198,43 @@ def make_host(
         sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
         listen_addrs=listen_addrs,
+        transports=[GuardedTCP(guard)],
         retry_config=RetryConfig(max_retries=dial_retries),
+        connection_config=ConnectionConfig(
+            max_connections=policy.max_connections,
+            # no pruning below the cap (it would cut transfers in progress)
+            high_watermark=policy.max_connections,
+            low_watermark=0,
+            min_connections=0,
+            inbound_upgrade_timeout=policy.handshake_timeout,
+        ),
     )
-    return BasicHost(network=swarm)
+    # py-libp2p re-dials the peers it knows whenever it holds fewer
+    # connections than its watermarks ask for: a server would dial every
+    # client that ever came by, again and again after it left. Peers connect
+    # to a data-transfer node, and the node dials only when it has something
+    # to send (as go-libp2p's connection manager, which never dials).
+    swarm.auto_connector = _NoAutoDial(swarm)
+    swarm.register_notifee(guard)
+    host = BasicHost(network=swarm)
+    host.admission = guard  # type: ignore[attr-defined]
+    return host
+
+
+class _NoAutoDial(AutoConnector):
+    """py-libp2p's auto-connector, never dialing (see :func:`make_host`)."""
+
+    async def maybe_connect(self) -> None:
+        return None
+
+    async def run_background_task(self, nursery: Any) -> None:
+        return None
+
+
+#: Longest closing a host may take when its block is left (see :func:`close_host`).
+CLOSE_TIMEOUT = 3.0
+#: How long of that the host may spend closing its connections gracefully.
+GRACEFUL_CLOSE = 1.5
 
 
 @asynccontextmanager
@@ -193,12 +243,85 @@ async def open_host(
     listen: Sequence[str] = (DEFAULT_LISTEN,),
     *,
     dial_retries: int = 0,
+    admission: AdmissionPolicy | None = None,
 ) -> AsyncIterator[IHost]:
     """Build a host (:func:`make_host`) and run it, listening on ``listen``,
-    for the duration of the block; it is closed on exit."""
-    host = make_host(key_pair, listen, dial_retries=dial_retries)
+    for the duration of the block; it is closed on exit, within
+    :data:`CLOSE_TIMEOUT` whatever the peers do (see :func:`close_host`)."""
+    host = make_host(key_pair, listen, dial_retries=dial_retries, admission=admission)
     async with host.run([multiaddr.Multiaddr(a) for a in listen]):
-        yield host
+        try:
+            yield host
+        finally:
+            await close_host(host)
+
+
+async def close_host(host: IHost) -> None:
+    """Stop listening, close every connection, close the host: shielded from
+    cancellation and bounded by :data:`CLOSE_TIMEOUT`.
+
+    The listeners are closed first (nothing new comes in). Then the host
+    closes gracefully, for at most :data:`GRACEFUL_CLOSE`: each connection
+    says go-away, so what was written last (a cancel sent on the way out)
+    still reaches the peer. A graceful close writes, though, and a write to
+    a peer that stopped reading never ends; py-libp2p's own close waits for
+    each in turn. So whatever is still open then is cut: each connection's
+    socket is closed under its muxer, which fails any write in flight at
+    once. (Leaving the host's block without closing it would even leave the
+    listener open.)
+    """
+    network = host.get_network()
+    with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+        for listener in list(getattr(network, "listeners", {}).values()):
+            try:
+                await listener.close()
+            except Exception as exc:  # noqa: BLE001
+                log.debug("closing a listener: %s", exc)
+        with anyio.move_on_after(GRACEFUL_CLOSE):
+            try:
+                await host.close()
+                return
+            except Exception as exc:  # noqa: BLE001
+                log.debug("closing the host: %s", exc)
+        for conns in list(getattr(network, "connections", {}).values()):
+            for conn in list(conns):
+                secured = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
+                if secured is None:
+                    continue
+                try:
+                    await secured.close()
+                except Exception as exc:  # noqa: BLE001 - already closed
+                    log.debug("closing a connection: %s", exc)
+
+
+# -- streams -------------------------------------------------------------------------
+
+#: Longest a stream reset or close may take. Both queue behind whatever is
+#: being written on the connection, and a peer that stops reading holds such
+#: a write forever: unbounded, one stuck peer could keep a node from ever
+#: shutting down.
+RESET_TIMEOUT = 2.0
+
+
+async def reset_stream(stream: Any) -> None:
+    """Reset ``stream``: shielded from cancellation (a stream left half open
+    leaks on both sides), but bounded by :data:`RESET_TIMEOUT`. Never raises."""
+    with anyio.move_on_after(RESET_TIMEOUT, shield=True):
+        try:
+            await stream.reset()
+        except Exception as exc:  # noqa: BLE001 - already reset, connection gone
+            log.debug("stream reset failed: %s", exc)
+
+
+async def close_stream(stream: Any) -> None:
+    """Close ``stream`` (reset it if closing fails), bounded as :func:`reset_stream`."""
+    with anyio.move_on_after(RESET_TIMEOUT, shield=True):
+        try:
+            await stream.close()
+            return
+        except Exception:  # noqa: BLE001
+            pass
+    await reset_stream(stream)
 
 
 # -- addresses -----------------------------------------------------------------------

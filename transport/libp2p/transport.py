@@ -48,7 +48,13 @@ from transport.graphsync.message import (
     decode_message,
 )
 from transport.libp2p.dtnet import DataTransferNetwork, RetryPolicy
-from transport.libp2p.host import forget_failed_dials, libp2p_id, peer_id_of
+from transport.libp2p.host import (
+    close_stream,
+    forget_failed_dials,
+    libp2p_id,
+    peer_id_of,
+    reset_stream,
+)
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -67,9 +73,15 @@ READ_CHUNK = 256 * 1024
 #: Writing in pieces of this size instead makes the same bytes about a third
 #: cheaper to move (``python -m benchmarks libp2p`` shows both).
 WRITE_PIECE = 65535 - 16 - 12
-#: Frames with at least this many bytes of blocks are hashed off the event
+#: Frames of at least this many bytes are decoded and hashed off the event
 #: loop (see :meth:`Libp2pTransport._decode`).
-VERIFY_IN_THREAD = 64 * 1024
+DECODE_IN_THREAD = 64 * 1024
+
+
+def _decode_verified(payload: bytes) -> GraphsyncMessage:
+    """A frame's message with its blocks hashed and checked."""
+    msg = decode_message(payload, verify_blocks=False)
+    return replace(msg, blocks=tuple(msg.verified_blocks())) if msg.blocks else msg
 
 
 class _StreamReader:
@@ -213,7 +225,7 @@ class Libp2pTransport(GraphsyncEngine):
             pass
         entry = self._out.pop(peer, None)
         if entry is not None and entry.stream is not None:
-            self._tg.start_soon(_reset, entry.stream)
+            self._tg.start_soon(reset_stream, entry.stream)
         self.peer_lost(peer, f"disconnected: lost connection to {peer}")
 
     # -- lifecycle -----------------------------------------------------------------
@@ -234,13 +246,22 @@ class Libp2pTransport(GraphsyncEngine):
         out, self._out = self._out, {}
         for entry in out.values():
             if entry.stream is not None and self._tg is not None:
-                self._tg.start_soon(_reset, entry.stream)
+                self._tg.start_soon(reset_stream, entry.stream)
         super()._stopping()
 
     def resources(self) -> dict[str, int]:
         res = super().resources()
         res["inbound_streams"] = self._readers
         return res
+
+    async def drain(self) -> None:
+        await self.dtnet.settle()
+
+    def connected(self, peer: PeerID) -> bool:
+        try:
+            return bool(self.host.get_network().get_connections(libp2p_id(peer)))
+        except Exception:  # noqa: BLE001 - host closed, unknown peer
+            return False
 
     # -- data-transfer messages ------------------------------------------------------
 
@@ -274,8 +295,7 @@ class Libp2pTransport(GraphsyncEngine):
                     await _write_pieces(stream, data)
             except Exception as exc:
                 entry.stream = None
-                with anyio.CancelScope(shield=True):
-                    await _reset(stream)
+                await reset_stream(stream)
                 raise PeerUnreachable(
                     f"graphsync stream to {peer} failed: {type(exc).__name__}: {exc}"
                 ) from exc
@@ -285,34 +305,31 @@ class Libp2pTransport(GraphsyncEngine):
     async def _decode(self, payload: bytes) -> GraphsyncMessage:
         """Decode a frame and verify its blocks (each CID rebuilt by hashing).
 
-        Hashing is most of the receiver's CPU cost (SHA-256 runs at a few
-        hundred MB/s, slower than Noise + Yamux in Python), and hashlib lets
-        go of the GIL on large inputs: a frame carrying at least
-        :data:`VERIFY_IN_THREAD` bytes of blocks is hashed in a worker
-        thread, so the event loop keeps moving bytes (and, on the sending
-        node, encrypting) meanwhile. Smaller frames are hashed inline, where
-        the thread hop would cost more than it saves. A frame that does not
-        decode or verify is counted in ``stats.bad_frames`` and raises
-        :class:`GraphsyncWireError`.
+        A frame of at least :data:`DECODE_IN_THREAD` bytes is decoded and
+        hashed in a worker thread, a smaller one inline. Hashing is most of
+        the receiver's CPU cost (SHA-256 runs at a few hundred MB/s, slower
+        than Noise + Yamux in Python) and hashlib lets go of the GIL on large
+        inputs, so the event loop keeps moving bytes meanwhile (and, on the
+        sending node, encrypting). Decoding a hostile frame costs at most a
+        walk over its heads (at most
+        :data:`~transport.graphsync.message.MAX_MESSAGE_ITEMS` of them); in a thread, that walk gives the
+        GIL back every few milliseconds instead of stalling every other
+        peer. A frame that does not decode or verify is counted in
+        ``stats.bad_frames`` and raises :class:`GraphsyncWireError`.
         """
         try:
-            msg = decode_message(payload, verify_blocks=False)
-            if msg.blocks:
-                if msg.block_bytes >= VERIFY_IN_THREAD:
-                    blocks = await anyio.to_thread.run_sync(msg.verified_blocks)
-                else:
-                    blocks = msg.verified_blocks()
-                msg = replace(msg, blocks=tuple(blocks))
+            if len(payload) >= DECODE_IN_THREAD:
+                return await anyio.to_thread.run_sync(_decode_verified, payload)
+            return _decode_verified(payload)
         except GraphsyncWireError:
             self.stats.bad_frames += 1
             raise
-        return msg
 
     async def _handle_stream(self, stream: INetStream) -> None:
         """libp2p's handler: hand the stream to our task group, wait for it."""
         tg = self._tg
         if tg is None:
-            await _reset(stream)
+            await reset_stream(stream)
             return
         done = anyio.Event()
         tg.start_soon(self._read_stream, stream, done)
@@ -327,26 +344,31 @@ class Libp2pTransport(GraphsyncEngine):
                 try:
                     payload = await read_frame(reader.receive_exact, self.max_frame)
                 except GraphsyncWireError as exc:
-                    log.warning("graphsync stream from %s refused: %s", sender, exc)
+                    self.refusals.refuse("bad-frame", f"graphsync stream from {sender} refused: {exc}")
                     self.stats.bad_frames += 1
-                    await _reset(stream)
+                    await reset_stream(stream)
                     return
                 except Exception as exc:  # noqa: BLE001 - reset by the peer, lost connection
                     log.debug("graphsync stream from %s broke: %s", sender, exc)
                     return
                 if payload is None:
-                    try:
-                        await stream.close()
-                    except Exception:  # noqa: BLE001
-                        await _reset(stream)
+                    await close_stream(stream)
                     return
                 try:
                     msg = await self._decode(payload)
                 except GraphsyncWireError as exc:
-                    log.warning("malformed graphsync message from %s: %s", sender, exc)
-                    await _reset(stream)
+                    self.refusals.refuse("malformed-message",
+                                         f"malformed graphsync message from {sender}: {exc}")
+                    await reset_stream(stream)
                     return
-                self.handle_message(sender, msg)
+                try:
+                    self.handle_message(sender, msg)
+                except Exception as exc:  # noqa: BLE001 - a peer's input must not end the node
+                    self.stats.lane_errors += 1
+                    self.refusals.refuse("error",
+                                         f"graphsync message from {sender} refused: {exc!r}")
+                    await reset_stream(stream)
+                    return
                 await self.wait_backlog()
         finally:
             self._readers -= 1
@@ -380,10 +402,3 @@ class _Notifee(INotifee):
 
     async def listen_close(self, network: INetwork, multiaddr: Any) -> None:
         pass
-
-
-async def _reset(stream: INetStream) -> None:
-    try:
-        await stream.reset()
-    except Exception as exc:  # noqa: BLE001
-        log.debug("stream reset failed: %s", exc)
