@@ -208,7 +208,8 @@ def _config(args: argparse.Namespace) -> ManagerConfig:
     extra = {} if limit is None else {"max_channels_per_peer": limit}
     return ManagerConfig(max_restarts=args.max_restarts, restart_backoff=0.2,
                          max_restart_backoff=getattr(args, "max_restart_backoff", 1.0),
-                         no_progress_timeout=60.0, **extra)
+                         no_progress_timeout=getattr(args, "no_progress_timeout", 60.0),
+                         **extra)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -375,6 +376,7 @@ def main() -> None:
     s.add_argument("--no-dial", action="store_true")
     s.add_argument("--max-channels-per-peer", type=int, default=None)
     s.add_argument("--max-queued-per-peer", type=int, default=None)
+    s.add_argument("--no-progress-timeout", type=float, default=60.0)
     for name in ("pull", "push"):
         p = sub.add_parser(name)
         p.add_argument("--home", required=True)
