@@ -17,6 +17,7 @@ install: $(BIN)/python
 test: install
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 # only the go-data-transfer interop tests (also part of `make test`); here a
 # missing Go toolchain fails instead of skipping

@@ -15,20 +15,54 @@ Transports live in the top-level :mod:`transport` package, the IPLD layer in
 :mod:`datatransfer.ipld`.
 """
 
-from datatransfer.config import ManagerConfig
-from datatransfer.errors import (
-    ChannelNotFound,
-    DataTransferError,
-    Pause,
-    ProtocolError,
-    Rejected,
-    RetryValidation,
-    Unsupported,
-)
-from datatransfer.manager import Manager
-from datatransfer.types import ChannelID, ChannelState, Event, PeerID, TransferID
-from registry import NOT_HANDLED, Voucher, VoucherResult
-from statemachine import EventCode, IllegalTransition, Status
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datatransfer.config import ManagerConfig
+    from datatransfer.errors import (
+        ChannelNotFound,
+        DataTransferError,
+        Pause,
+        ProtocolError,
+        Rejected,
+        RetryValidation,
+        Unsupported,
+    )
+    from datatransfer.manager import Manager
+    from datatransfer.types import ChannelID, ChannelState, Event, PeerID, TransferID
+    from registry import NOT_HANDLED, Voucher, VoucherResult
+    from statemachine import EventCode, IllegalTransition, Status
+
+# Loaded on first use (PEP 562): importing a lower layer such as
+# ``datatransfer.ipld.cid`` runs this file, and must not load the runtime
+# (the Manager, anyio, transitions, the transports) with it.
+_HOME = {
+    "ManagerConfig": "datatransfer.config",
+    "Manager": "datatransfer.manager",
+    **dict.fromkeys(("ChannelNotFound", "DataTransferError", "Pause", "ProtocolError",
+                     "Rejected", "RetryValidation", "Unsupported"), "datatransfer.errors"),
+    **dict.fromkeys(("ChannelID", "ChannelState", "Event", "PeerID", "TransferID"),
+                    "datatransfer.types"),
+    **dict.fromkeys(("NOT_HANDLED", "Voucher", "VoucherResult"), "registry"),
+    **dict.fromkeys(("EventCode", "IllegalTransition", "Status"), "statemachine"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'datatransfer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})
+
 
 __all__ = [
     "NOT_HANDLED",
