@@ -65,15 +65,25 @@ from datatransfer.types import ChannelID, ChannelState, Event, PeerID
 from registry import NOT_HANDLED, Registry, Voucher, VoucherResult
 from registry.registry import RegistryError
 from statemachine import (
+    ABORTING_STATUSES,
     CLEANUP_STATUSES,
+    COMPLETE_ANSWER_STATUSES,
     FINAL_STATUSES,
+    FINALIZING_STATUSES,
+    RESPONDER_FINALIZING_STATUSES,
+    RESPONDER_HOLDS_STATUSES,
+    SUCCEEDED_STATUSES,
     EventCode,
     IllegalTransition,
     Kind,
     Status,
     allowed_events,
     apply,
+    initiator_paused,
+    is_ending,
+    is_paused,
     resolve,
+    responder_paused,
 )
 from transport.base import PROCEED, Decision, Transport, TransportError
 
@@ -85,11 +95,6 @@ S = Status
 #: Longest the Manager waits, when it stops, for its last messages to be taken.
 DRAIN_TIMEOUT = 2.0
 
-#: Statuses in which the channel is waiting for the other side to act, so the
-#: finalization timeout (not the no-progress one) applies.
-FINALIZING_STATUSES = frozenset(
-    {S.Finalizing, S.ResponderFinalizing, S.ResponderFinalizingTransferFinished}
-)
 #: Events that record a new block: progress, so they reset the restart count
 #: (a block moved again after a restart does too: :meth:`Manager._moved_again`).
 #: Their write is deferred to the *Progress event that follows (see module doc).
@@ -557,10 +562,10 @@ class Manager:
                 if ch is None or not ch.is_initiator or not ch.is_sender:
                     raise ChannelNotFound(channel_id)
                 self._handle_response(ch, message)
-                if ch.record.status in FINAL_STATUSES or ch.record.status in CLEANUP_STATUSES:
+                if is_ending(ch.record.status):
                     return Decision(accept=False)
                 self._runtime[channel_id].data_open = True
-                paused = ch.record.status in (S.InitiatorPaused, S.BothPaused)
+                paused = initiator_paused(ch.record.status)
                 return Decision(pause=paused)
             raise ProtocolError(f"not a data-transfer message: {type(message).__name__}")
         except Exception as exc:  # noqa: BLE001 - the boundary: see _refuse_input
@@ -652,7 +657,7 @@ class Manager:
             return
         self._runtime[channel_id].data_open = False
         status = ch.record.status
-        if status in FINAL_STATUSES or status in CLEANUP_STATUSES:
+        if is_ending(status):
             return
         if error is not None:
             self._fail_here(ch, f"data transfer failed: {error}")
@@ -683,7 +688,7 @@ class Manager:
         if ch is None:
             return
         self._runtime[channel_id].data_open = False
-        if ch.record.status in CLEANUP_STATUSES or ch.record.status in FINAL_STATUSES:
+        if is_ending(ch.record.status):
             return  # already ending: keep the reason it is ending for
         if not self._try_fire(ch, event, error=reason):
             return
@@ -721,7 +726,7 @@ class Manager:
         if kind == MessageType.Cancel:
             # Ignored once the channel fails or is cancelled already (e.g. both
             # sides timed out and announced it): it keeps the reason it ends for.
-            if ch.record.status not in FINAL_STATUSES | {S.Failing, S.Cancelling}:
+            if ch.record.status not in FINAL_STATUSES | ABORTING_STATUSES:
                 self._try_fire(ch, E.Cancel, message="cancelled by the other peer")
             return
         if kind == MessageType.Update:
@@ -751,13 +756,11 @@ class Manager:
             raise ProtocolError(f"data request for channel {chid}, whose data this node receives")
         await self._on_request_message(sender, request)
         status = ch.record.status
-        if (request.type == MessageType.Cancel or status in FINAL_STATUSES
-                or status in CLEANUP_STATUSES):
+        if request.type == MessageType.Cancel or is_ending(status):
             return Decision(accept=False)
         rt = self._runtime[chid]
         rt.data_open = True
-        hold = rt.awaiting_validation or status in (
-            S.ResponderPaused, S.BothPaused, S.ResponderFinalizing, S.Finalizing)
+        hold = rt.awaiting_validation or status in RESPONDER_HOLDS_STATUSES
         return Decision(pause=hold)
 
     async def _receive_new(
@@ -885,8 +888,8 @@ class Manager:
             ch = self._revive(chid)  # (it may have ended a while ago)
         if ch is not None and ch.base_cid != request.base_cid:
             raise ProtocolError(f"restart of {chid} names another base CID")
-        if ch is None or ch.record.status in FINAL_STATUSES | CLEANUP_STATUSES:
-            if ch is not None and ch.record.status in (S.Completed, S.Completing):
+        if ch is None or is_ending(ch.record.status):
+            if ch is not None and ch.record.status in SUCCEEDED_STATUSES:
                 # our completion message was lost: say it again. A pull's
                 # initiator may have lost the end of the data too: serve it
                 # again (it skips what it holds; a final channel counts nothing)
@@ -908,11 +911,11 @@ class Manager:
         if outcome == "pause" and not rt.paused_for_voucher:
             rt.paused_for_voucher = True
             self._try_fire(ch, E.PauseResponder)
-        hold = ch.record.status in (S.ResponderPaused, S.BothPaused, S.InitiatorPaused)
+        hold = is_paused(ch.record.status)
         rt.data_open = True
         return Decision(
             message=self._result_response(MessageType.Restart, chid.id, True,
-                                          ch.record.status in (S.ResponderPaused, S.BothPaused),
+                                          responder_paused(ch.record.status),
                                           result),
             pause=hold,
         )
@@ -1019,7 +1022,7 @@ class Manager:
         rt.persist = True  # validated: from now on it is stored
         if not self._try_fire(ch, E.Accept):  # (pauses are refused while waiting)
             rt.awaiting_validation = False
-            if ch.record.status not in CLEANUP_STATUSES | FINAL_STATUSES:
+            if not is_ending(ch.record.status):
                 await self._fail(ch, f"cannot accept the request in {ch.record.status.name}",
                                  self._result_response(MessageType.New, chid.id, False,
                                                        False, None))
@@ -1118,7 +1121,7 @@ class Manager:
 
     def _handle_response(self, ch: Channel, response: TransferResponse) -> None:
         """Apply a response from the responder to our (the initiator's) channel."""
-        if ch.record.status in FINAL_STATUSES or ch.record.status in CLEANUP_STATUSES:
+        if is_ending(ch.record.status):
             return  # ending: a late response (e.g. a second Complete) must not move it
         if response.voucher_result_type:
             self._fire(ch, E.NewVoucherResult,
@@ -1136,17 +1139,16 @@ class Manager:
         if kind in (MessageType.New, MessageType.Restart) and ch.record.status == S.Requested:
             self._fire(ch, E.Accept)
         if kind == MessageType.Complete:
-            if response.paused and ch.record.status in (
-                    S.ResponderFinalizing, S.ResponderFinalizingTransferFinished):
+            if response.paused and ch.record.status in RESPONDER_FINALIZING_STATUSES:
                 return  # still finalizing (e.g. a short payment): nothing new
             self._try_fire(ch, E.ResponderBeginsFinalization if response.paused
                            else E.ResponderCompletes)
             return
         status = ch.record.status
         if response.paused:
-            if status not in (S.ResponderPaused, S.BothPaused):
+            if not responder_paused(status):
                 self._try_fire(ch, E.PauseResponder)
-        elif status in (S.ResponderPaused, S.BothPaused):
+        elif responder_paused(status):
             self._try_fire(ch, E.ResumeResponder)
 
     # ------------------------------------------------------------------ effects
@@ -1234,7 +1236,7 @@ class Manager:
         chid = ch.channel_id
         status = ch.record.status
         try:
-            if status in (S.Cancelling, S.Failing):
+            if status in ABORTING_STATUSES:
                 await self.transport.close_channel(chid)
             if not (status == S.Completing and self._runtime[chid].data_open):
                 # (a restart crossing our completion is being served again)
@@ -1266,7 +1268,7 @@ class Manager:
         rt = self._runtime[chid]
         rt.restart_scheduled = False
         ch = self._channels[chid]
-        if ch.record.status in FINAL_STATUSES or ch.record.status in CLEANUP_STATUSES:
+        if is_ending(ch.record.status):
             return
         if rt.app_paused:
             return  # resumed later by the application, which restarts it
@@ -1283,7 +1285,7 @@ class Manager:
             self._evict(now)
             for ch in list(self._channels.values()):
                 status = ch.record.status
-                if status in FINAL_STATUSES or status in CLEANUP_STATUSES:
+                if is_ending(status):
                     continue
                 rt = self._runtime[ch.channel_id]
                 if rt.app_paused:
@@ -1305,7 +1307,7 @@ class Manager:
                             f"timed out after {cfg.finalization_timeout:g} s waiting for "
                             "the final voucher"))
                 elif (not ch.is_initiator and rt.data_open
-                      and status in (S.InitiatorPaused, S.BothPaused)):
+                      and initiator_paused(status)):
                     # (a disconnect ends the exemption: a peer that comes back
                     # restarts the channel; one that does not must not hold it)
                     if cfg.peer_pause_timeout is not None and waited > cfg.peer_pause_timeout:
@@ -1532,7 +1534,7 @@ class Manager:
             voucher=ch.voucher[1],
             voucher_type=ch.voucher[0],
             pull=ch.is_pull,
-            paused=ch.record.status in (S.InitiatorPaused, S.BothPaused),
+            paused=initiator_paused(ch.record.status),
         )
 
     def _update_message(self, ch: Channel, *, paused: bool) -> Any:
@@ -1542,12 +1544,12 @@ class Manager:
         return self._result_response(MessageType.Update, ch.channel_id.id, True, paused, None)
 
     def _response(self, ch: Channel, kind: MessageType, accepted: bool) -> TransferResponse:
-        paused = ch.record.status in (S.ResponderPaused, S.BothPaused)
+        paused = responder_paused(ch.record.status)
         return self._result_response(kind, ch.channel_id.id, accepted, paused, None)
 
     def _revalidation_response(self, ch: Channel, accepted: bool, paused: bool,
                                result: Encoded | None) -> TransferResponse:
-        kind = MessageType.Complete if ch.record.status in (S.Finalizing, S.Completing) \
+        kind = MessageType.Complete if ch.record.status in COMPLETE_ANSWER_STATUSES \
             else MessageType.VoucherResult
         return self._result_response(kind, ch.channel_id.id, accepted, paused, result)
 

@@ -176,6 +176,71 @@ PAUSED_STATUSES: frozenset[Status] = frozenset(
 )
 
 
+#: Over, or releasing its resources: a channel here starts no new work and
+#: ignores requests to pause, resume or cancel it.
+ENDING_STATUSES: frozenset[Status] = FINAL_STATUSES | CLEANUP_STATUSES
+
+#: The initiator holds the transfer (it paused, perhaps the responder too).
+INITIATOR_PAUSED_STATUSES: frozenset[Status] = frozenset(
+    {Status.InitiatorPaused, Status.BothPaused}
+)
+
+#: The responder holds the transfer (it paused, perhaps the initiator too).
+RESPONDER_PAUSED_STATUSES: frozenset[Status] = frozenset(
+    {Status.ResponderPaused, Status.BothPaused}
+)
+
+#: Waiting for the other side's last act (the final voucher, or its answer):
+#: the finalization timeout applies here, not the no-progress one.
+FINALIZING_STATUSES: frozenset[Status] = frozenset(
+    {Status.Finalizing, Status.ResponderFinalizing, Status.ResponderFinalizingTransferFinished}
+)
+
+#: Seen from the initiator: the responder has sent everything and waits for
+#: the final voucher.
+RESPONDER_FINALIZING_STATUSES: frozenset[Status] = frozenset(
+    {Status.ResponderFinalizing, Status.ResponderFinalizingTransferFinished}
+)
+
+#: The responder holds the data back: it paused, or it waits for the final
+#: voucher (Finalizing on its side, ResponderFinalizing on the initiator's).
+RESPONDER_HOLDS_STATUSES: frozenset[Status] = RESPONDER_PAUSED_STATUSES | frozenset(
+    {Status.ResponderFinalizing, Status.Finalizing}
+)
+
+#: The transfer succeeded (only cleanup may be left).
+SUCCEEDED_STATUSES: frozenset[Status] = frozenset({Status.Completing, Status.Completed})
+
+#: Ending without success while resources are released.
+ABORTING_STATUSES: frozenset[Status] = frozenset({Status.Cancelling, Status.Failing})
+
+#: A responder's answer to a voucher here is a Complete message (all its data
+#: has gone), not a VoucherResult.
+COMPLETE_ANSWER_STATUSES: frozenset[Status] = frozenset(
+    {Status.Finalizing, Status.Completing}
+)
+
+
+def is_ending(status: Status) -> bool:
+    """True when the channel is over or releasing its resources."""
+    return status in ENDING_STATUSES
+
+
+def initiator_paused(status: Status) -> bool:
+    """True when the initiator's pause holds the transfer."""
+    return status in INITIATOR_PAUSED_STATUSES
+
+
+def responder_paused(status: Status) -> bool:
+    """True when the responder's pause holds the transfer."""
+    return status in RESPONDER_PAUSED_STATUSES
+
+
+def is_paused(status: Status) -> bool:
+    """True when either side's pause holds the transfer."""
+    return status in PAUSED_STATUSES
+
+
 def is_final(status: Status) -> bool:
     """True when ``status`` is final: the channel is over and accepts nothing."""
     return status in FINAL_STATUSES
