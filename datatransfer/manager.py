@@ -54,10 +54,17 @@ from datatransfer.events import EventBus, Subscriber, Unsubscribe
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import Selector, SelectorError, parse_selector, selector_to_node
 from datatransfer.messages import (
+    VERDICTS,
     MessageType,
     TransferRequest,
     TransferResponse,
+    cancel_request,
+    cancel_response,
+    new_request,
     restart_existing_channel_request,
+    update_request,
+    update_response,
+    voucher_request,
 )
 from datatransfer.refusals import Refusals
 from datatransfer.store import ChannelStore
@@ -426,12 +433,7 @@ class Manager:
         self._fire(ch, E.NewVoucher, voucher=encoded)
         if ch.record.status in FINALIZING_STATUSES:
             self._runtime[channel_id].paid_while_finalizing = True
-        request = TransferRequest(
-            type=MessageType.Voucher,
-            transfer_id=channel_id.id,
-            voucher=encoded[1],
-            voucher_type=encoded[0],
-        )
+        request = voucher_request(channel_id.id, voucher_type=encoded[0], voucher=encoded[1])
         await self._send_or_disconnect(ch, request)
 
     async def close_channel(self, channel_id: ChannelID) -> None:
@@ -1003,9 +1005,8 @@ class Manager:
     async def _revalidate_request(self, ch: Channel, encoded: Encoded) -> None:
         """A voucher for a request the validator asked to retry."""
         chid = ch.channel_id
-        request = TransferRequest(type=MessageType.New, transfer_id=chid.id,
-                                  base_cid=ch.base_cid, selector=ch.selector,
-                                  voucher=encoded[1], voucher_type=encoded[0], pull=ch.is_pull)
+        request = new_request(chid.id, base_cid=ch.base_cid, selector=ch.selector,
+                              voucher_type=encoded[0], voucher=encoded[1], pull=ch.is_pull)
         outcome, result = await self._validate(chid, ch.other_peer, request, encoded,
                                                restart=False)
         if result is not None:
@@ -1130,7 +1131,8 @@ class Manager:
         if kind == MessageType.Cancel:
             self._try_fire(ch, E.Cancel, message="cancelled by the other peer")
             return
-        if not response.accepted:
+        if not response.accepted and kind in VERDICTS:
+            # (an Update or Cancel carries no verdict: Go leaves Acpt false)
             self._try_fire(ch, E.Error, error="rejected by the responder")
             return
         if kind == MessageType.Restart:
@@ -1204,9 +1206,9 @@ class Manager:
                      ch.other_peer)
             return
         if ch.is_initiator:
-            message: Any = TransferRequest(type=MessageType.Cancel, transfer_id=ch.channel_id.id)
+            message: Any = cancel_request(ch.channel_id.id)
         else:
-            message = self._response(ch, MessageType.Cancel, True)
+            message = cancel_response(ch.channel_id.id)
         await self._send_quietly(ch.other_peer, message)
 
     def _fail_here(self, ch: Channel, reason: str) -> None:
@@ -1483,27 +1485,7 @@ class Manager:
             results = tuple(self._decode_result(r) for r in rec.voucher_results)
             if rt is not None:
                 rt.decoded = (*key, vouchers, results)
-        return ChannelState(
-            channel_id=ch.channel_id,
-            base_cid=ch.base_cid,
-            selector=ch.selector,
-            voucher=self._decode_voucher(ch.voucher),
-            sender=ch.sender,
-            recipient=ch.recipient,
-            total_size=ch.total_size,
-            is_pull=ch.is_pull,
-            self_peer=ch.self_peer,
-            status=rec.status,
-            sent=rec.sent,
-            received=rec.received,
-            queued=rec.queued,
-            message=rec.message,
-            vouchers=vouchers,
-            voucher_results=results,
-            sent_index=rec.sent_index,
-            received_index=rec.received_index,
-            queued_index=rec.queued_index,
-        )
+        return ch.snapshot(self._decode_voucher(ch.voucher), vouchers, results)
 
     def _decode_voucher(self, encoded: Encoded) -> Any:
         try:
@@ -1539,8 +1521,7 @@ class Manager:
 
     def _update_message(self, ch: Channel, *, paused: bool) -> Any:
         if ch.is_initiator:
-            return TransferRequest(type=MessageType.Update, transfer_id=ch.channel_id.id,
-                                   paused=paused)
+            return update_request(ch.channel_id.id, paused=paused)
         return self._result_response(MessageType.Update, ch.channel_id.id, True, paused, None)
 
     def _response(self, ch: Channel, kind: MessageType, accepted: bool) -> TransferResponse:
@@ -1556,11 +1537,8 @@ class Manager:
     @staticmethod
     def _result_response(kind: MessageType, transfer_id: int, accepted: bool, paused: bool,
                          result: Encoded | None) -> TransferResponse:
-        return TransferResponse(
-            type=kind,
-            transfer_id=transfer_id,
-            accepted=accepted,
-            paused=paused,
-            voucher_result=None if result is None else result[1],
-            voucher_result_type="" if result is None else result[0],
-        )
+        if kind == MessageType.Update:  # no verdict: Go leaves Acpt false
+            return update_response(transfer_id, paused=paused)
+        rtype, rnode = ("", None) if result is None else result
+        return VERDICTS[kind](transfer_id, accepted=accepted, paused=paused,
+                              voucher_result_type=rtype, voucher_result=rnode)

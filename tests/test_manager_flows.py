@@ -409,6 +409,39 @@ async def test_pause_holds_the_data_until_resumed():
         assert a.manager.channel_state(chid).received == size
 
 
+async def test_responder_update_and_cancel_are_shaped_as_go_sends_them():
+    """go-data-transfer's UpdateResponse and CancelResponse carry no verdict
+    (Acpt false, and a cancel no pause flag): ours are the same, and an
+    initiator takes such an update as the responder's pause, not a refusal."""
+    from datatransfer.messages import cancel_response, update_response
+
+    gate = Gate(at=3)
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating(gate, LabelVoucher))
+        sent = []
+        transport = b.manager.transport
+        real_send = transport.send_message
+
+        async def send_message(peer, message):
+            sent.append(message)
+            await real_send(peer, message)
+
+        transport.send_message = send_message
+        root, _, _ = make_dag(b.blockstore, leaves=8)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        with anyio.fail_after(5):
+            await gate.reached.wait()
+        await b.manager.pause_channel(chid)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await b.manager.close_channel(chid)
+        gate.open.set()
+        await settle(a, b, chid=chid)
+        assert update_response(chid.id, paused=True) in sent, sent
+        assert cancel_response(chid.id) in sent, sent
+        assert a.manager.channel_status(chid) == S.Cancelled
+
+
 # ---------------------------------------------------------------- cancel
 
 

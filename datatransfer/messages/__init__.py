@@ -7,6 +7,7 @@ go-data-transfer v1) and the node form that graphsync extensions carry.
 """
 
 from datatransfer.messages.build import (
+    VERDICTS,
     cancel_request,
     cancel_response,
     complete_response,
@@ -48,6 +49,7 @@ from datatransfer.messages.wire import (
 )
 
 __all__ = [
+    "VERDICTS",
     "EXTENSION_DATA_TRANSFER",
     "EXTENSION_INCOMING_REQUEST",
     "EXTENSION_OUTGOING_BLOCK",

@@ -169,6 +169,15 @@ complete_response = _verdict(
 )
 
 
+#: The builder of each response type that carries a verdict (``accepted``).
+VERDICTS: dict[MessageType, Callable[..., TransferResponse]] = {
+    MessageType.New: new_response,
+    MessageType.Restart: restart_response,
+    MessageType.VoucherResult: voucher_result_response,
+    MessageType.Complete: complete_response,
+}
+
+
 def update_response(transfer_id: int, *, paused: bool) -> TransferResponse:
     """Sent by the responder when it pauses (``paused=True``) or resumes its
     side of the transfer."""
