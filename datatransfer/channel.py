@@ -53,17 +53,16 @@ class Channel:
     def other_peer(self) -> PeerID:
         return self.channel_id.other_party(self.self_peer)
 
-    def snapshot(self, decode_voucher=None, decode_result=None) -> ChannelState:
-        """An immutable snapshot; ``decode_*`` turn ``(type_id, node)`` pairs
-        into registered objects (left encoded when not given or unknown)."""
+    def snapshot(self, voucher: Any, vouchers: tuple[Any, ...],
+                 voucher_results: tuple[Any, ...]) -> ChannelState:
+        """An immutable snapshot, with the vouchers and results as the caller
+        decoded them (the Manager decodes through its registry and caches)."""
         rec = self.record
-        dv = _decoder(decode_voucher)
-        dr = _decoder(decode_result)
         return ChannelState(
             channel_id=self.channel_id,
             base_cid=self.base_cid,
             selector=self.selector,
-            voucher=dv(self.voucher),
+            voucher=voucher,
             sender=self.sender,
             recipient=self.recipient,
             total_size=self.total_size,
@@ -74,22 +73,9 @@ class Channel:
             received=rec.received,
             queued=rec.queued,
             message=rec.message,
-            vouchers=tuple(dv(v) for v in rec.vouchers),
-            voucher_results=tuple(dr(r) for r in rec.voucher_results),
+            vouchers=vouchers,
+            voucher_results=voucher_results,
             sent_index=rec.sent_index,
             received_index=rec.received_index,
             queued_index=rec.queued_index,
         )
-
-
-def _decoder(fn):
-    if fn is None:
-        return lambda encoded: encoded
-
-    def decode(encoded: Encoded) -> Any:
-        try:
-            return fn(*encoded)
-        except Exception:  # unknown or malformed: keep the encoded form visible
-            return encoded
-
-    return decode
