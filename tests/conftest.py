@@ -43,12 +43,25 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    """A failed test that started processes shows every process's stderr
+    tail, not only that of the one its failing assertion names."""
+    outcome = yield
+    report = outcome.get_result()
+    started = getattr(item, "_started_procs", None)
+    if report.when == "call" and report.failed and started:
+        for p in started:
+            report.sections.append((f"stderr of {p.argv[:3]}", "".join(p.stderr[-40:])))
+
+
 @pytest.fixture
-def procs() -> Iterator[Callable[..., Proc]]:
+def procs(request: pytest.FixtureRequest) -> Iterator[Callable[..., Proc]]:
     """Start processes (``procs(argv, stdin=False)``); every one is killed
     when the test ends, pass or fail (and, on Linux, when the test process
     itself dies: see :class:`_processes.Proc`)."""
     started: list[Proc] = []
+    request.node._started_procs = started
 
     def start(argv: list[str], *, stdin: bool = False) -> Proc:
         p = Proc(argv, stdin=stdin)
