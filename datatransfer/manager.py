@@ -67,7 +67,7 @@ from datatransfer.messages import (
     voucher_request,
 )
 from datatransfer.refusals import Refusals
-from datatransfer.store import ChannelStore
+from datatransfer.store import ChannelStore, SqliteChannelStore
 from datatransfer.types import ChannelID, ChannelState, Event, PeerID
 from registry import NOT_HANDLED, Registry, Voucher, VoucherResult
 from registry.registry import RegistryError
@@ -214,7 +214,7 @@ class Manager:
         event_bus: EventBus | None = None,
     ) -> None:
         self.transport = transport
-        self.store = store if isinstance(store, ChannelStore) else ChannelStore(store)
+        self.store = store if isinstance(store, ChannelStore) else SqliteChannelStore(store)
         self.registry = registry or Registry()
         self.config = config or ManagerConfig()
         self.events = event_bus or EventBus()

@@ -60,7 +60,7 @@ from datatransfer.ipld import dagpb
 from datatransfer.ipld.cid import CID, DAG_PB
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
 from datatransfer.manager import Manager
-from datatransfer.store import ChannelStore
+from datatransfer.store import ChannelStore, SqliteChannelStore
 from datatransfer.types import ChannelID, ChannelState, Event, PeerID
 from registry import Voucher
 from statemachine import FINAL_STATUSES, EventCode, Status
@@ -222,7 +222,7 @@ class Node:
         try:
             key = load_or_create_identity(self.home)
             self.blockstore = stack.enter_context(open_blockstore(self.home))
-            self.channel_store = stack.enter_context(ChannelStore(self.home / CHANNELS_FILE))
+            self.channel_store = stack.enter_context(SqliteChannelStore(self.home / CHANNELS_FILE))
             self.host = await stack.enter_async_context(open_host(key, self.listen))
             self.transport = Libp2pTransport(self.host, self.blockstore, **self.transport_options)
             manager = Manager(self.transport, store=self.channel_store, config=self.config)

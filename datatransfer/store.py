@@ -1,16 +1,26 @@
-"""Durable channel state in sqlite.
+"""Durable channel state: the :class:`ChannelStore` interface and its
+implementations.
 
-The Manager writes a channel here *before* it performs the effect an event
-describes (send a message, pause a request), so after a crash the store never
-claims less than what the peer may have seen. Each channel is one row: its id
-columns plus a DAG-CBOR document of everything else, which keeps the schema
+The Manager writes a channel here *before* it applies the record and performs
+the effect an event describes (send a message, pause a request), so after a
+crash the store never claims less than what the peer may have seen, and a
+record the store refuses changes nothing. The interface is narrow on purpose
+(save one channel, load one, list the live ones, count by status, the highest
+transfer id of an initiator) so that a networked database shared by a fleet
+of nodes can implement it. Every implementation keeps a channel as its id plus
+the DAG-CBOR document of :func:`encode_channel`, which keeps the schema
 stable while the record grows.
+
+:class:`SqliteChannelStore` is the embedded default (a file in the node's
+home); :class:`MemoryChannelStore` keeps the documents in a dict (tests,
+benchmarks, nodes that need no restart).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +37,26 @@ SCHEMA_VERSION = 1
 
 class StoreError(DataTransferError):
     """The channel store cannot be opened or holds a record it cannot read."""
+
+
+def encode_channel(ch: Channel, record: ChannelRecord | None = None) -> bytes:
+    """The channel's stored document, with ``record`` in place of its own if
+    given; :class:`StoreError` if it cannot be encoded (e.g. a voucher nested
+    too deep)."""
+    rec = ch.record if record is None else record
+    try:
+        return _encode(ch, rec)
+    except dagcbor.DagCborError as exc:
+        raise StoreError(f"channel {ch.channel_id} cannot be stored: {exc}") from exc
+
+
+def decode_channel(chid: ChannelID, doc: bytes) -> Channel:
+    """The channel a stored document describes; :class:`StoreError` if it
+    cannot be read."""
+    try:
+        return _decode(chid, doc)
+    except (ValueError, KeyError, TypeError, dagcbor.DagCborError) as exc:
+        raise StoreError(f"channel {chid}: unreadable record: {exc}") from exc
 
 
 def _encode(ch: Channel, rec: ChannelRecord) -> bytes:
@@ -89,8 +119,93 @@ def _decode(chid: ChannelID, data: bytes) -> Channel:
     )
 
 
-class ChannelStore:
-    """Channels persisted in sqlite (``":memory:"`` for tests).
+class ChannelStore(ABC):
+    """Where a node's channels are kept. Implementations must be safe to call
+    from worker threads, and :meth:`save` must be durable when it returns."""
+
+    @abstractmethod
+    def save(self, ch: Channel, *, record: ChannelRecord | None = None) -> None:
+        """Insert or replace the channel, with ``record`` in place of its
+        current record if given (the record about to be applied: see
+        :meth:`Manager._fire <datatransfer.manager.Manager._fire>`). Raises
+        :class:`StoreError` when the record cannot be stored."""
+
+    @abstractmethod
+    def load(self, chid: ChannelID) -> Channel | None:
+        """The stored channel, or None."""
+
+    @abstractmethod
+    def all(self) -> Iterator[Channel]:
+        """Every stored channel."""
+
+    @abstractmethod
+    def live(self) -> Iterator[Channel]:
+        """Every stored channel that has not reached a final status."""
+
+    @abstractmethod
+    def count_by_status(self) -> dict[Status, int]:
+        """How many channels the store holds in each status."""
+
+    @abstractmethod
+    def max_transfer_id(self, initiator: PeerID) -> int:
+        """The highest transfer id this initiator has used (0 if none), so a
+        restarted node never reuses one."""
+
+    def close(self) -> None:  # noqa: B027 - a store may hold nothing to release
+        """Release the store's resources."""
+
+    def __enter__(self) -> ChannelStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class MemoryChannelStore(ChannelStore):
+    """Channels kept in this process only, as their stored documents (so a
+    record that a durable store would refuse is refused here too)."""
+
+    def __init__(self) -> None:
+        self._docs: dict[ChannelID, tuple[Status, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def save(self, ch: Channel, *, record: ChannelRecord | None = None) -> None:
+        doc = encode_channel(ch, record)
+        status = (ch.record if record is None else record).status
+        with self._lock:
+            self._docs[ch.channel_id] = (status, doc)
+
+    def load(self, chid: ChannelID) -> Channel | None:
+        with self._lock:
+            entry = self._docs.get(chid)
+        return None if entry is None else decode_channel(chid, entry[1])
+
+    def all(self) -> Iterator[Channel]:
+        with self._lock:
+            items = list(self._docs.items())
+        for chid, (_, doc) in items:
+            yield decode_channel(chid, doc)
+
+    def live(self) -> Iterator[Channel]:
+        with self._lock:
+            items = [(c, d) for c, (st, d) in self._docs.items() if st not in FINAL_STATUSES]
+        for chid, doc in items:
+            yield decode_channel(chid, doc)
+
+    def count_by_status(self) -> dict[Status, int]:
+        counts: dict[Status, int] = {}
+        with self._lock:
+            for status, _ in self._docs.values():
+                counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    def max_transfer_id(self, initiator: PeerID) -> int:
+        with self._lock:
+            return max((c.id for c in self._docs if c.initiator == initiator), default=0)
+
+
+class SqliteChannelStore(ChannelStore):
+    """Channels persisted in sqlite (``":memory:"``: a database in memory).
 
     Thread-safe; each :meth:`save` is its own committed transaction.
     """
@@ -117,17 +232,10 @@ class ChannelStore:
         self._lock = threading.Lock()
 
     def save(self, ch: Channel, *, record: ChannelRecord | None = None) -> None:
-        """Write the channel durably (insert or replace), with ``record`` in
-        place of its current record if given (the record about to be applied:
-        see :meth:`Manager._fire <datatransfer.manager.Manager._fire>`).
-        Raises :class:`StoreError` when the record cannot be stored."""
         chid = ch.channel_id
+        doc = encode_channel(ch, record)
         if record is None:
             record = ch.record
-        try:
-            doc = _encode(ch, record)
-        except dagcbor.DagCborError as exc:
-            raise StoreError(f"channel {chid} cannot be stored: {exc}") from exc
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO channels (initiator, responder, id, status, doc)"
@@ -145,7 +253,6 @@ class ChannelStore:
         return None if row is None else self._read(chid, row[0])
 
     def all(self) -> Iterator[Channel]:
-        """Every stored channel."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT initiator, responder, id, doc FROM channels"
@@ -154,7 +261,6 @@ class ChannelStore:
             yield self._read(ChannelID(PeerID(ini), PeerID(resp), tid), doc)
 
     def live(self) -> Iterator[Channel]:
-        """Every stored channel that has not reached a final status."""
         finals = tuple(int(x) for x in FINAL_STATUSES)
         with self._lock:
             rows = self._db.execute(
@@ -165,15 +271,12 @@ class ChannelStore:
             yield self._read(ChannelID(PeerID(ini), PeerID(resp), tid), doc)
 
     def count_by_status(self) -> dict[Status, int]:
-        """How many channels the store holds in each status."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT status, COUNT(*) FROM channels GROUP BY status").fetchall()
         return {Status(status): n for status, n in rows}
 
     def max_transfer_id(self, initiator: PeerID) -> int:
-        """The highest transfer id this initiator has used (0 if none), so a
-        restarted node never reuses one."""
         with self._lock:
             row = self._db.execute(
                 "SELECT MAX(id) FROM channels WHERE initiator=?", (bytes(initiator),)
@@ -181,17 +284,8 @@ class ChannelStore:
         return row[0] or 0
 
     def _read(self, chid: ChannelID, doc: bytes) -> Channel:
-        try:
-            return _decode(chid, doc)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"channel {chid}: unreadable record: {exc}") from exc
+        return decode_channel(chid, doc)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-    def __enter__(self) -> ChannelStore:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

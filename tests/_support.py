@@ -19,7 +19,7 @@ from datatransfer.ipld.blockstore import MemoryBlockstore
 from datatransfer.ipld.cid import CID, DAG_CBOR
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
 from datatransfer.manager import Manager
-from datatransfer.store import ChannelStore
+from datatransfer.store import ChannelStore, SqliteChannelStore
 from datatransfer.types import ChannelID, ChannelState, Event, PeerID
 from registry import NOT_HANDLED, Voucher, VoucherResult
 from statemachine import FINAL_STATUSES
@@ -260,7 +260,7 @@ class Harness:
         transport = (
             self.net.transport(peer, bs) if peer not in self.net.nodes else self.net.nodes[peer]
         )
-        manager = Manager(transport, store=store or ChannelStore(), config=config or self.config)
+        manager = Manager(transport, store=store or SqliteChannelStore(), config=config or self.config)
         manager.register_voucher_result_type(NoteResult)
         if setup is not None:
             setup(manager)

@@ -28,7 +28,7 @@ from datatransfer.messages import (
     voucher_request,
     voucher_result_response,
 )
-from datatransfer.store import ChannelStore
+from datatransfer.store import SqliteChannelStore
 from datatransfer.types import ChannelID, PeerID
 from registry import NOT_HANDLED
 from statemachine import Status as S
@@ -880,7 +880,7 @@ async def manager_responder(reval: Any = None) -> AsyncIterator[SimpleNamespace]
 
     store = MemoryBlockstore()
     engine = GraphsyncEngine(B, store, send, send_dt, max_block_bytes=1)
-    manager = Manager(engine, store=ChannelStore(), config=FAST)
+    manager = Manager(engine, store=SqliteChannelStore(), config=FAST)
     manager.register_voucher_type(LabelVoucher, ScriptedValidator())
     if reval is not None:
         manager.register_revalidator(LabelVoucher, reval)

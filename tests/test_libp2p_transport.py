@@ -29,7 +29,7 @@ from datatransfer.ipld.blockstore import MemoryBlockstore
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
 from datatransfer.ipld.unixfs import import_file
 from datatransfer.manager import Manager
-from datatransfer.store import ChannelStore
+from datatransfer.store import SqliteChannelStore
 from datatransfer.types import ChannelID
 from transport.inmem import InMemoryNetwork
 from transport.libp2p import (
@@ -60,7 +60,7 @@ def _setup(manager: Manager, reval=None) -> None:  # type: ignore[no-untyped-def
 
 
 async def _node(stack: AsyncExitStack, transport, peer, bs, reval=None) -> Node:  # type: ignore[no-untyped-def]
-    manager = Manager(transport, store=ChannelStore(), config=FAST)
+    manager = Manager(transport, store=SqliteChannelStore(), config=FAST)
     _setup(manager, reval)
     rec = Recorder()
     manager.subscribe(rec)

@@ -27,7 +27,7 @@ from datatransfer.messages import (
     to_node,
 )
 from datatransfer.messages.build import new_request, restart_request
-from datatransfer.store import ChannelStore, StoreError
+from datatransfer.store import SqliteChannelStore, StoreError
 from datatransfer.types import ChannelID, PeerID
 from statemachine import Status as S
 
@@ -188,7 +188,7 @@ async def test_unknown_channels_and_illegal_events_are_refused_and_counted():
         assert b.manager.channels() == {}
 
 
-class FailingStore(ChannelStore):
+class FailingStore(SqliteChannelStore):
     """Refuses every save while ``failing`` is set."""
 
     failing = False
@@ -268,7 +268,7 @@ async def test_ended_channels_leave_memory_and_stay_queryable_from_the_store():
 
 
 async def test_a_node_restarted_on_a_store_of_ended_channels_does_not_load_them():
-    store = ChannelStore()
+    store = SqliteChannelStore()
     async with harness() as h:
         a = await h.node("a", setup=serving())
         b = await h.node("b", setup=serving(), store=store)

@@ -23,7 +23,7 @@ from _support import ALL, FAST, LabelVoucher, Node, NoteResult, ScriptedValidato
 from datatransfer.config import ManagerConfig
 from datatransfer.ipld.blockstore import MemoryBlockstore
 from datatransfer.manager import Manager
-from datatransfer.store import ChannelStore
+from datatransfer.store import SqliteChannelStore
 from datatransfer.types import ChannelID, PeerID
 from statemachine import FINAL_STATUSES
 from statemachine import Status as S
@@ -184,12 +184,12 @@ async def test_channels_loaded_from_the_store_count_and_restart(tmp_path: Path):
     root, _, _ = make_dag(bs_a, leaves=4)
     cfg = limited()
     store_b = tmp_path / "b.sqlite"
-    a = Manager(ta, store=ChannelStore(tmp_path / "a.sqlite"), config=cfg)
+    a = Manager(ta, store=SqliteChannelStore(tmp_path / "a.sqlite"), config=cfg)
     a.register_voucher_type(LabelVoucher, ScriptedValidator())
     a.register_voucher_result_type(NoteResult)
     async with a:
         first = ScriptedValidator()
-        b = Manager(tb, store=ChannelStore(store_b), config=cfg)
+        b = Manager(tb, store=SqliteChannelStore(store_b), config=cfg)
         b.register_voucher_type(LabelVoucher, first)
         async with b:
             held = []
@@ -199,7 +199,7 @@ async def test_channels_loaded_from_the_store_count_and_restart(tmp_path: Path):
                 held.append(chid)
 
         second = ScriptedValidator()
-        b = Manager(tb, store=ChannelStore(store_b), config=cfg)
+        b = Manager(tb, store=SqliteChannelStore(store_b), config=cfg)
         b.register_voucher_type(LabelVoucher, second)
         async with b:
             assert set(b.in_progress_channels()) == set(held)

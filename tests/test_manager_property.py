@@ -90,7 +90,7 @@ from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE, blocks
 from datatransfer.manager import Manager
 from datatransfer.messages import MessageType, TransferRequest, TransferResponse
-from datatransfer.store import ChannelStore
+from datatransfer.store import ChannelStore, SqliteChannelStore
 from datatransfer.types import ChannelID, ChannelState, Event, PeerID
 from statemachine import FINAL_STATUSES, EventCode, IllegalTransition, Kind, Status, resolve
 from transport.inmem import InMemoryNetwork, InMemoryTransport
@@ -420,7 +420,7 @@ class ManagersMachine(RuleBasedStateMachine):
                 name=name,
                 peer=peer,
                 blockstore=blockstore,
-                store=ChannelStore(),
+                store=SqliteChannelStore(),
                 transport=self.net.transport(peer, blockstore),
                 validator=ScriptedValidator(),
                 revalidator=None if reval is None else PayEveryN(*reval),
@@ -1048,7 +1048,7 @@ async def test_responder_restarted_while_finalizing_completes_on_the_final_vouch
     net = InMemoryNetwork()
     ta = net.transport(peer_of("a"), MemoryBlockstore())
     tb = net.transport(peer_of("b"), MemoryBlockstore())
-    store_b = ChannelStore()
+    store_b = SqliteChannelStore()
     revalidator = PayEveryN(10**9, final=True)
 
     def manager(transport: InMemoryTransport, store: ChannelStore) -> Manager:
@@ -1059,7 +1059,7 @@ async def test_responder_restarted_while_finalizing_completes_on_the_final_vouch
         return m
 
     root, _, _ = make_dag(ta.blockstore, leaves=1, leaf_size=1)
-    async with manager(ta, ChannelStore()) as a:
+    async with manager(ta, SqliteChannelStore()) as a:
         async with manager(tb, store_b) as b:
             chid = await a.open_push_channel(tb.peer_id, LabelVoucher(), root,
                                              ALL_SELECTOR_NODE)
@@ -1079,7 +1079,7 @@ async def test_responder_restarted_while_paused_for_payment_resumes_on_payment()
     net = InMemoryNetwork()
     ta = net.transport(peer_of("a"), MemoryBlockstore())
     tb = net.transport(peer_of("b"), MemoryBlockstore())
-    store_b = ChannelStore()
+    store_b = SqliteChannelStore()
     revalidator = PayEveryN(1)
 
     def manager(transport: InMemoryTransport, store: ChannelStore) -> Manager:
@@ -1090,7 +1090,7 @@ async def test_responder_restarted_while_paused_for_payment_resumes_on_payment()
         return m
 
     root, _, order = make_dag(tb.blockstore, leaves=3, leaf_size=10)
-    async with manager(ta, ChannelStore()) as a:
+    async with manager(ta, SqliteChannelStore()) as a:
         async with manager(tb, store_b) as b:
             chid = await a.open_pull_channel(tb.peer_id, LabelVoucher(), root,
                                              ALL_SELECTOR_NODE)

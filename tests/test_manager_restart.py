@@ -40,7 +40,7 @@ from datatransfer.ipld.blockstore import MemoryBlockstore
 from datatransfer.ipld.cid import CID
 from datatransfer.manager import Manager
 from datatransfer.messages import MessageType, TransferRequest, encode_message
-from datatransfer.store import ChannelStore
+from datatransfer.store import SqliteChannelStore
 from datatransfer.types import ChannelID, ChannelState, PeerID
 from registry import NOT_HANDLED
 from statemachine import Status
@@ -236,7 +236,7 @@ class Node:
 
     def stored(self, chid: ChannelID) -> Any:
         """The channel as this node's store file holds it right now."""
-        store = ChannelStore(self.db)
+        store = SqliteChannelStore(self.db)
         try:
             ch = store.load(chid)
         finally:

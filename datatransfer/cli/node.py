@@ -315,14 +315,14 @@ def ls(home: Path | None) -> None:
     from rich.filesize import decimal
     from rich.table import Table
 
-    from datatransfer.store import ChannelStore, StoreError
+    from datatransfer.store import SqliteChannelStore, StoreError
 
     path = channels_path(home)
     if not path.exists():
         click.echo("no channels", err=True)
         return
     try:
-        with ChannelStore(path) as store:
+        with SqliteChannelStore(path) as store:
             channels = list(store.all())
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
