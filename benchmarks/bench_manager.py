@@ -55,8 +55,10 @@ class Validator:
         return None
 
 
+# no per-peer channel limit: the idle-memory figure holds 2,000 channels
+# between the same two peers
 CONFIG = ManagerConfig(accept_timeout=None, no_progress_timeout=None,
-                       finalization_timeout=None)
+                       finalization_timeout=None, max_channels_per_peer=None)
 
 
 def _pair(net: InMemoryNetwork, server_store: MemoryBlockstore) -> tuple[Manager, Manager]:

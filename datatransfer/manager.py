@@ -350,15 +350,14 @@ class Manager:
         timeout: float | None = None,
     ) -> ChannelState:
         """Wait until the channel reaches one of ``statuses`` (default: a final
-        one) and return its snapshot; ``TimeoutError`` after ``timeout``."""
+        one) and return its snapshot; ``TimeoutError`` after ``timeout``. A
+        channel that ends in a final status not among ``statuses`` never
+        reaches them: its snapshot is returned then (check its ``status``)."""
         wanted = frozenset(statuses)
         ch = self._lookup(channel_id)
         with anyio.fail_after(timeout if timeout is not None else math.inf):
-            while ch.record.status not in wanted:
-                rt = self._runtime.get(channel_id)
-                if rt is None:  # ended long ago: it will not change
-                    await anyio.sleep_forever()
-                    break
+            while ch.record.status not in wanted and ch.record.status not in FINAL_STATUSES:
+                rt = self._runtime[channel_id]
                 ev = anyio.Event()
                 rt.waiters.append(ev)
                 await ev.wait()
@@ -599,7 +598,8 @@ class Manager:
         """A data-transfer response arrived with the data flowing back."""
         ch = self._channels.get(channel_id)
         if ch is None or not isinstance(response, TransferResponse):
-            log.warning("response for unknown channel %s ignored", channel_id)
+            self._refuse_input("unknown-channel", channel_id.other_party(self.peer_id),
+                               f"response for unknown channel {channel_id} ignored")
             return
         self._handle_response(ch, response)
 
@@ -862,8 +862,8 @@ class Manager:
         held = len(self._live_from.get(sender, ())) + self._validating.get(sender, 0)
         if held < limit:
             return False
-        log.warning("request %s from %s refused: too many open channels from this peer: %d",
-                    chid, sender, limit)
+        self._refuse_input("too-many-channels", sender,
+                           f"request {chid} refused: {limit} channels open from this peer")
         return True
 
     def _track_live(self, ch: Channel) -> None:

@@ -559,3 +559,16 @@ async def test_malformed_and_unexpected_messages_do_not_stop_the_node():
 def test_event_codes_used_by_flows_exist():
     for name in RECV + SEND:
         assert EventCode[name]
+
+
+async def test_wait_for_a_status_a_channel_can_no_longer_reach_returns_its_end():
+    """A rejected channel never reaches Ongoing: waiting for it returns the
+    final snapshot instead of waiting forever."""
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, _, _ = make_dag(b.blockstore, leaves=2)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("reject"), root, ALL)
+        with anyio.fail_after(10):
+            state = await a.manager.wait(chid, {S.Ongoing})
+        assert state.status == S.Failed
