@@ -46,6 +46,13 @@ class ManagerConfig:
     max_restart_backoff: float = 5.0
     #: How often the watchdog checks timeouts and flushes progress to the store.
     tick: float = 0.1
+    #: A receiver's progress (blocks received, bytes counted) is written to
+    #: the store every this many blocks, at every status change, at each
+    #: watchdog tick and when the Manager stops; not after every block (one
+    #: sqlite commit per block). After a crash the store may lag what arrived
+    #: by up to this many blocks (or one tick): the restart asks for those
+    #: blocks again and counts them then, once.
+    save_progress_every: int = 64
     #: Longest time sending one control message may take.
     send_timeout: float = 10.0
     #: Most channels one peer may have open (not in a final status) on this

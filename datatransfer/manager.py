@@ -15,14 +15,18 @@ Every task the Manager starts belongs to the task group opened by
 ``async with Manager(...)``; leaving the block cancels them all, flushes the
 store and stops the event bus.
 
-Each block moved is one write: its index event (DataReceived, DataSent,
-DataQueued) only marks the record dirty, and the byte-count event that
-follows it writes index and bytes together, so the store never holds one
-without the other. (An index event with no byte count, e.g. a block sent
-after the transfer finished, is written by the watchdog's next tick.) A
-restarted transfer asks the sender to skip the blocks the store knows were
-received; counters only grow with block indices above the highest already
-recorded, so no byte is counted twice.
+Blocks received do not write one by one: their events (DataReceived,
+DataReceivedProgress) are applied to the record in memory and published, and
+the record is written every :attr:`ManagerConfig.save_progress_every` blocks,
+with every status change, at each watchdog tick and when the Manager stops;
+index and bytes are always written together. A restarted transfer asks the
+sender to skip the blocks the store knows were received; counters only grow
+with block indices above the highest already recorded, so no byte is counted
+twice (after a crash, the blocks the store had not recorded yet move again
+and are counted then). The sender writes its counters with each block's
+progress event: the receiver's restart skips what it holds without saying
+what those blocks weighed, so a sender's count lost in a crash could not be
+made up.
 """
 
 from __future__ import annotations
@@ -115,6 +119,8 @@ class _Runtime:
     status_since: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
     dirty: bool = False
+    #: Progress events applied since the record was last saved.
+    unsaved_blocks: int = 0
     restart_scheduled: bool = False
     #: The data request was opened (or served) and has not ended.
     data_open: bool = False
@@ -1338,10 +1344,17 @@ class Manager:
         row_kind = resolve(before, event).kind if before not in FINAL_STATUSES else None
         message = args.pop("message", None)
         rt = self._runtime[chid]
-        if event in _DATA_EVENTS:
-            apply(ch.record, event, **args)  # a counter: written with the next save
+        if event in _DATA_EVENTS or event is E.DataReceivedProgress:
+            # a counter: applied at once, written with the next save (the
+            # receiver's bytes every save_progress_every blocks; the sender's
+            # with their own progress event, below)
+            apply(ch.record, event, **args)
             ch.restarts = 0
             rt.dirty = True
+            if event is E.DataReceivedProgress:
+                rt.unsaved_blocks += 1
+                if rt.unsaved_blocks >= self.config.save_progress_every:
+                    self._save(ch)
         else:
             # compute the new record, store it, then apply it: a record the
             # store refuses leaves the channel exactly as it was
@@ -1353,6 +1366,7 @@ class Manager:
                 self.store.save(ch, record=record)
             ch.record = record
             rt.dirty = False
+            rt.unsaved_blocks = 0
         now = _now()
         rt.last_activity = now
         after = ch.record.status
@@ -1403,15 +1417,16 @@ class Manager:
             rt.dirty = True
 
     def _save(self, ch: Channel) -> None:
-        if self._runtime[ch.channel_id].persist:
+        rt = self._runtime[ch.channel_id]
+        if rt.persist:
             self.store.save(ch)
+        rt.dirty = False
+        rt.unsaved_blocks = 0
 
     def _flush(self) -> None:
         for chid, rt in self._runtime.items():
             if rt.dirty:
-                if rt.persist:
-                    self.store.save(self._channels[chid])
-                rt.dirty = False
+                self._save(self._channels[chid])
 
     # ------------------------------------------------------------------ helpers
 

@@ -572,3 +572,36 @@ async def test_wait_for_a_status_a_channel_can_no_longer_reach_returns_its_end()
         with anyio.fail_after(10):
             state = await a.manager.wait(chid, {S.Ongoing})
         assert state.status == S.Failed
+
+
+async def test_a_receiver_writes_its_progress_in_batches_not_per_block():
+    """Receiving 267 blocks writes the record about once per
+    ``save_progress_every`` blocks plus once per status change (no watchdog
+    flush here: its tick is longer than the test), and the stored record
+    ends exact."""
+    from dataclasses import replace as dc_replace
+
+    from _support import FAST
+
+    from datatransfer.store import MemoryChannelStore
+
+    class Counting(MemoryChannelStore):
+        saves = 0
+
+        def save(self, ch, *, record=None):
+            type(self).saves += 1
+            super().save(ch, record=record)
+
+    config = dc_replace(FAST, tick=3600, save_progress_every=64)
+    async with harness(config) as h:
+        store = Counting()
+        a = await h.node("a", store=store, setup=validating())
+        b = await h.node("b", setup=validating())
+        root, size, order = make_dag(b.blockstore, leaves=199)
+        n = len(order)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        await settle(a, b, chid=chid)
+        statuses = len(a.recorder.statuses(chid))
+        assert Counting.saves <= statuses + n // 64 + 2, (Counting.saves, statuses, n)
+        stored = store.load(chid)
+        assert (stored.record.received, stored.record.received_index) == (size, n)

@@ -418,6 +418,8 @@ async def test_hard_crash_store_behind_blockstore_counts_once(tmp_path: Path) ->
         a, b = w.node("a"), w.node("b")
         chid, root, total, order = await pull_until_gate(w, a, b, j)
         n = len(order)
+        # progress reaches the store at the watchdog's next tick
+        await until(lambda: a.stored(chid).record.received_index == j)
         snapshot = tmp_path / "a-at-j.db"
         src = sqlite3.connect(a.db)
         dst = sqlite3.connect(snapshot)
