@@ -43,6 +43,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from datatransfer import monitor
 from datatransfer.channel import Channel, Encoded
 from datatransfer.config import ManagerConfig
 from datatransfer.errors import (
@@ -483,6 +484,10 @@ class Manager:
             raise Unsupported("this transport cannot pause channels")
         rt = self._runtime[channel_id]
         rt.app_paused = ch.app_paused = False
+        # A responder's application that releases a request still waiting for
+        # a voucher that passes validation lets its data flow (as Go does):
+        # it took the channel on, so the channel is stored from now on.
+        rt.persist = True
         finalizing = ch.record.status == S.Finalizing
         self._fire(ch, E.ResumeInitiator if ch.is_initiator else E.ResumeResponder)
         message = self._update_message(ch, paused=False)
@@ -1261,13 +1266,13 @@ class Manager:
             return
         if not self.config.auto_restart and delay == 0.0:
             return
-        if ch.restarts >= self.config.max_restarts:
+        backoff = monitor.restart_delay(ch.restarts, self.config)
+        if backoff is None:
             self._fail_here(
                 ch, f"gave up after {ch.restarts} restarts without progress: {reason}")
             return
         if delay is None:
-            delay = min(self.config.restart_backoff * (2 ** ch.restarts),
-                        self.config.max_restart_backoff)
+            delay = backoff
         rt.restart_scheduled = True
         self._tg.start_soon(self._restart_later, ch.channel_id, delay)
 
@@ -1292,47 +1297,21 @@ class Manager:
             now = _now()
             self._evict(now)
             for ch in list(self._channels.values()):
-                status = ch.record.status
-                if is_ending(status):
-                    continue
                 rt = self._runtime[ch.channel_id]
-                if rt.app_paused:
+                found = monitor.due(monitor.Watch(
+                    status=ch.record.status, is_initiator=ch.is_initiator,
+                    status_since=rt.status_since, last_activity=rt.last_activity,
+                    app_paused=rt.app_paused, data_open=rt.data_open,
+                    paid_while_finalizing=rt.paid_while_finalizing), cfg, now)
+                if found is None:
                     continue
-                waited = now - max(rt.last_activity, rt.status_since)
-                if status == S.Requested and cfg.accept_timeout is not None:
-                    if now - rt.status_since > cfg.accept_timeout:
-                        self._fail_here(ch, (
-                            f"timed out after {cfg.accept_timeout:g} s waiting for the "
-                            "request to be accepted"))
-                elif status in FINALIZING_STATUSES and cfg.finalization_timeout is not None:
-                    if waited > cfg.finalization_timeout and rt.paid_while_finalizing:
-                        # paid, no answer: it may be lost; a restart asks again
-                        rt.paid_while_finalizing = False
-                        rt.last_activity = now
-                        self._schedule_restart(ch, "no answer to the final voucher")
-                    elif waited > cfg.finalization_timeout:
-                        self._fail_here(ch, (
-                            f"timed out after {cfg.finalization_timeout:g} s waiting for "
-                            "the final voucher"))
-                elif (not ch.is_initiator and rt.data_open
-                      and initiator_paused(status)):
-                    # (a disconnect ends the exemption: a peer that comes back
-                    # restarts the channel; one that does not must not hold it)
-                    if cfg.peer_pause_timeout is not None and waited > cfg.peer_pause_timeout:
-                        self._fail_here(ch, (
-                            f"the other peer paused the channel and did not resume it "
-                            f"within {cfg.peer_pause_timeout:g} s"))
-                elif cfg.no_progress_timeout is not None and waited > cfg.no_progress_timeout:
-                    # An initiator waiting for the other side's end (TransferFinished,
-                    # ResponderCompleted) restarts too: a lost Complete is said again.
-                    if ch.is_initiator:
-                        rt.last_activity = now
-                        self._schedule_restart(ch, (
-                            f"no progress for {cfg.no_progress_timeout:g} s"))
-                    else:
-                        self._fail_here(ch, (
-                            f"no progress for {cfg.no_progress_timeout:g} s: the other "
-                            "peer stopped answering"))
+                if found.action is monitor.Action.FAIL:
+                    self._fail_here(ch, found.reason)
+                    continue
+                rt.last_activity = now
+                if found.action is monitor.Action.ASK_AGAIN:
+                    rt.paid_while_finalizing = False
+                self._schedule_restart(ch, found.reason)
 
     # ------------------------------------------------------------------ firing
 

@@ -605,3 +605,25 @@ async def test_a_receiver_writes_its_progress_in_batches_not_per_block():
         assert Counting.saves <= statuses + n // 64 + 2, (Counting.saves, statuses, n)
         stored = store.load(chid)
         assert (stored.record.received, stored.record.received_index) == (size, n)
+
+
+async def test_a_request_waiting_for_validation_is_stored_once_the_app_resumes_it():
+    """Nothing a peer sends is stored before a validator accepts it; but a
+    responder whose application resumes such a request lets its data flow,
+    so from then on the channel is stored (found again after a restart)."""
+    from datatransfer.store import MemoryChannelStore
+
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        store = MemoryChannelStore()
+        b = await h.node("b", store=store, setup=validating())
+        root, _, _ = make_dag(b.blockstore, leaves=2)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("retry"), root, ALL)
+        with anyio.fail_after(10):
+            while chid not in b.manager.channels():
+                await anyio.sleep(0.01)
+        assert store.load(chid) is None  # waiting for a voucher: not stored
+        await b.manager.resume_channel(chid)
+        await settle(a, b, chid=chid)
+        assert store.load(chid) is not None
+        assert store.load(chid).record.status == b.manager.channel_status(chid)

@@ -1,0 +1,87 @@
+"""Timeouts and the restart policy (:mod:`datatransfer.monitor`), driven
+directly: plain function calls with the time passed in, no event loop."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from datatransfer.config import ManagerConfig
+from datatransfer.monitor import Action, Due, Watch, due, restart_delay
+from statemachine import ENDING_STATUSES, FINALIZING_STATUSES, MACHINE_STATUSES
+from statemachine import Status as S
+
+CFG = ManagerConfig(accept_timeout=30, no_progress_timeout=60, finalization_timeout=90,
+                    peer_pause_timeout=600)
+
+
+def watch(status: S, *, initiator: bool = True, since: float = 0.0, active: float = 0.0,
+          **flags: bool) -> Watch:
+    return Watch(status=status, is_initiator=initiator, status_since=since,
+                 last_activity=active, **flags)
+
+
+@pytest.mark.parametrize("status, initiator, flags, quiet, late, expected", [
+    (S.Requested, True, {}, 30, 30.5, Action.FAIL),
+    (S.Ongoing, True, {}, 60, 61, Action.RESTART),
+    (S.Ongoing, False, {}, 60, 61, Action.FAIL),
+    (S.TransferFinished, True, {}, 60, 61, Action.RESTART),
+    (S.Finalizing, False, {}, 90, 91, Action.FAIL),
+    (S.ResponderFinalizing, True, {"paid_while_finalizing": True}, 90, 91, Action.ASK_AGAIN),
+    (S.InitiatorPaused, False, {"data_open": True}, 600, 601, Action.FAIL),
+    # once the data request is gone, a paused peer gets the no-progress timeout
+    (S.InitiatorPaused, False, {}, 60, 61, Action.FAIL),
+])
+def test_each_timeout_fires_just_after_its_limit(status, initiator, flags, quiet, late,
+                                                 expected):
+    w = watch(status, initiator=initiator, **flags)
+    assert due(w, CFG, quiet) is None
+    found = due(w, CFG, late)
+    assert isinstance(found, Due) and found.action is expected, found
+    assert found.reason
+
+
+def test_nothing_is_due_for_ending_channels_or_ones_this_app_paused():
+    for status in ENDING_STATUSES:
+        assert due(watch(status), CFG, 1e9) is None
+    assert due(watch(S.Ongoing, app_paused=True), CFG, 1e9) is None
+
+
+def test_activity_and_a_new_status_restart_the_clock():
+    assert due(watch(S.Ongoing, since=0, active=50), CFG, 100) is None
+    assert due(watch(S.Ongoing, since=50, active=0), CFG, 100) is None
+    assert due(watch(S.Ongoing, since=0, active=50), CFG, 111) is not None
+
+
+def test_disabled_timeouts_never_fire():
+    off = ManagerConfig(accept_timeout=None, no_progress_timeout=None,
+                        finalization_timeout=None, peer_pause_timeout=None)
+    for status in MACHINE_STATUSES:
+        for initiator in (True, False):
+            assert due(watch(status, initiator=initiator, data_open=True), off, 1e12) is None
+
+
+statuses = st.sampled_from(MACHINE_STATUSES)
+times = st.floats(min_value=0, max_value=1e6, allow_nan=False)
+
+
+@given(statuses, st.booleans(), st.booleans(), st.booleans(), times, times, times,
+       st.floats(min_value=0, max_value=1e6))
+def test_once_due_a_timeout_stays_due_and_never_fires_early(
+        status, initiator, data_open, paid, since, active, now, later):
+    """Time only makes a timeout more due (same action), and nothing fires
+    before the shortest limit that could apply has passed."""
+    w = watch(status, initiator=initiator, since=since, active=active, data_open=data_open,
+              paid_while_finalizing=paid)
+    found = due(w, CFG, now)
+    if found is not None:
+        assert due(w, CFG, now + later) == found
+        assert now - since > min(CFG.accept_timeout, CFG.no_progress_timeout)
+    if status in FINALIZING_STATUSES and found is not None:
+        assert found.action in (Action.FAIL, Action.ASK_AGAIN)
+
+
+def test_restart_delay_doubles_up_to_its_bound_then_gives_up():
+    cfg = ManagerConfig(restart_backoff=0.5, max_restart_backoff=3.0, max_restarts=5)
+    assert [restart_delay(n, cfg) for n in range(6)] == [0.5, 1.0, 2.0, 3.0, 3.0, None]
