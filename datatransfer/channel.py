@@ -37,9 +37,6 @@ class Channel:
     record: ChannelRecord = field(default_factory=ChannelRecord)
     #: Restarts since the last progress; reset when data moves.
     restarts: int = 0
-    #: This node's application paused the channel; it stays paused across a
-    #: node restart until the application resumes it.
-    app_paused: bool = False
 
     @property
     def is_initiator(self) -> bool:

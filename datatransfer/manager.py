@@ -125,16 +125,6 @@ class _Runtime:
     restart_scheduled: bool = False
     #: The data request was opened (or served) and has not ended.
     data_open: bool = False
-    #: The responder holds the channel until a voucher passes revalidation.
-    paused_for_voucher: bool = False
-    #: The responder waits for a voucher that passes validation (the validator
-    #: raised RetryValidation). No pause is allowed meanwhile: a paused request
-    #: can never be accepted (see :meth:`Manager._refuse_unaccepted_pause`).
-    awaiting_validation: bool = False
-    #: This node's application paused the channel (no timeouts apply).
-    app_paused: bool = False
-    #: The initiator sent a voucher while the responder waited for the final one.
-    paid_while_finalizing: bool = False
     #: Whether the channel is written to the store: False for a request that
     #: waits for a voucher that passes validation (nothing a peer sends is
     #: stored before a validator accepted it).
@@ -285,17 +275,17 @@ class Manager:
                 continue
             chid = ch.channel_id
             self._channels[chid] = ch
-            rt = self._runtime[chid] = _Runtime(status_since=now, last_activity=now)
+            self._runtime[chid] = _Runtime(status_since=now, last_activity=now)
             self._track_live(ch)
             status = ch.record.status
-            rt.app_paused = ch.app_paused
             # A responder waiting for the final voucher, or paused without its
             # app having paused, waits for a voucher (the flag is not stored).
-            rt.paused_for_voucher = not ch.is_initiator and (
-                status == S.Finalizing or (status == S.ResponderPaused and not ch.app_paused))
+            rec = ch.record
+            rec.paused_for_voucher = rec.paused_for_voucher or not ch.is_initiator and (
+                status == S.Finalizing or (status == S.ResponderPaused and not rec.app_paused))
             if status in CLEANUP_STATUSES:
                 self._fire(ch, E.CompleteCleanupOnRestart)
-            elif self.config.auto_restart and ch.is_initiator and not ch.app_paused:
+            elif self.config.auto_restart and ch.is_initiator and not ch.record.app_paused:
                 self._schedule_restart(ch, "node restarted", delay=0.0)
 
     # ------------------------------------------------------------------ registry
@@ -436,9 +426,9 @@ class Manager:
             raise Unsupported("only the initiator of a channel sends vouchers")
         self._require_live(ch, E.NewVoucher)
         encoded = (voucher.type_id, voucher.to_node())
-        self._fire(ch, E.NewVoucher, voucher=encoded)
         if ch.record.status in FINALIZING_STATUSES:
-            self._runtime[channel_id].paid_while_finalizing = True
+            self._flag(ch, paid_while_finalizing=True)  # (stored with the event)
+        self._fire(ch, E.NewVoucher, voucher=encoded)
         request = voucher_request(channel_id.id, voucher_type=encoded[0], voucher=encoded[1])
         await self._send_or_disconnect(ch, request)
 
@@ -464,13 +454,13 @@ class Manager:
         if not self.transport.supports_pause:
             raise Unsupported("this transport cannot pause channels")
         rt = self._runtime[channel_id]
-        if rt.awaiting_validation:  # (only a responder knows it is waiting)
+        if ch.record.awaiting_validation:  # (only a responder knows it is waiting)
             raise Unsupported(
                 f"cannot pause channel {channel_id} before accepting it: the request waits "
                 "for a voucher that passes validation (RetryValidation), and a paused request "
                 "can never be accepted (the channel table accepts only from Requested); "
                 "reject or cancel it instead")
-        rt.app_paused = ch.app_paused = True
+        self._flag(ch, app_paused=True)
         self._fire(ch, E.PauseInitiator if ch.is_initiator else E.PauseResponder)
         if rt.data_open:
             await self._transport_call(ch, self.transport.pause_channel)
@@ -483,7 +473,7 @@ class Manager:
         if not self.transport.supports_pause:
             raise Unsupported("this transport cannot pause channels")
         rt = self._runtime[channel_id]
-        rt.app_paused = ch.app_paused = False
+        self._flag(ch, app_paused=False)
         # A responder's application that releases a request still waiting for
         # a voucher that passes validation lets its data flow (as Go does):
         # it took the channel on, so the channel is stored from now on.
@@ -493,7 +483,7 @@ class Manager:
         message = self._update_message(ch, paused=False)
         if finalizing and ch.record.status == S.Completing:
             # the responder waived the final voucher: tell the initiator we completed
-            rt.paused_for_voucher = False
+            self._flag(ch, paused_for_voucher=False)
             message = self._result_response(MessageType.Complete, channel_id.id, True,
                                              False, None)
         if rt.data_open:
@@ -743,7 +733,7 @@ class Manager:
                 self._try_fire(ch, E.Cancel, message="cancelled by the other peer")
             return
         if kind == MessageType.Update:
-            if request.paused and self._runtime[chid].awaiting_validation:
+            if request.paused and ch.record.awaiting_validation:
                 await self._refuse_unaccepted_pause(ch)
                 return
             self._try_fire(ch, E.PauseInitiator if request.paused else E.ResumeInitiator)
@@ -773,7 +763,7 @@ class Manager:
             return Decision(accept=False)
         rt = self._runtime[chid]
         rt.data_open = True
-        hold = rt.awaiting_validation or status in RESPONDER_HOLDS_STATUSES
+        hold = ch.record.awaiting_validation or status in RESPONDER_HOLDS_STATUSES
         return Decision(pause=hold)
 
     async def _receive_new(
@@ -823,12 +813,12 @@ class Manager:
             self._fire(ch, E.NewVoucherResult, voucher_result=result)
         rt = self._runtime[chid]
         if outcome == "retry":
-            rt.awaiting_validation = True
+            self._flag(ch, awaiting_validation=True)
             response = self._result_response(MessageType.VoucherResult, chid.id, True, True, result)
         else:
             self._fire(ch, E.Accept)
             if outcome == "pause":
-                rt.paused_for_voucher = True
+                self._flag(ch, paused_for_voucher=True)
                 self._fire(ch, E.PauseResponder)
             response = self._result_response(
                 MessageType.New, chid.id, True, outcome == "pause", result
@@ -921,8 +911,8 @@ class Manager:
                 MessageType.Restart, chid.id, False, False, result), accept=False)
         self._fire(ch, E.Restart)
         rt = self._runtime[chid]
-        if outcome == "pause" and not rt.paused_for_voucher:
-            rt.paused_for_voucher = True
+        if outcome == "pause" and not ch.record.paused_for_voucher:
+            self._flag(ch, paused_for_voucher=True)
             self._try_fire(ch, E.PauseResponder)
         hold = is_paused(ch.record.status)
         rt.data_open = True
@@ -971,7 +961,7 @@ class Manager:
                 ch, E.NewVoucher, voucher=encoded):
             return  # the channel ends or ended (e.g. the voucher crossed our completion)
         rt = self._runtime[chid]
-        if rt.awaiting_validation:
+        if ch.record.awaiting_validation:
             await self._revalidate_request(ch, encoded)
             return
         try:
@@ -996,16 +986,16 @@ class Manager:
             return
         if result is not None:
             self._fire(ch, E.NewVoucherResult, voucher_result=result)
-        if not rt.paused_for_voucher:
+        if not ch.record.paused_for_voucher:
             await self._send_or_disconnect(ch, self._revalidation_response(ch, True, False, result))
             return
-        rt.paused_for_voucher = False
+        self._flag(ch, paused_for_voucher=False)
         finalizing = ch.record.status == S.Finalizing
         response = self._revalidation_response(ch, True, False, result)
         self._try_fire(ch, E.ResumeResponder)
         if finalizing:
             await self._send_or_disconnect(ch, response)
-        elif rt.data_open and not rt.app_paused:
+        elif rt.data_open and not ch.record.app_paused:
             try:
                 await self.transport.resume_channel(chid, response)
             except TransportError as exc:
@@ -1033,16 +1023,16 @@ class Manager:
         rt = self._runtime[chid]
         rt.persist = True  # validated: from now on it is stored
         if not self._try_fire(ch, E.Accept):  # (pauses are refused while waiting)
-            rt.awaiting_validation = False
+            self._flag(ch, awaiting_validation=False)
             if not is_ending(ch.record.status):
                 await self._fail(ch, f"cannot accept the request in {ch.record.status.name}",
                                  self._result_response(MessageType.New, chid.id, False,
                                                        False, None))
             return  # (or it ended while the validator ran)
-        rt.awaiting_validation = False
+        self._flag(ch, awaiting_validation=False)
         paused = outcome == "pause"
         if paused:
-            rt.paused_for_voucher = True
+            self._flag(ch, paused_for_voucher=True)
             self._fire(ch, E.PauseResponder)
         response = self._result_response(MessageType.New, chid.id, True, paused, result)
         if ch.is_pull:  # the data request is held open: release it
@@ -1064,7 +1054,7 @@ class Manager:
         only from Requested, and a pause moves it to InitiatorPaused, so it
         could never be accepted: rather than hold the channel until a
         timeout, fail it now and tell the initiator (a rejection)."""
-        self._runtime[ch.channel_id].awaiting_validation = False
+        self._flag(ch, awaiting_validation=False)
         await self._fail(ch, (
             "the initiator paused the request before it was accepted (it waited for a "
             "voucher that passes validation); a paused request cannot be accepted"),
@@ -1080,7 +1070,7 @@ class Manager:
                 encoded = self._encode_result(exc.result)
                 if encoded is not None:
                     self._fire(ch, E.NewVoucherResult, voucher_result=encoded)
-                self._runtime[chid].paused_for_voucher = True
+                self._flag(ch, paused_for_voucher=True)
                 self._try_fire(ch, E.PauseResponder)
                 return Decision(
                     message=self._result_response(MessageType.VoucherResult, chid.id, True,
@@ -1121,7 +1111,7 @@ class Manager:
             break
         if result is not None:
             self._fire(ch, E.NewVoucherResult, voucher_result=result)
-            self._runtime[chid].paused_for_voucher = True
+            self._flag(ch, paused_for_voucher=True)
             self._fire(ch, E.BeginFinalizing)
             response = self._result_response(MessageType.Complete, chid.id, True, True, result)
         else:
@@ -1283,7 +1273,7 @@ class Manager:
         ch = self._channels[chid]
         if is_ending(ch.record.status):
             return
-        if rt.app_paused:
+        if ch.record.app_paused:
             return  # resumed later by the application, which restarts it
         await self.restart_channel(chid)
 
@@ -1301,8 +1291,8 @@ class Manager:
                 found = monitor.due(monitor.Watch(
                     status=ch.record.status, is_initiator=ch.is_initiator,
                     status_since=rt.status_since, last_activity=rt.last_activity,
-                    app_paused=rt.app_paused, data_open=rt.data_open,
-                    paid_while_finalizing=rt.paid_while_finalizing), cfg, now)
+                    app_paused=ch.record.app_paused, data_open=rt.data_open,
+                    paid_while_finalizing=ch.record.paid_while_finalizing), cfg, now)
                 if found is None:
                     continue
                 if found.action is monitor.Action.FAIL:
@@ -1310,7 +1300,7 @@ class Manager:
                     continue
                 rt.last_activity = now
                 if found.action is monitor.Action.ASK_AGAIN:
-                    rt.paid_while_finalizing = False
+                    self._flag(ch, paid_while_finalizing=False)
                 self._schedule_restart(ch, found.reason)
 
     # ------------------------------------------------------------------ firing
@@ -1394,6 +1384,14 @@ class Manager:
         if ch.restarts:
             ch.restarts = 0
             rt.dirty = True
+
+    def _flag(self, ch: Channel, **flags: bool) -> None:
+        """Set protocol flags of the channel's record (see
+        :class:`~statemachine.table.ChannelRecord`); written with the next
+        save (the event that follows, or the watchdog's next tick)."""
+        for name, value in flags.items():
+            setattr(ch.record, name, value)
+        self._runtime[ch.channel_id].dirty = True
 
     def _save(self, ch: Channel) -> None:
         rt = self._runtime[ch.channel_id]

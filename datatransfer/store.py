@@ -71,7 +71,10 @@ def _encode(ch: Channel, rec: ChannelRecord) -> bytes:
             "pull": ch.is_pull,
             "total": ch.total_size,
             "restarts": ch.restarts,
-            "apause": ch.app_paused,
+            "apause": rec.app_paused,
+            "vpause": rec.paused_for_voucher,
+            "revalid": rec.awaiting_validation,
+            "paidfin": rec.paid_while_finalizing,
             "status": int(rec.status),
             "msg": rec.message,
             "sent": rec.sent,
@@ -99,6 +102,11 @@ def _decode(chid: ChannelID, data: bytes) -> Channel:
         queued_index=d["queued_i"],
         vouchers=[tuple(v) for v in d["vouchers"]],
         voucher_results=[tuple(r) for r in d["results"]],
+        app_paused=d["apause"],
+        # (absent from records stored before these flags were)
+        paused_for_voucher=d.get("vpause", False),
+        awaiting_validation=d.get("revalid", False),
+        paid_while_finalizing=d.get("paidfin", False),
     )
     base = d["base"]
     if not isinstance(base, CID):
@@ -115,7 +123,6 @@ def _decode(chid: ChannelID, data: bytes) -> Channel:
         total_size=d["total"],
         record=record,
         restarts=d["restarts"],
-        app_paused=d["apause"],
     )
 
 

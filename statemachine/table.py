@@ -214,6 +214,18 @@ class ChannelRecord:
     queued_index: int = 0
     vouchers: list[Any] = field(default_factory=list)
     voucher_results: list[Any] = field(default_factory=list)
+    # Protocol flags no event of the table sets, kept here so that they are
+    # stored with the status they qualify (the Manager sets them):
+    #: This node's application paused the channel; it stays paused across a
+    #: node restart until the application resumes it, and no timeout applies.
+    app_paused: bool = False
+    #: A responder holds the channel until a voucher passes revalidation.
+    paused_for_voucher: bool = False
+    #: A responder waits for a voucher that passes validation (the validator
+    #: raised RetryValidation); no pause is allowed meanwhile.
+    awaiting_validation: bool = False
+    #: The initiator sent a voucher while the responder waited for the final one.
+    paid_while_finalizing: bool = False
 
     def __post_init__(self) -> None:
         # Accept a plain int (e.g. read back from a store) but always hold a
@@ -233,6 +245,10 @@ class ChannelRecord:
             self.queued_index,
             list(self.vouchers),
             list(self.voucher_results),
+            self.app_paused,
+            self.paused_for_voucher,
+            self.awaiting_validation,
+            self.paid_while_finalizing,
         )
 
 

@@ -627,3 +627,32 @@ async def test_a_request_waiting_for_validation_is_stored_once_the_app_resumes_i
         await settle(a, b, chid=chid)
         assert store.load(chid) is not None
         assert store.load(chid).record.status == b.manager.channel_status(chid)
+
+
+async def test_protocol_flags_are_stored_with_the_record():
+    """The flags that qualify a status (paid while the responder finalizes,
+    paused for a voucher) are fields of the record, written with it: a node
+    restarted on its store knows them."""
+    from datatransfer.store import MemoryChannelStore
+
+    saved: list[tuple[str, bool, bool]] = []
+
+    class Spy(MemoryChannelStore):
+        def save(self, ch, *, record=None):
+            rec = ch.record if record is None else record
+            saved.append((ch.self_peer, rec.status.name, rec.paid_while_finalizing,
+                          rec.paused_for_voucher))
+            super().save(ch, record=record)
+
+    store = Spy()
+    async with harness() as h:
+        a = await h.node("a", store=store, setup=validating())
+        b = await h.node("b", store=store, setup=validating(PayEveryN(3000, final=True)))
+        root, _, _ = make_dag(b.blockstore, leaves=8)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        await pay_when_asked(a.manager, chid)
+        await settle(a, b, chid=chid)
+    assert any(peer == a.peer and status.startswith("ResponderFinalizing") and paid
+               for peer, status, paid, _ in saved), saved
+    assert any(peer == b.peer and status == "ResponderPaused" and pfv
+               for peer, status, _, pfv in saved), saved

@@ -589,7 +589,7 @@ async def test_initiator_pause_survives_restart(tmp_path: Path) -> None:
         assert held == k + 1
         await a.stop()
         stored = a.stored(chid)
-        assert (stored.record.status, stored.app_paused) == (S.InitiatorPaused, True)
+        assert (stored.record.status, stored.record.app_paused) == (S.InitiatorPaused, True)
 
         await a.start(config=short)
         mark = len(w.wire.packets)
@@ -625,7 +625,7 @@ async def test_responder_pause_survives_restart(tmp_path: Path) -> None:
         await until(lambda: a.state(chid).status == S.ResponderPaused)
         await b.stop()
         stored = b.stored(chid)
-        assert (stored.record.status, stored.app_paused) == (S.ResponderPaused, True)
+        assert (stored.record.status, stored.record.app_paused) == (S.ResponderPaused, True)
         await b.start(config=replace(patient, no_progress_timeout=0.1))
         await until(lambda: b.codes(chid).count("Restart") >= 1)
         await anyio.sleep(0.3)  # > no-progress timeout of the paused side

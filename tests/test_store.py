@@ -42,8 +42,10 @@ def channel(initiator: PeerID, responder: PeerID, tid: int, status: Status = Sta
         selector=ALL_SELECTOR_NODE, voucher=("t/v", {"x": 1} if voucher is None else voucher),
         sender=responder, recipient=initiator, is_pull=True, total_size=99,
         record=ChannelRecord(status=status, received=10, received_index=2,
-                             vouchers=[("t/v", {"x": 2})]),
-        restarts=1, app_paused=True)
+                             vouchers=[("t/v", {"x": 2})], app_paused=True,
+                             paused_for_voucher=True, awaiting_validation=False,
+                             paid_while_finalizing=True),
+        restarts=1)
 
 
 def test_round_trip_keeps_every_field(store):
@@ -91,3 +93,19 @@ def test_a_record_that_cannot_be_stored_is_refused_and_changes_nothing(store):
     with pytest.raises(StoreError, match="cannot be stored"):
         store.save(bad)
     assert store.load(ch.channel_id) == ch
+
+
+def test_records_stored_before_the_protocol_flags_read_with_them_cleared(store):
+    """A document written before the record held its protocol flags (no
+    ``vpause``/``revalid``/``paidfin`` keys) still reads."""
+    from datatransfer.ipld import dagcbor
+    from datatransfer.store import decode_channel, encode_channel
+
+    ch = channel(A, B, 4)
+    doc = dagcbor.decode(encode_channel(ch))
+    for key in ("vpause", "revalid", "paidfin"):
+        del doc[key]
+    old = decode_channel(ch.channel_id, dagcbor.encode(doc))
+    assert old.record.app_paused is True
+    assert (old.record.paused_for_voucher, old.record.awaiting_validation,
+            old.record.paid_while_finalizing) == (False, False, False)
