@@ -240,9 +240,15 @@ FAST = ManagerConfig(
 
 
 class Harness:
-    def __init__(self, config: ManagerConfig = FAST) -> None:
+    """Nodes on one in-memory network; ``transport="engine"`` runs each node
+    on the real graphsync engine the network carries (one block per message,
+    so that mid-transfer points fall between blocks as on the in-memory
+    transport)."""
+
+    def __init__(self, config: ManagerConfig = FAST, transport: str = "inmem") -> None:
         self.net = InMemoryNetwork()
         self.config = config
+        self.kind = transport
         self.stack = AsyncExitStack()
         self.nodes: dict[str, Node] = {}
 
@@ -257,9 +263,13 @@ class Harness:
     ) -> Node:
         peer = PeerID(b"\x00\x08" + name.encode().ljust(8, b"_"))
         bs = blockstore or MemoryBlockstore()
-        transport = (
-            self.net.transport(peer, bs) if peer not in self.net.nodes else self.net.nodes[peer]
-        )
+        if peer in self.net.nodes:
+            transport = self.net.nodes[peer]
+            transport = getattr(transport, "engine", transport)
+        elif self.kind == "engine":
+            transport = self.net.engine(peer, bs, max_block_bytes=1)
+        else:
+            transport = self.net.transport(peer, bs)
         manager = Manager(transport, store=store or SqliteChannelStore(), config=config or self.config)
         manager.register_voucher_result_type(NoteResult)
         if setup is not None:
@@ -272,9 +282,14 @@ class Harness:
         return node
 
 
+#: The transport :func:`harness` uses when none is named; a test module
+#: running its scenarios on every transport sets it (see test_manager_flows).
+DEFAULT_TRANSPORT = "inmem"
+
+
 @asynccontextmanager
-async def harness(config: ManagerConfig = FAST):
-    h = Harness(config)
+async def harness(config: ManagerConfig = FAST, transport: str | None = None):
+    h = Harness(config, transport or DEFAULT_TRANSPORT)
     async with h.stack:
         yield h
     for node in h.nodes.values():

@@ -7,6 +7,7 @@ as ``blocks(n, ...)`` so the expectation stays readable.
 
 from __future__ import annotations
 
+import _support
 import anyio
 import pytest
 from _support import (
@@ -39,6 +40,21 @@ SEND = ["DataQueued", "DataQueuedProgress", "DataSent", "DataSentProgress"]
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request):
     return request.param
+
+
+@pytest.fixture(autouse=True, params=["inmem", "engine"])
+def transport(request):
+    """Every flow runs on the in-memory transport and on the graphsync
+    engine (the one users run over libp2p) carried by the in-memory network.
+    Tests marked ``inmem_only`` inject faults into packet kinds only the
+    in-memory transport has (blocks, responses)."""
+    if request.param == "engine" and request.node.get_closest_marker("inmem_only"):
+        pytest.skip("injects faults into packets of the in-memory transport's own kinds")
+    _support.DEFAULT_TRANSPORT = request.param
+    try:
+        yield request.param
+    finally:
+        _support.DEFAULT_TRANSPORT = "inmem"
 
 
 def blocks(n: int, per_block: list[str]) -> list[str]:
@@ -292,7 +308,12 @@ async def test_pay_as_you_go_push():
         # ended; every voucher it recorded is one the initiator sent, in order
         received = [v.amount for v in b.manager.channel_state(chid).vouchers]
         assert received == paid[: len(received)] and received[-1] == size
-        assert b.recorder.statuses(chid)[-3:] == ["Finalizing", "Completing", "Completed"]
+        # the last payment settles either as the final voucher (the sender's
+        # completion arrived while the responder waited: Finalizing) or as a
+        # payment that resumed it before that completion was handled (the
+        # engine: its completion rides the last block's message)
+        assert b.recorder.statuses(chid)[-3:] in (["Finalizing", "Completing", "Completed"],
+                                                  ["Ongoing", "Completing", "Completed"])
         assert a.manager.channel_state(chid).status == S.Completed
         assert b.manager.channel_state(chid).received == size
         assert a.manager.channel_state(chid).sent == size
@@ -471,6 +492,7 @@ async def test_cancel_mid_transfer_from_either_side(who):
             await canceller.manager.close_channel(chid)
 
 
+@pytest.mark.inmem_only
 async def test_cancel_before_the_responder_answers():
     async with harness() as h:
         a = await h.node("a", setup=validating())
@@ -487,6 +509,7 @@ async def test_cancel_before_the_responder_answers():
 # ---------------------------------------------------------------- errors and bad input
 
 
+@pytest.mark.inmem_only
 async def test_corrupted_block_is_refused_and_the_transfer_recovers():
     async with harness() as h:
         a = await h.node("a", setup=validating())

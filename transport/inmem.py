@@ -103,6 +103,8 @@ from transport.walk import next_to_receive, next_to_send
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
 
+    from transport.graphsync.engine import GraphsyncEngine
+
 __all__ = [
     "PACKET_KINDS",
     "BlockPayload",
@@ -125,6 +127,7 @@ PACKET_KINDS = (
     "cancel",
     "pause",
     "resume",
+    "graphsync",
 )
 
 
@@ -256,6 +259,20 @@ class InMemoryNetwork:
         node = InMemoryTransport(self, peer, blockstore)
         self._nodes[peer] = node
         return node
+
+    def engine(self, peer_id: PeerID | bytes, blockstore: Blockstore,
+               **options: Any) -> GraphsyncEngine:
+        """Create node ``peer_id`` as the real graphsync engine (the one the
+        libp2p transport runs), its frames and data-transfer messages carried
+        by this network under the same reachability and fault rules
+        (``"graphsync"`` packets hold a frame's bytes). ``options`` go to
+        :class:`~transport.graphsync.engine.GraphsyncEngine`."""
+        peer = PeerID(peer_id)
+        if peer in self._nodes:
+            raise ValueError(f"a transport for {peer} already exists")
+        node = _EngineNode(self, peer, blockstore, options)
+        self._nodes[peer] = node  # type: ignore[assignment]
+        return node.engine
 
     @property
     def nodes(self) -> dict[PeerID, InMemoryTransport]:
@@ -1051,3 +1068,84 @@ class InMemoryTransport(Transport):
 
     async def cleanup_channel(self, channel_id: ChannelID) -> None:
         await self.close_channel(channel_id)
+
+
+# -- the graphsync engine on the in-memory network ----------------------------------------
+
+
+class _EngineNode:
+    """A :class:`~transport.graphsync.engine.GraphsyncEngine` attached to the
+    network: what it sends crosses the network as packets (``"graphsync"``:
+    the frame's bytes, as a libp2p stream carries them; ``"message"``: a
+    data-transfer message on its own), under the same reachability and fault
+    rules as any packet; links deliver in order, a delayed packet holding back
+    those behind it."""
+
+    def __init__(self, network: InMemoryNetwork, peer: PeerID, blockstore: Blockstore,
+                 options: dict[str, Any]) -> None:
+        from transport.graphsync.engine import GraphsyncEngine
+        from transport.graphsync.framing import encode_frame
+
+        self._net = network
+        self._peer = peer
+        self._online = False
+        self._links: dict[PeerID, tuple[deque[tuple[Packet, float]], bool]] = {}
+        node = self
+
+        async def send(dst: PeerID, msg: Any) -> None:
+            network._send(Packet("graphsync", peer, PeerID(dst), None, encode_frame(msg)))
+
+        async def send_dt(dst: PeerID, message: Any) -> None:
+            network._send(Packet("message", peer, PeerID(dst), None, message))
+
+        class _NetEngine(GraphsyncEngine):
+            async def _started(self, tg: Any) -> None:
+                await super()._started(tg)
+                node._online = True
+
+            def _stopping(self) -> None:
+                node._online = False
+                node._links.clear()
+                network._node_offline(peer)
+                super()._stopping()
+
+        self.engine = _NetEngine(peer, blockstore, send, send_dt, **options)
+
+    def _accept(self, packet: Packet, delay: float) -> None:
+        queue, busy = self._links.setdefault(packet.src, (deque(), False))
+        if not busy and not queue and delay <= 0:
+            self._deliver(packet)
+            return
+        queue.append((packet, delay))
+        if not busy and self.engine._tg is not None:
+            self._links[packet.src] = (queue, True)
+            self.engine._tg.start_soon(self._drain_link, packet.src)
+
+    async def _drain_link(self, src: PeerID) -> None:
+        link = self._links.get(src)
+        while link is not None and link[0]:
+            packet, delay = link[0].popleft()
+            if delay > 0:
+                await anyio.sleep(delay)
+            if self._links.get(src) is not link:
+                return  # severed meanwhile: in-flight packets are lost
+            self._deliver(packet)
+        if link is not None and self._links.get(src) is link:
+            self._links[src] = (link[0], False)
+
+    def _deliver(self, packet: Packet) -> None:
+        if packet.kind == "graphsync":
+            from transport.graphsync.framing import split_frames
+            from transport.graphsync.message import GraphsyncWireError
+
+            try:
+                for payload in split_frames(packet.payload):
+                    self.engine.handle_frame(packet.src, payload)
+            except GraphsyncWireError:
+                pass  # counted and refused by the engine (a stream reset on libp2p)
+        else:
+            self.engine.handle_dt_message(packet.src, packet.payload)
+
+    def _sever_peer(self, peer: PeerID, reason: str) -> None:
+        self._links.pop(peer, None)
+        self.engine.peer_lost(peer, reason)

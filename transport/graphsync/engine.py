@@ -1145,7 +1145,7 @@ class GraphsyncEngine(Transport):
                     await self._receive_failed(state, error)
                     return
             if block is not None:
-                if not await self._on_block(state, block):
+                if not await self._on_block(state, block, ended=rsp.status.is_terminal):
                     return
                 continue
             # traversed by the sender but not carried: ours to load (see the module docs)
@@ -1184,7 +1184,10 @@ class GraphsyncEngine(Transport):
             state, f"the sender completed but block {missing} was never received"
         )
 
-    async def _on_block(self, state: _GsReceiver, block: Block) -> bool:
+    async def _on_block(self, state: _GsReceiver, block: Block, *, ended: bool = False) -> bool:
+        """Store and count a block that arrived; ``ended``: the response that
+        carried it ends the request on the sender's side, so a message for
+        the sender cannot ride an update of the request any more."""
         events = self._events
         assert events is not None
         chid = state.channel_id
@@ -1207,7 +1210,7 @@ class GraphsyncEngine(Transport):
         if not self._current(state):
             return False
         if decision.message is not None:
-            if state.paused:  # no live request to carry it: on its own
+            if state.paused or ended:  # no live request to carry it: on its own
                 if not await self._send_or_lose(state, dt=decision.message):
                     return False
             elif not await self._send_or_lose(state, self._update(state, message=decision.message)):

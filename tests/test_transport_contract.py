@@ -1,0 +1,183 @@
+"""One contract for every transport the Manager drives: the same channel
+scenarios, run over the in-memory transport and over the real graphsync
+engine carried by the in-memory network (frames as bytes, under the same
+fault rules). They assert what any transport must give (final statuses,
+bytes counted once, the blocks stored), not one transport's event order.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from _support import (
+    ALL,
+    LabelVoucher,
+    PayEveryN,
+    Payment,
+    ScriptedValidator,
+    harness,
+    make_dag,
+    pay_when_asked,
+)
+
+from registry import NOT_HANDLED
+from statemachine import Status as S
+
+pytestmark = pytest.mark.anyio
+
+TRANSPORTS = ["inmem", "engine"]
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request) -> str:
+    return request.param
+
+
+class Gate:
+    """Holds the sender before block ``at`` until opened."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.seen = at, 0
+        self.reached, self.open = anyio.Event(), anyio.Event()
+
+    async def on_pull_data_sent(self, channel_id, additional_bytes):
+        self.seen += 1
+        if self.seen == self.at:
+            self.reached.set()
+            await self.open.wait()
+        return NOT_HANDLED
+
+    async def on_push_data_received(self, channel_id, additional_bytes):
+        return NOT_HANDLED
+
+    async def revalidate(self, channel_id, voucher):
+        return NOT_HANDLED
+
+    async def on_complete(self, channel_id):
+        return NOT_HANDLED
+
+
+def serving(reval=None, reval_type=Payment):
+    def setup(manager):
+        manager.register_voucher_type(LabelVoucher, ScriptedValidator())
+        if reval is not None:
+            manager.register_revalidator(reval_type, reval)
+    return setup
+
+
+async def ended(*pairs) -> list:
+    out = []
+    for node, chid in pairs:
+        out.append(await node.manager.wait(chid, timeout=15))
+    return out
+
+
+def holds(node, order) -> bool:
+    return all(node.blockstore.has(c) for c in order)
+
+
+async def test_pull_and_push_complete_with_every_byte_counted_once(transport):
+    async with harness(transport=transport) as h:
+        a = await h.node("a", setup=serving())
+        b = await h.node("b", setup=serving())
+        root, size, order = make_dag(b.blockstore, leaves=12)
+        pull = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        sa, sb = await ended((a, pull), (b, pull))
+        assert (sa.status, sb.status) == (S.Completed, S.Completed)
+        assert sa.received == sb.sent == size
+        assert holds(a, order)
+        root2, size2, order2 = make_dag(a.blockstore, leaves=5, seed=7)
+        push = await a.manager.open_push_channel(b.peer, LabelVoucher(), root2, ALL)
+        sa, sb = await ended((a, push), (b, push))
+        assert (sa.status, sb.status) == (S.Completed, S.Completed)
+        assert sb.received == sa.sent == size2
+        assert holds(b, order2)
+
+
+async def test_a_rejected_request_fails_and_moves_nothing(transport):
+    async with harness(transport=transport) as h:
+        a = await h.node("a", setup=serving())
+        b = await h.node("b", setup=serving())
+        root, _, order = make_dag(b.blockstore, leaves=3)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("reject"), root, ALL)
+        (sa,) = await ended((a, chid))
+        assert sa.status == S.Failed and sa.received == 0
+        assert not any(a.blockstore.has(c) for c in order)
+
+
+@pytest.mark.parametrize("who", ["initiator", "responder"])
+async def test_pause_holds_the_data_and_resume_finishes_it(transport, who):
+    gate = Gate(at=3)
+    async with harness(transport=transport) as h:
+        a = await h.node("a", setup=serving())
+        b = await h.node("b", setup=serving(gate, LabelVoucher))
+        root, size, order = make_dag(b.blockstore, leaves=8)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        with anyio.fail_after(10):
+            await gate.reached.wait()
+        pauser = a if who == "initiator" else b
+        await pauser.manager.pause_channel(chid)
+        paused = S.InitiatorPaused if who == "initiator" else S.ResponderPaused
+        await a.manager.wait(chid, {paused}, timeout=10)
+        gate.open.set()
+        await anyio.sleep(0.2)
+        held = a.manager.channel_state(chid).received_index
+        assert held < len(order)  # nothing flows past the pause
+        await pauser.manager.resume_channel(chid)
+        sa, sb = await ended((a, chid), (b, chid))
+        assert (sa.status, sb.status) == (S.Completed, S.Completed)
+        assert sa.received == size and holds(a, order)
+
+
+@pytest.mark.parametrize("who", ["initiator", "responder"])
+async def test_cancel_mid_transfer_ends_both_sides(transport, who):
+    gate = Gate(at=3)
+    async with harness(transport=transport) as h:
+        a = await h.node("a", setup=serving())
+        b = await h.node("b", setup=serving(gate, LabelVoucher))
+        root, size, _ = make_dag(b.blockstore, leaves=8)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        with anyio.fail_after(10):
+            await gate.reached.wait()
+        await (a if who == "initiator" else b).manager.close_channel(chid)
+        gate.open.set()
+        sa, sb = await ended((a, chid), (b, chid))
+        assert (sa.status, sb.status) == (S.Cancelled, S.Cancelled)
+        assert sa.received < size
+
+
+async def test_paid_retrieval_with_a_final_voucher(transport):
+    reval = PayEveryN(3000, final=True)
+    async with harness(transport=transport) as h:
+        a = await h.node("a", setup=serving())
+        b = await h.node("b", setup=serving(reval))
+        root, size, order = make_dag(b.blockstore, leaves=8)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        paid = await pay_when_asked(a.manager, chid)
+        sa, sb = await ended((a, chid), (b, chid))
+        assert (sa.status, sb.status) == (S.Completed, S.Completed)
+        assert paid[-1] == size and sa.received == size
+
+
+async def test_a_cut_mid_pull_restarts_and_counts_each_byte_once(transport):
+    gate = Gate(at=4)
+    async with harness(transport=transport) as h:
+        a = await h.node("a", setup=serving())
+        b = await h.node("b", setup=serving(gate, LabelVoucher))
+        root, size, order = make_dag(b.blockstore, leaves=10)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        with anyio.fail_after(10):
+            await gate.reached.wait()
+        h.net.disconnect(a.peer, b.peer)
+        gate.open.set()
+        await anyio.sleep(0.05)
+        h.net.connect(a.peer, b.peer)
+        sa, sb = await ended((a, chid), (b, chid))
+        assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
+        assert sa.received == size and holds(a, order)
+
