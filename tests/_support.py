@@ -4,12 +4,13 @@ DAG builders and an in-memory two-node harness that records every event."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import pytest
 
 from datatransfer.config import ManagerConfig
 from datatransfer.errors import Pause, Rejected, RetryValidation
@@ -282,9 +283,25 @@ class Harness:
         return node
 
 
-#: The transport :func:`harness` uses when none is named; a test module
-#: running its scenarios on every transport sets it (see test_manager_flows).
+#: The transport :func:`harness` uses when none is named (see
+#: :func:`every_transport`).
 DEFAULT_TRANSPORT = "inmem"
+
+
+@pytest.fixture(autouse=True, params=["inmem", "engine"])
+def every_transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Imported into a test module, runs each of its tests on the in-memory
+    transport and on the graphsync engine (the one users run over libp2p)
+    carried by the in-memory network. Tests marked ``inmem_only`` inject
+    faults into packet kinds only the in-memory transport has."""
+    global DEFAULT_TRANSPORT
+    if request.param == "engine" and request.node.get_closest_marker("inmem_only"):
+        pytest.skip("injects faults into packets of the in-memory transport's own kinds")
+    DEFAULT_TRANSPORT = request.param
+    try:
+        yield request.param
+    finally:
+        DEFAULT_TRANSPORT = "inmem"
 
 
 @asynccontextmanager

@@ -20,6 +20,7 @@ from _support import (
     LabelVoucher,
     NoteResult,
     ScriptedValidator,
+    every_transport,  # noqa: F401 (autouse: both transports)
     harness,
     make_dag,
 )

@@ -7,10 +7,9 @@ as ``blocks(n, ...)`` so the expectation stays readable.
 
 from __future__ import annotations
 
-import _support
 import anyio
 import pytest
-from _support import (
+from _support import (  # every_transport: an autouse fixture
     ALL,
     IgnoreAll,
     LabelVoucher,
@@ -19,6 +18,7 @@ from _support import (
     PayEveryN,
     Payment,
     ScriptedValidator,
+    every_transport,  # noqa: F401
     harness,
     make_dag,
     pay_when_asked,
@@ -42,19 +42,6 @@ def anyio_backend(request):
     return request.param
 
 
-@pytest.fixture(autouse=True, params=["inmem", "engine"])
-def transport(request):
-    """Every flow runs on the in-memory transport and on the graphsync
-    engine (the one users run over libp2p) carried by the in-memory network.
-    Tests marked ``inmem_only`` inject faults into packet kinds only the
-    in-memory transport has (blocks, responses)."""
-    if request.param == "engine" and request.node.get_closest_marker("inmem_only"):
-        pytest.skip("injects faults into packets of the in-memory transport's own kinds")
-    _support.DEFAULT_TRANSPORT = request.param
-    try:
-        yield request.param
-    finally:
-        _support.DEFAULT_TRANSPORT = "inmem"
 
 
 def blocks(n: int, per_block: list[str]) -> list[str]:

@@ -13,7 +13,15 @@ from dataclasses import replace
 
 import anyio
 import pytest
-from _support import ALL, FAST, LabelVoucher, ScriptedValidator, harness, make_dag
+from _support import (
+    ALL,
+    FAST,
+    LabelVoucher,
+    ScriptedValidator,
+    every_transport,  # noqa: F401 (autouse: both transports)
+    harness,
+    make_dag,
+)
 
 from datatransfer.ipld import dagcbor
 from datatransfer.ipld.cid import CID

@@ -18,7 +18,17 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _support import ALL, FAST, LabelVoucher, Node, NoteResult, ScriptedValidator, harness, make_dag
+from _support import (
+    ALL,
+    FAST,
+    LabelVoucher,
+    Node,
+    NoteResult,
+    ScriptedValidator,
+    every_transport,  # noqa: F401 (autouse: both transports)
+    harness,
+    make_dag,
+)
 
 from datatransfer.config import ManagerConfig
 from datatransfer.ipld.blockstore import MemoryBlockstore

@@ -342,6 +342,13 @@ class ManagersMachine(RuleBasedStateMachine):
     def node(self, i: int) -> NodeBox:
         return self.nodes[i % len(self.nodes)]
 
+    #: The in-memory transport's packet kinds as the transport under test
+    #: has them (the engine sends graphsync frames and data-transfer messages).
+    fault_kinds: dict[str, str] = {}
+
+    def _transport(self, peer: PeerID, blockstore: MemoryBlockstore) -> Any:
+        return self.net.transport(peer, blockstore)
+
     async def _serve(self, box: NodeBox, *, task_status: Any) -> None:
         manager = _TappedManager(box, box.transport, store=box.store, config=CONFIG)
         manager.register_voucher_result_type(NoteResult)
@@ -421,7 +428,7 @@ class ManagersMachine(RuleBasedStateMachine):
                 peer=peer,
                 blockstore=blockstore,
                 store=SqliteChannelStore(),
-                transport=self.net.transport(peer, blockstore),
+                transport=self._transport(peer, blockstore),
                 validator=ScriptedValidator(),
                 revalidator=None if reval is None else PayEveryN(*reval),
             )
@@ -542,6 +549,8 @@ class ManagersMachine(RuleBasedStateMachine):
         count=st.integers(1, 3),
     )
     def fault(self, action: str, kind: str, count: int) -> None:
+        kind = self.fault_kinds.get(kind, kind)
+
         def match(packet: Any) -> bool:
             return packet.kind == kind
 
@@ -839,6 +848,22 @@ async def _count_tasks() -> int:
 
 
 TestManagers = pytest.mark.timeout(600)(ManagersMachine.TestCase)
+
+
+class EngineManagersMachine(ManagersMachine):
+    """The same machine with every node on the graphsync engine (what users
+    run over libp2p), carried by the same fault network: faults aimed at the
+    in-memory transport's data packets hit graphsync frames, those aimed at
+    its control packets hit data-transfer messages."""
+
+    fault_kinds = {k: "graphsync" for k in ("block", "request", "complete", "cancel",
+                                            "pause", "resume")} | {"response": "message"}
+
+    def _transport(self, peer: PeerID, blockstore: MemoryBlockstore) -> Any:
+        return self.net.engine(peer, blockstore, max_block_bytes=1)
+
+
+TestManagersOnEngine = pytest.mark.timeout(600)(EngineManagersMachine.TestCase)
 
 
 # ------------------------------------------------------------------ regressions

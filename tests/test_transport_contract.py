@@ -1,8 +1,9 @@
 """One contract for every transport the Manager drives: the same channel
 scenarios, run over the in-memory transport and over the real graphsync
 engine carried by the in-memory network (frames as bytes, under the same
-fault rules). They assert what any transport must give (final statuses,
-bytes counted once, the blocks stored), not one transport's event order.
+fault rules; :func:`_support.every_transport`). They assert what any
+transport must give (final statuses, bytes counted once, the blocks stored),
+not one transport's event order.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from _support import (
     PayEveryN,
     Payment,
     ScriptedValidator,
+    every_transport,  # noqa: F401 (autouse: both transports)
     harness,
     make_dag,
     pay_when_asked,
@@ -25,16 +27,8 @@ from statemachine import Status as S
 
 pytestmark = pytest.mark.anyio
 
-TRANSPORTS = ["inmem", "engine"]
-
-
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request):
-    return request.param
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request) -> str:
     return request.param
 
 
@@ -81,8 +75,8 @@ def holds(node, order) -> bool:
     return all(node.blockstore.has(c) for c in order)
 
 
-async def test_pull_and_push_complete_with_every_byte_counted_once(transport):
-    async with harness(transport=transport) as h:
+async def test_pull_and_push_complete_with_every_byte_counted_once():
+    async with harness() as h:
         a = await h.node("a", setup=serving())
         b = await h.node("b", setup=serving())
         root, size, order = make_dag(b.blockstore, leaves=12)
@@ -99,8 +93,8 @@ async def test_pull_and_push_complete_with_every_byte_counted_once(transport):
         assert holds(b, order2)
 
 
-async def test_a_rejected_request_fails_and_moves_nothing(transport):
-    async with harness(transport=transport) as h:
+async def test_a_rejected_request_fails_and_moves_nothing():
+    async with harness() as h:
         a = await h.node("a", setup=serving())
         b = await h.node("b", setup=serving())
         root, _, order = make_dag(b.blockstore, leaves=3)
@@ -111,9 +105,9 @@ async def test_a_rejected_request_fails_and_moves_nothing(transport):
 
 
 @pytest.mark.parametrize("who", ["initiator", "responder"])
-async def test_pause_holds_the_data_and_resume_finishes_it(transport, who):
+async def test_pause_holds_the_data_and_resume_finishes_it(who):
     gate = Gate(at=3)
-    async with harness(transport=transport) as h:
+    async with harness() as h:
         a = await h.node("a", setup=serving())
         b = await h.node("b", setup=serving(gate, LabelVoucher))
         root, size, order = make_dag(b.blockstore, leaves=8)
@@ -135,9 +129,9 @@ async def test_pause_holds_the_data_and_resume_finishes_it(transport, who):
 
 
 @pytest.mark.parametrize("who", ["initiator", "responder"])
-async def test_cancel_mid_transfer_ends_both_sides(transport, who):
+async def test_cancel_mid_transfer_ends_both_sides(who):
     gate = Gate(at=3)
-    async with harness(transport=transport) as h:
+    async with harness() as h:
         a = await h.node("a", setup=serving())
         b = await h.node("b", setup=serving(gate, LabelVoucher))
         root, size, _ = make_dag(b.blockstore, leaves=8)
@@ -151,9 +145,9 @@ async def test_cancel_mid_transfer_ends_both_sides(transport, who):
         assert sa.received < size
 
 
-async def test_paid_retrieval_with_a_final_voucher(transport):
+async def test_paid_retrieval_with_a_final_voucher():
     reval = PayEveryN(3000, final=True)
-    async with harness(transport=transport) as h:
+    async with harness() as h:
         a = await h.node("a", setup=serving())
         b = await h.node("b", setup=serving(reval))
         root, size, order = make_dag(b.blockstore, leaves=8)
@@ -164,9 +158,9 @@ async def test_paid_retrieval_with_a_final_voucher(transport):
         assert paid[-1] == size and sa.received == size
 
 
-async def test_a_cut_mid_pull_restarts_and_counts_each_byte_once(transport):
+async def test_a_cut_mid_pull_restarts_and_counts_each_byte_once():
     gate = Gate(at=4)
-    async with harness(transport=transport) as h:
+    async with harness() as h:
         a = await h.node("a", setup=serving())
         b = await h.node("b", setup=serving(gate, LabelVoucher))
         root, size, order = make_dag(b.blockstore, leaves=10)
