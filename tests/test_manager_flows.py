@@ -11,6 +11,7 @@ import anyio
 import pytest
 from _support import (  # every_transport: an autouse fixture
     ALL,
+    Gate,
     IgnoreAll,
     LabelVoucher,
     Node,
@@ -320,33 +321,6 @@ async def test_revalidator_that_handles_nothing_is_skipped():
 
 
 # ---------------------------------------------------------------- pause and resume
-
-
-class Gate:
-    """A revalidator that stops the sender inside ``on_pull_data_sent`` before
-    block ``at`` until the test opens the gate: a deterministic mid-transfer point."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-        self.seen = 0
-        self.reached = anyio.Event()
-        self.open = anyio.Event()
-
-    async def on_pull_data_sent(self, channel_id, additional_bytes):
-        self.seen += 1
-        if self.seen == self.at:
-            self.reached.set()
-            await self.open.wait()
-        return NOT_HANDLED
-
-    async def on_push_data_received(self, channel_id, additional_bytes):
-        return NOT_HANDLED
-
-    async def revalidate(self, channel_id, voucher):
-        return NOT_HANDLED
-
-    async def on_complete(self, channel_id):
-        return NOT_HANDLED
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import anyio
 import pytest
 from _support import (
     ALL,
+    Gate,
     LabelVoucher,
     PayEveryN,
     Payment,
@@ -22,7 +23,6 @@ from _support import (
     pay_when_asked,
 )
 
-from registry import NOT_HANDLED
 from statemachine import Status as S
 
 pytestmark = pytest.mark.anyio
@@ -30,30 +30,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request):
     return request.param
-
-
-class Gate:
-    """Holds the sender before block ``at`` until opened."""
-
-    def __init__(self, at: int) -> None:
-        self.at, self.seen = at, 0
-        self.reached, self.open = anyio.Event(), anyio.Event()
-
-    async def on_pull_data_sent(self, channel_id, additional_bytes):
-        self.seen += 1
-        if self.seen == self.at:
-            self.reached.set()
-            await self.open.wait()
-        return NOT_HANDLED
-
-    async def on_push_data_received(self, channel_id, additional_bytes):
-        return NOT_HANDLED
-
-    async def revalidate(self, channel_id, voucher):
-        return NOT_HANDLED
-
-    async def on_complete(self, channel_id):
-        return NOT_HANDLED
 
 
 def serving(reval=None, reval_type=Payment):
