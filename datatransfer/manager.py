@@ -97,7 +97,7 @@ from statemachine import (
     resolve,
     responder_paused,
 )
-from transport.base import PROCEED, Decision, Transport, TransportError
+from transport.base import PROCEED, Decision, Transport, TransportError, TransportEvents
 
 log = logging.getLogger("datatransfer.manager")
 
@@ -153,7 +153,7 @@ def _guarded(default: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]
                 peer = (channel_id.initiator if channel_id.responder == self.peer_id
                         else channel_id.responder)
                 self._refuse_input(_refusal_kind(exc), peer,
-                                   f"{fn.__name__} for {channel_id}: {exc!r}")
+                                   f"{fn.__name__.lstrip('_')} for {channel_id}: {exc!r}")
                 return default
 
         return guarded
@@ -211,6 +211,8 @@ class Manager:
         event_bus: EventBus | None = None,
     ) -> None:
         self.transport = transport
+        #: What the transport calls (see :class:`TransportInputs`).
+        self.transport_events = TransportInputs(self)
         self.store = store if isinstance(store, ChannelStore) else SqliteChannelStore(store)
         self.registry = registry or Registry()
         self.config = config or ManagerConfig()
@@ -239,7 +241,7 @@ class Manager:
         self._tg_cm = anyio.create_task_group()
         self._tg = await self._tg_cm.__aenter__()
         try:
-            await self._tg.start(self.transport.serve, self)
+            await self._tg.start(self.transport.serve, self.transport_events)
             self._started = True  # before _load: it schedules restarts
             self._load()
             self._tg.start_soon(self._watchdog)
@@ -522,8 +524,9 @@ class Manager:
             await self._send_or_disconnect(ch, self._new_request(ch, MessageType.Restart))
 
     # ------------------------------------------------------------------ transport events
+    # (called through :class:`TransportInputs`, which the transport holds)
 
-    async def on_message(self, sender: PeerID, message: Any) -> None:
+    async def _on_message(self, sender: PeerID, message: Any) -> None:
         """A data-transfer message arrived on its own."""
         try:
             if isinstance(message, TransferRequest):
@@ -539,7 +542,7 @@ class Manager:
         except Exception as exc:  # noqa: BLE001 - the boundary: see _refuse_input
             self._refuse_input(_refusal_kind(exc), sender, f"message refused: {exc}")
 
-    async def on_request_received(
+    async def _on_request_received(
         self, channel_id: ChannelID, sender: PeerID, message: Any,
         root: CID | None = None, selector: Any = None,
     ) -> Decision:
@@ -595,7 +598,7 @@ class Manager:
             raise ProtocolError("data request with a selector other than the channel's")
 
     @_guarded(None)
-    async def on_response_received(self, channel_id: ChannelID, response: Any) -> None:
+    async def _on_response_received(self, channel_id: ChannelID, response: Any) -> None:
         """A data-transfer response arrived with the data flowing back."""
         ch = self._channels.get(channel_id)
         if ch is None or not isinstance(response, TransferResponse):
@@ -605,14 +608,14 @@ class Manager:
         self._handle_response(ch, response)
 
     @_guarded(None)
-    async def on_channel_opened(self, channel_id: ChannelID) -> None:
+    async def _on_channel_opened(self, channel_id: ChannelID) -> None:
         ch = self._channels.get(channel_id)
         if ch is not None:
             self._runtime[channel_id].data_open = True
             self._try_fire(ch, E.Opened)
 
     @_guarded(Decision(accept=False))
-    async def on_data_queued(
+    async def _on_data_queued(
         self, channel_id: ChannelID, cid: CID, size: int, index: int
     ) -> Decision:
         ch = self._channels.get(channel_id)
@@ -627,7 +630,7 @@ class Manager:
         return await self._revalidate_progress(ch, "on_pull_data_sent", size)
 
     @_guarded(None)
-    async def on_data_sent(self, channel_id: ChannelID, cid: CID, size: int, index: int) -> None:
+    async def _on_data_sent(self, channel_id: ChannelID, cid: CID, size: int, index: int) -> None:
         ch = self._channels.get(channel_id)
         if ch is None:
             return
@@ -637,7 +640,7 @@ class Manager:
             self._moved_again(ch)
 
     @_guarded(Decision(accept=False))
-    async def on_data_received(
+    async def _on_data_received(
         self, channel_id: ChannelID, cid: CID, size: int, index: int
     ) -> Decision:
         ch = self._channels.get(channel_id)
@@ -654,7 +657,7 @@ class Manager:
         return await self._revalidate_progress(ch, "on_push_data_received", size)
 
     @_guarded(None)
-    async def on_channel_completed(self, channel_id: ChannelID, error: str | None) -> None:
+    async def _on_channel_completed(self, channel_id: ChannelID, error: str | None) -> None:
         ch = self._channels.get(channel_id)
         if ch is None:
             return
@@ -671,19 +674,19 @@ class Manager:
         await self._responder_completes(ch)
 
     @_guarded(None)
-    async def on_request_cancelled(self, channel_id: ChannelID, reason: str) -> None:
+    async def _on_request_cancelled(self, channel_id: ChannelID, reason: str) -> None:
         await self._transport_trouble(channel_id, E.RequestCancelled, reason)
 
     @_guarded(None)
-    async def on_disconnected(self, channel_id: ChannelID, reason: str) -> None:
+    async def _on_disconnected(self, channel_id: ChannelID, reason: str) -> None:
         await self._transport_trouble(channel_id, E.Disconnected, reason)
 
     @_guarded(None)
-    async def on_send_data_error(self, channel_id: ChannelID, reason: str) -> None:
+    async def _on_send_data_error(self, channel_id: ChannelID, reason: str) -> None:
         await self._transport_trouble(channel_id, E.SendDataError, reason)
 
     @_guarded(None)
-    async def on_receive_data_error(self, channel_id: ChannelID, reason: str) -> None:
+    async def _on_receive_data_error(self, channel_id: ChannelID, reason: str) -> None:
         await self._transport_trouble(channel_id, E.ReceiveDataError, reason)
 
     async def _transport_trouble(self, channel_id: ChannelID, event: EventCode, reason: str) -> None:
@@ -1534,3 +1537,54 @@ class Manager:
         rtype, rnode = ("", None) if result is None else result
         return VERDICTS[kind](transfer_id, accepted=accepted, paused=paused,
                               voucher_result_type=rtype, voucher_result=rnode)
+
+
+class TransportInputs(TransportEvents):
+    """What the transport reports to a :class:`Manager` (the
+    :class:`~transport.base.TransportEvents` callbacks), kept apart from the
+    application API: the Manager hands this object to its transport. Tests
+    that play a transport (or a hostile peer behind one) call it directly
+    through :attr:`Manager.transport_events`."""
+
+    def __init__(self, manager: Manager) -> None:
+        self._manager = manager
+
+    async def on_message(self, sender: PeerID, message: Any) -> None:
+        await self._manager._on_message(sender, message)
+
+    async def on_request_received(self, channel_id: ChannelID, sender: PeerID, message: Any,
+                                  root: CID | None = None, selector: Any = None) -> Decision:
+        return await self._manager._on_request_received(channel_id, sender, message,
+                                                         root, selector)
+
+    async def on_response_received(self, channel_id: ChannelID, response: Any) -> None:
+        await self._manager._on_response_received(channel_id, response)
+
+    async def on_channel_opened(self, channel_id: ChannelID) -> None:
+        await self._manager._on_channel_opened(channel_id)
+
+    async def on_data_queued(self, channel_id: ChannelID, cid: CID, size: int,
+                             index: int) -> Decision:
+        return await self._manager._on_data_queued(channel_id, cid, size, index)
+
+    async def on_data_sent(self, channel_id: ChannelID, cid: CID, size: int, index: int) -> None:
+        await self._manager._on_data_sent(channel_id, cid, size, index)
+
+    async def on_data_received(self, channel_id: ChannelID, cid: CID, size: int,
+                               index: int) -> Decision:
+        return await self._manager._on_data_received(channel_id, cid, size, index)
+
+    async def on_channel_completed(self, channel_id: ChannelID, error: str | None) -> None:
+        await self._manager._on_channel_completed(channel_id, error)
+
+    async def on_request_cancelled(self, channel_id: ChannelID, reason: str) -> None:
+        await self._manager._on_request_cancelled(channel_id, reason)
+
+    async def on_disconnected(self, channel_id: ChannelID, reason: str) -> None:
+        await self._manager._on_disconnected(channel_id, reason)
+
+    async def on_send_data_error(self, channel_id: ChannelID, reason: str) -> None:
+        await self._manager._on_send_data_error(channel_id, reason)
+
+    async def on_receive_data_error(self, channel_id: ChannelID, reason: str) -> None:
+        await self._manager._on_receive_data_error(channel_id, reason)

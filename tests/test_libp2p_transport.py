@@ -233,13 +233,13 @@ def _count_sent(manager: Manager) -> list[int]:
     """The block indices ``manager`` reports sent, in order (a spy on its
     transport-facing on_data_sent)."""
     sent: list[int] = []
-    on_sent = manager.on_data_sent
+    on_sent = manager.transport_events.on_data_sent
 
     async def count_sent(chid, cid, size, index):  # type: ignore[no-untyped-def]
         sent.append(index)
         await on_sent(chid, cid, size, index)
 
-    manager.on_data_sent = count_sent
+    manager.transport_events.on_data_sent = count_sent
     return sent
 
 

@@ -533,7 +533,7 @@ async def test_malformed_and_unexpected_messages_do_not_stop_the_node():
             a.peer, new_response(77, accepted=True, paused=False))
         await a.manager.transport.send_message(
             b.peer, voucher_request(5, voucher_type="test/payment", voucher={"Amount": 1}))
-        await a.manager.on_message(b.peer, object())  # not a message at all
+        await a.manager.transport_events.on_message(b.peer, object())  # not a message at all
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
         await settle(a, b, chid=chid)
         assert a.manager.channel_state(chid).status == S.Completed

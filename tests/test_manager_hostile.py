@@ -96,9 +96,9 @@ async def test_a_new_request_with_a_bad_selector_is_rejected_before_any_channel(
         spy = Spy(b.manager.transport)
         root = CID.of(b"x", codec=0x55)
         bad = request(7, root, pull=pull, selector=selector)
-        await b.manager.on_message(STRANGER, bad)
+        await b.manager.transport_events.on_message(STRANGER, bad)
         if pull:  # (a pull also comes inside a data request)
-            decision = await b.manager.on_request_received(
+            decision = await b.manager.transport_events.on_request_received(
                 ChannelID(STRANGER, b.peer, 8), STRANGER, replace(bad, transfer_id=8))
             assert not decision.accept
         assert validator.calls == []  # no validator saw it
@@ -117,7 +117,7 @@ async def test_a_pull_on_the_message_protocol_is_answered_and_never_served_back(
         b = await h.node("b", setup=serving())
         spy = Spy(b.manager.transport)
         root = CID.of(b"the stranger's block", codec=0x55)  # b does not hold it
-        await b.manager.on_message(STRANGER, request(3, root, pull=True))
+        await b.manager.transport_events.on_message(STRANGER, request(3, root, pull=True))
         # accepted as go-data-transfer accepts it (the validator approved),
         # answered on the message protocol...
         (peer, answer), = spy.sent
@@ -133,7 +133,7 @@ async def test_a_push_request_inside_a_data_request_is_refused():
         b = await h.node("b", setup=serving())
         root, _, _ = make_dag(b.blockstore, leaves=2)
         chid = ChannelID(STRANGER, b.peer, 1)
-        decision = await b.manager.on_request_received(chid, STRANGER,
+        decision = await b.manager.transport_events.on_request_received(chid, STRANGER,
                                                        request(1, root, pull=False))
         assert not decision.accept
         assert b.manager.channels() == {}
@@ -146,22 +146,22 @@ async def test_a_data_request_must_name_the_validated_root_and_selector():
         other, _, _ = make_dag(b.blockstore, leaves=3, seed=9)
         new = request(1, root, pull=True)
         # the data request asks for another root than its message
-        d1 = await b.manager.on_request_received(ChannelID(STRANGER, b.peer, 1), STRANGER, new,
+        d1 = await b.manager.transport_events.on_request_received(ChannelID(STRANGER, b.peer, 1), STRANGER, new,
                                                  other, ALL)
         # or walks another selector
         sel = {"a": {">": {".": {}}}}
-        d2 = await b.manager.on_request_received(ChannelID(STRANGER, b.peer, 2), STRANGER,
+        d2 = await b.manager.transport_events.on_request_received(ChannelID(STRANGER, b.peer, 2), STRANGER,
                                                  replace(new, transfer_id=2), root, sel)
         assert not d1.accept and not d2.accept
         assert b.manager.channels() == {}
         # the same, consistent, is served
-        d3 = await b.manager.on_request_received(ChannelID(STRANGER, b.peer, 3), STRANGER,
+        d3 = await b.manager.transport_events.on_request_received(ChannelID(STRANGER, b.peer, 3), STRANGER,
                                                  replace(new, transfer_id=3), root, ALL)
         assert d3.accept
         # and a later data request for that channel (a Go requester's resume)
         # must name it again
         update = TransferRequest(type=MessageType.Update, transfer_id=3, paused=False)
-        d4 = await b.manager.on_request_received(ChannelID(STRANGER, b.peer, 3), STRANGER,
+        d4 = await b.manager.transport_events.on_request_received(ChannelID(STRANGER, b.peer, 3), STRANGER,
                                                  update, other, ALL)
         assert not d4.accept
         assert b.manager.refusals.counts["protocol"] >= 3
@@ -184,14 +184,14 @@ async def test_unknown_channels_and_illegal_events_are_refused_and_counted():
     async with harness() as h:
         b = await h.node("b", setup=serving())
         for mtype in (MessageType.Update, MessageType.Cancel, MessageType.Voucher):
-            await b.manager.on_message(STRANGER, TransferRequest(
+            await b.manager.transport_events.on_message(STRANGER, TransferRequest(
                 type=mtype, transfer_id=99, voucher_type="t" if mtype == MessageType.Voucher
                 else "", voucher=None))
-        await b.manager.on_message(STRANGER, TransferResponse(
+        await b.manager.transport_events.on_message(STRANGER, TransferResponse(
             type=MessageType.Complete, transfer_id=5, accepted=True))
         chid = ChannelID(STRANGER, b.peer, 99)
         for callback in ("on_channel_completed", "on_disconnected"):
-            await getattr(b.manager, callback)(chid, "whatever")
+            await getattr(b.manager.transport_events, callback)(chid, "whatever")
         assert b.manager.refusals.counts["unknown-channel"] >= 4
         assert b.manager.channels() == {}
 
@@ -270,7 +270,7 @@ async def test_ended_channels_leave_memory_and_stay_queryable_from_the_store():
         again = restart_request(chid.id, base_cid=root, selector=ALL,
                                 voucher_type=LabelVoucher.type_id,
                                 voucher=LabelVoucher("ok").to_node(), pull=True)
-        decision = await b.manager.on_request_received(chid, a.peer, again, root, ALL)
+        decision = await b.manager.transport_events.on_request_received(chid, a.peer, again, root, ALL)
         assert decision.message is not None and decision.message.type == MessageType.Complete
         assert chid in b.manager._channels
 

@@ -289,11 +289,11 @@ class _TappedManager(Manager):
         super().__init__(*args, **kwargs)
         self._box = box
 
-    async def on_message(self, sender: PeerID, message: Any) -> None:
+    async def _on_message(self, sender: PeerID, message: Any) -> None:
         chid = _cancelled_channel(self._box.peer, sender, message, sent=False)
         if chid is not None:
             self._box.cancels_received.append((chid, time.time()))
-        await super().on_message(sender, message)
+        await super()._on_message(sender, message)
 
 
 # ------------------------------------------------------------------ the machine

@@ -907,7 +907,7 @@ async def test_repeated_disconnect_notices_restart_once(tmp_path: Path) -> None:
         a, b = w.node("a"), w.node("b")
         chid, root, total, order = await pull_until_gate(w, a, b, k)
         for why in ("disconnected", "send failed", "disconnected again"):
-            await a.m.on_disconnected(chid, why)
+            await a.m.transport_events.on_disconnected(chid, why)
         await until(lambda: len(w.wire.requests(a.peer)) == 2)
         await anyio.sleep(0.1)  # several backoffs: nothing else is scheduled
         b.gate.release()
