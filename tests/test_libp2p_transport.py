@@ -277,13 +277,13 @@ async def test_connection_loss_mid_pull_restarts_and_skips_held_blocks(tmp_path)
     async with libp2p_pair(tmp_path, reval=gate, max_block_bytes=1) as (a, b):
         root, size, order = make_dag(b.blockstore, leaves=12)
         sent_by_a: list = []
-        original = a.manager.transport._send_gs
+        original = a.manager.transport.engine._send_gs
 
         async def spy(peer, msg):  # type: ignore[no-untyped-def]
             sent_by_a.append(msg)
             await original(peer, msg)
 
-        a.manager.transport._send_gs = spy
+        a.manager.transport.engine._send_gs = spy
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
         with anyio.fail_after(10):
             await gate.reached.wait()
@@ -448,13 +448,13 @@ async def test_pause_and_resume_over_libp2p_send_nothing_twice(tmp_path, script,
     async with libp2p_pair(tmp_path, reval=gate, max_block_bytes=1) as (a, b):
         root, size, order = make_dag(b.blockstore, leaves=8)
         sent_by_a: list = []
-        original = a.manager.transport._send_gs
+        original = a.manager.transport.engine._send_gs
 
         async def spy(peer, msg):  # type: ignore[no-untyped-def]
             sent_by_a.append(msg)
             await original(peer, msg)
 
-        a.manager.transport._send_gs = spy
+        a.manager.transport.engine._send_gs = spy
         sent = _count_sent(b.manager)  # every block b hands to the network
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
         with anyio.fail_after(10):

@@ -31,13 +31,15 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF
 
 from datatransfer.ipld.blockstore import Blockstore
-from datatransfer.types import PeerID
-from transport.base import PeerUnreachable
+from datatransfer.refusals import Refusals
+from datatransfer.types import ChannelID, PeerID
+from transport.base import PeerUnreachable, Transport, TransportEvents
 from transport.graphsync.builder import MAX_BLOCK_BYTES
 from transport.graphsync.engine import (
     DEFAULT_MAX_BACKLOG_BYTES,
     DEFAULT_MAX_QUEUED_PER_PEER,
     DEFAULT_MAX_REQUESTS_PER_PEER,
+    EngineStats,
     GraphsyncEngine,
 )
 from transport.graphsync.framing import MAX_FRAME, encode_frame_pieces, read_frame
@@ -57,7 +59,7 @@ from transport.libp2p.host import (
 )
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
+    from anyio.abc import TaskGroup, TaskStatus
 
 __all__ = ["GRAPHSYNC_PROTOCOL", "Libp2pTransport"]
 
@@ -166,8 +168,11 @@ class _Outbound:
         self.stream: INetStream | None = None
 
 
-class Libp2pTransport(GraphsyncEngine):
-    """A :class:`~transport.base.Transport` over a running libp2p host.
+class Libp2pTransport(Transport):
+    """A :class:`~transport.base.Transport` over a running libp2p host: the
+    graphsync engine (:attr:`engine`, the same one the in-memory network
+    carries in tests) with its frames on ``/ipfs/graphsync/2.0.0`` streams and
+    its data-transfer messages on ``/fil/datatransfer/1.2.0``.
 
     ``dtnet``: the data-transfer message network to use (one is made from
     ``host`` with ``retry`` when not given). ``open_timeout`` bounds opening
@@ -176,6 +181,8 @@ class Libp2pTransport(GraphsyncEngine):
     of received blocks wait to be handled (Yamux flow control then holds the
     sender back). The other options are :class:`GraphsyncEngine`'s.
     """
+
+    supports_pause = True
 
     def __init__(
         self,
@@ -195,7 +202,8 @@ class Libp2pTransport(GraphsyncEngine):
     ) -> None:
         self.host = host
         self.dtnet = dtnet or DataTransferNetwork(host, retry=retry)
-        super().__init__(
+        #: The graphsync engine this transport carries over libp2p.
+        self.engine = GraphsyncEngine(
             peer_id_of(host),
             blockstore,
             self._send_frame,
@@ -212,6 +220,42 @@ class Libp2pTransport(GraphsyncEngine):
         self._out: dict[PeerID, _Outbound] = {}
         self._readers = 0
         self._notifee: _Notifee | None = None
+        self._tg: TaskGroup | None = None
+
+    # -- the engine's, as a Transport ------------------------------------------------
+
+    @property
+    def peer_id(self) -> PeerID:
+        return self.engine.peer_id
+
+    @property
+    def stats(self) -> EngineStats:
+        return self.engine.stats
+
+    @property
+    def refusals(self) -> Refusals:
+        return self.engine.refusals
+
+    def is_idle(self) -> bool:
+        return self.engine.is_idle()
+
+    async def send_message(self, peer: PeerID, message: Any) -> None:
+        await self.engine.send_message(peer, message)
+
+    async def open_channel(self, *args: Any, **kwargs: Any) -> None:
+        await self.engine.open_channel(*args, **kwargs)
+
+    async def close_channel(self, channel_id: ChannelID) -> None:
+        await self.engine.close_channel(channel_id)
+
+    async def pause_channel(self, channel_id: ChannelID) -> None:
+        await self.engine.pause_channel(channel_id)
+
+    async def resume_channel(self, channel_id: ChannelID, message: Any = None) -> None:
+        await self.engine.resume_channel(channel_id, message)
+
+    async def cleanup_channel(self, channel_id: ChannelID) -> None:
+        await self.engine.cleanup_channel(channel_id)
 
     def _connection_lost(self, peer: PeerID) -> None:
         """The last connection to ``peer`` closed: forget the outbound
@@ -226,15 +270,30 @@ class Libp2pTransport(GraphsyncEngine):
         entry = self._out.pop(peer, None)
         if entry is not None and entry.stream is not None:
             self._tg.start_soon(reset_stream, entry.stream)
-        self.peer_lost(peer, f"disconnected: lost connection to {peer}")
+        self.engine.peer_lost(peer, f"disconnected: lost connection to {peer}")
 
     # -- lifecycle -----------------------------------------------------------------
 
-    async def _started(self, tg: TaskGroup) -> None:
-        self.host.set_stream_handler(GRAPHSYNC_PROTOCOL, self._handle_stream)
-        self.dtnet.start(self._on_dt_message)
-        self._notifee = _Notifee(self)
-        self.host.get_network().register_notifee(self._notifee)
+    async def serve(
+        self, events: TransportEvents, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        if self._tg is not None:
+            raise RuntimeError("already serving")
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(self.engine.serve, events)
+                self.host.set_stream_handler(GRAPHSYNC_PROTOCOL, self._handle_stream)
+                self.dtnet.start(self._on_dt_message)
+                self._notifee = _Notifee(self)
+                self.host.get_network().register_notifee(self._notifee)
+                task_status.started()
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    self._stopping()
+        finally:
+            self._tg = None
 
     def _stopping(self) -> None:
         try:
@@ -247,10 +306,9 @@ class Libp2pTransport(GraphsyncEngine):
         for entry in out.values():
             if entry.stream is not None and self._tg is not None:
                 self._tg.start_soon(reset_stream, entry.stream)
-        super()._stopping()
 
     def resources(self) -> dict[str, int]:
-        res = super().resources()
+        res = self.engine.resources()
         res["inbound_streams"] = self._readers
         return res
 
@@ -269,7 +327,7 @@ class Libp2pTransport(GraphsyncEngine):
         await self.dtnet.send_message(peer, message)
 
     async def _on_dt_message(self, sender: PeerID, message: Any) -> None:
-        self.handle_dt_message(sender, message)
+        self.engine.handle_dt_message(sender, message)
 
     # -- graphsync: outbound -----------------------------------------------------------
 
@@ -362,14 +420,14 @@ class Libp2pTransport(GraphsyncEngine):
                     await reset_stream(stream)
                     return
                 try:
-                    self.handle_message(sender, msg)
+                    self.engine.handle_message(sender, msg)
                 except Exception as exc:  # noqa: BLE001 - a peer's input must not end the node
                     self.stats.lane_errors += 1
                     self.refusals.refuse("error",
                                          f"graphsync message from {sender} refused: {exc!r}")
                     await reset_stream(stream)
                     return
-                await self.wait_backlog()
+                await self.engine.wait_backlog()
         finally:
             self._readers -= 1
             done.set()
