@@ -229,6 +229,10 @@ class Libp2pTransport(Transport):
         return self.engine.peer_id
 
     @property
+    def blockstore(self) -> Blockstore:
+        return self.engine.blockstore
+
+    @property
     def stats(self) -> EngineStats:
         return self.engine.stats
 
