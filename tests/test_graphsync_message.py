@@ -42,7 +42,6 @@ from transport.graphsync import (
     LinkMetadatum,
     RawBlock,
     RequestType,
-    ResponseBuilder,
     ResponseStatus,
     block_from_wire,
     block_to_wire,
@@ -59,7 +58,6 @@ from transport.graphsync import (
     new_request_id,
     read_frame,
     read_message,
-    split_blocks,
     split_frames,
 )
 
@@ -830,77 +828,3 @@ def test_read_message_over_an_anyio_stream():
 # -- batching a responder's output -------------------------------------------------------
 
 
-def blob(i: int, size: int) -> Block:
-    return Block.of(i.to_bytes(4, "big") + b"\x00" * (size - 4))
-
-
-def test_split_blocks_follows_go_rule():
-    k = 1024
-    blocks = [blob(i, s * k) for i, s in enumerate([256, 256, 1, 600, 100, 412, 1])]
-    groups = split_blocks(blocks)
-    assert [[len(b.data) // k for b in g] for g in groups] == [
-        [256, 256],
-        [1],
-        [600],
-        [100, 412],
-        [1],
-    ]
-    assert split_blocks([]) == []
-    # empty blocks never start a new message
-    assert len(split_blocks([blob(0, 512 * k), Block.of(b"")])) == 1
-    assert split_blocks([(b"p", b"12"), (b"p", b"3")], max_bytes=2) == [
-        [(b"p", b"12")],
-        [(b"p", b"3")],
-    ]
-
-
-def test_response_builder_batches_like_go():
-    k = 1024
-    a, b = rid(0), rid(16)
-    builder = ResponseBuilder()
-    builder.add_request(Rq.cancel(rid(32)))
-    blocks = [blob(i, 200 * k) for i in range(4)]
-    for blk in blocks[:3]:
-        builder.add_link(a, blk.cid, LinkAction.PRESENT, blk)
-    builder.add_link(a, ROOT, LinkAction.MISSING)
-    builder.add_link(b, blocks[3].cid, LinkAction.PRESENT, blocks[3])
-    builder.add_extension(b, EXTENSION_DATA_TRANSFER, to_node(DT_RESPONSE))
-    builder.add_status(a, ResponseStatus.COMPLETED_PARTIAL)
-    first, second = builder.build()
-    assert builder.empty and builder.build() == []
-    assert first.requests == (Rq.cancel(rid(32)),)
-    assert first.blocks == tuple(blocks[:2])
-    assert first.responses == (
-        Rs(a, ResponseStatus.PARTIAL_RESPONSE, [(blocks[0].cid, "p"), (blocks[1].cid, "p")]),
-    )
-    assert second.blocks == (blocks[2], blocks[3])
-    assert second.responses == (
-        Rs(a, ResponseStatus.COMPLETED_PARTIAL, [(blocks[2].cid, "p"), (ROOT, "m")]),
-        Rs(
-            b,
-            ResponseStatus.PARTIAL_RESPONSE,
-            [(blocks[3].cid, "p")],
-            {EXTENSION_DATA_TRANSFER: to_node(DT_RESPONSE)},
-        ),
-    )
-    for msg in (first, second):
-        assert msg.block_bytes <= MAX_BLOCK_BYTES
-        assert decode_message(encode_message(msg)) == msg
-
-
-def test_response_builder_edge_cases():
-    builder = ResponseBuilder(max_block_bytes=10)
-    big = Block.of(b"x" * 25)
-    builder.add_link(rid(0), big.cid, LinkAction.PRESENT, big)
-    builder.add_link(rid(0), HELLO.cid, LinkAction.PRESENT, HELLO)
-    builder.add_link(rid(0), HELLO.cid, LinkAction.DUPLICATE_NOT_SENT)
-    builder.add_status(rid(0), ResponseStatus.PAUSED)
-    one, two = builder.build()
-    assert one.blocks == (big,) and one.responses[0].status is ResponseStatus.PARTIAL_RESPONSE
-    assert two.blocks == (HELLO,) and two.responses[0].status is ResponseStatus.PAUSED
-    with pytest.raises(ValueError):
-        builder.add_link(rid(0), ROOT, LinkAction.PRESENT, CBOR_BLOCK)
-    with pytest.raises(TypeError):
-        builder.add_link(rid(0), ROOT, LinkAction.PRESENT, (ROOT, b"hello"))  # type: ignore[arg-type]
-    with pytest.raises(GraphsyncWireError):
-        builder.add_extension(rid(0), "bad", object())

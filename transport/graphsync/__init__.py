@@ -4,14 +4,13 @@
 * :mod:`.message` -- request/response/message values, their DAG-CBOR form
   (byte-identical to go-graphsync v0.17), block prefixes, extension names
   and values;
-* :mod:`.framing` -- uvarint length-prefixed frames with Go's 4 MiB limit;
-* :mod:`.builder` -- splitting a responder's output into messages (512 KiB
-  of blocks each, as Go does).
+* :mod:`.framing` -- uvarint length-prefixed frames with Go's 4 MiB limit.
 
-No networking here: the libp2p transport builds on these.
+No networking here: :mod:`.engine` (requester and responder, batching 512
+KiB of blocks per message as Go does) builds on these, and the transports
+carry it.
 """
 
-from transport.graphsync.builder import MAX_BLOCK_BYTES, ResponseBuilder, split_blocks
 from transport.graphsync.framing import (
     MAX_FRAME,
     FrameDecoder,
@@ -28,6 +27,7 @@ from transport.graphsync.message import (
     EXTENSION_DO_NOT_SEND_FIRST_BLOCKS,
     EXTENSION_INCOMING_REQUEST,
     EXTENSION_OUTGOING_BLOCK,
+    MAX_BLOCK_BYTES,
     MAX_PRIORITY,
     MIN_PRIORITY,
     PROTOCOL_ID,
@@ -76,7 +76,6 @@ __all__ = [
     "LinkMetadatum",
     "RawBlock",
     "RequestType",
-    "ResponseBuilder",
     "ResponseStatus",
     "block_from_wire",
     "block_to_wire",
@@ -95,6 +94,5 @@ __all__ = [
     "new_request_id",
     "read_frame",
     "read_message",
-    "split_blocks",
     "split_frames",
 ]

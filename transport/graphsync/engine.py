@@ -142,12 +142,12 @@ from transport.base import (
     UnknownTransportChannel,
 )
 from transport.budget import PeerWorkBudget
-from transport.graphsync.builder import MAX_BLOCK_BYTES
 from transport.graphsync.message import (
     EXTENSION_DATA_TRANSFER,
     EXTENSION_DEDUP_BY_KEY,
     EXTENSION_DO_NOT_SEND_CIDS,
     EXTENSION_DO_NOT_SEND_FIRST_BLOCKS,
+    MAX_BLOCK_BYTES,
     GraphsyncMessage,
     GraphsyncRequest,
     GraphsyncResponse,

@@ -60,6 +60,7 @@ from transport.base import TransportError
 from transport.graphsync.status import LinkAction, RequestType, ResponseStatus
 
 __all__ = [
+    "MAX_BLOCK_BYTES",
     "EXTENSION_DATA_TRANSFER",
     "EXTENSION_DEDUP_BY_KEY",
     "EXTENSION_DO_NOT_SEND_CIDS",
@@ -95,6 +96,11 @@ __all__ = [
 
 #: The libp2p protocol id of this message format.
 PROTOCOL_ID = "/ipfs/graphsync/2.0.0"
+
+#: go-graphsync's ``maxBlockSize``: block bytes per message before a new one
+#: starts (its message queue's rule, which the engine's responder follows;
+#: one block larger than this still goes, alone).
+MAX_BLOCK_BYTES = 512 * 1024
 
 #: Request ids are UUIDs: 16 bytes (Go checks the length, nothing else).
 REQUEST_ID_LENGTH = 16

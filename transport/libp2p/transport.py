@@ -34,7 +34,6 @@ from datatransfer.ipld.blockstore import Blockstore
 from datatransfer.refusals import Refusals
 from datatransfer.types import ChannelID, PeerID
 from transport.base import PeerUnreachable, Transport, TransportEvents
-from transport.graphsync.builder import MAX_BLOCK_BYTES
 from transport.graphsync.engine import (
     DEFAULT_MAX_BACKLOG_BYTES,
     DEFAULT_MAX_QUEUED_PER_PEER,
@@ -44,6 +43,7 @@ from transport.graphsync.engine import (
 )
 from transport.graphsync.framing import MAX_FRAME, encode_frame_pieces, read_frame
 from transport.graphsync.message import (
+    MAX_BLOCK_BYTES,
     PROTOCOL_ID,
     GraphsyncMessage,
     GraphsyncWireError,
