@@ -293,7 +293,6 @@ class Harness:
         bs = blockstore or MemoryBlockstore()
         if peer in self.net.nodes:
             transport = self.net.nodes[peer]
-            transport = getattr(transport, "engine", transport)
         elif self.kind == "engine":
             transport = self.net.engine(peer, bs, max_block_bytes=1)
         else:

@@ -95,6 +95,7 @@ from transport.base import (
     TransportEvents,
     UnknownTransportChannel,
 )
+from transport.carrier import EngineCarrier
 from transport.walk import Receiving as _Receiver
 from transport.walk import Sending as _Sender
 from transport.walk import Walk as _Channel
@@ -102,8 +103,6 @@ from transport.walk import next_to_receive, next_to_send
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
-
-    from transport.graphsync.engine import GraphsyncEngine
 
 __all__ = [
     "PACKET_KINDS",
@@ -261,10 +260,10 @@ class InMemoryNetwork:
         return node
 
     def engine(self, peer_id: PeerID | bytes, blockstore: Blockstore,
-               **options: Any) -> GraphsyncEngine:
+               **options: Any) -> EngineCarrier:
         """Create node ``peer_id`` as the real graphsync engine (the one the
-        libp2p transport runs), its frames and data-transfer messages carried
-        by this network under the same reachability and fault rules
+        libp2p transport carries), its transport (``.engine``: the engine)
+        carrying its frames and data-transfer messages over this network under the same reachability and fault rules
         (``"graphsync"`` packets hold a frame's bytes). ``options`` go to
         :class:`~transport.graphsync.engine.GraphsyncEngine`."""
         peer = PeerID(peer_id)
@@ -272,7 +271,7 @@ class InMemoryNetwork:
             raise ValueError(f"a transport for {peer} already exists")
         node = _EngineNode(self, peer, blockstore, options)
         self._nodes[peer] = node  # type: ignore[assignment]
-        return node.engine
+        return node
 
     @property
     def nodes(self) -> dict[PeerID, InMemoryTransport]:
@@ -1073,8 +1072,8 @@ class InMemoryTransport(Transport):
 # -- the graphsync engine on the in-memory network ----------------------------------------
 
 
-class _EngineNode:
-    """A :class:`~transport.graphsync.engine.GraphsyncEngine` attached to the
+class _EngineNode(EngineCarrier):
+    """A :class:`~transport.graphsync.engine.GraphsyncEngine` carried by the
     network: what it sends crosses the network as packets (``"graphsync"``:
     the frame's bytes, as a libp2p stream carries them; ``"message"``: a
     data-transfer message on its own), under the same reachability and fault
@@ -1086,30 +1085,25 @@ class _EngineNode:
         from transport.graphsync.engine import GraphsyncEngine
         from transport.graphsync.framing import encode_frame
 
-        self._net = network
-        self._peer = peer
-        self._online = False
-        self._links: dict[PeerID, tuple[deque[tuple[Packet, float]], bool]] = {}
-        node = self
-
         async def send(dst: PeerID, msg: Any) -> None:
             network._send(Packet("graphsync", peer, PeerID(dst), None, encode_frame(msg)))
 
         async def send_dt(dst: PeerID, message: Any) -> None:
             network._send(Packet("message", peer, PeerID(dst), None, message))
 
-        class _NetEngine(GraphsyncEngine):
-            async def _started(self, tg: Any) -> None:
-                await super()._started(tg)
-                node._online = True
+        super().__init__(GraphsyncEngine(peer, blockstore, send, send_dt, **options))
+        self._net = network
+        self._peer = peer
+        self._online = False
+        self._links: dict[PeerID, tuple[deque[tuple[Packet, float]], bool]] = {}
 
-            def _stopping(self) -> None:
-                node._online = False
-                node._links.clear()
-                network._node_offline(peer)
-                super()._stopping()
+    def _attach(self) -> None:
+        self._online = True
 
-        self.engine = _NetEngine(peer, blockstore, send, send_dt, **options)
+    def _detach(self) -> None:
+        self._online = False
+        self._links.clear()
+        self._net._node_offline(self._peer)
 
     def _accept(self, packet: Packet, delay: float) -> None:
         queue, busy = self._links.setdefault(packet.src, (deque(), False))
@@ -1117,9 +1111,9 @@ class _EngineNode:
             self._deliver(packet)
             return
         queue.append((packet, delay))
-        if not busy and self.engine._tg is not None:
+        if not busy and self._tg is not None:
             self._links[packet.src] = (queue, True)
-            self.engine._tg.start_soon(self._drain_link, packet.src)
+            self._tg.start_soon(self._drain_link, packet.src)
 
     async def _drain_link(self, src: PeerID) -> None:
         link = self._links.get(src)

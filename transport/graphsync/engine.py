@@ -391,7 +391,6 @@ class GraphsyncEngine(Transport):
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self._events = events
-                await self._started(tg)
                 task_status.started()
                 try:
                     await anyio.sleep_forever()
@@ -400,9 +399,6 @@ class GraphsyncEngine(Transport):
         finally:
             self._tg = None
             self._events = None
-
-    async def _started(self, tg: TaskGroup) -> None:
-        """Hook for subclasses: the task group is up, events are set."""
 
     def _stopping(self) -> None:
         for state in self._channels.values():

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -31,14 +31,13 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF
 
 from datatransfer.ipld.blockstore import Blockstore
-from datatransfer.refusals import Refusals
-from datatransfer.types import ChannelID, PeerID
-from transport.base import PeerUnreachable, Transport, TransportEvents
+from datatransfer.types import PeerID
+from transport.base import PeerUnreachable
+from transport.carrier import EngineCarrier
 from transport.graphsync.engine import (
     DEFAULT_MAX_BACKLOG_BYTES,
     DEFAULT_MAX_QUEUED_PER_PEER,
     DEFAULT_MAX_REQUESTS_PER_PEER,
-    EngineStats,
     GraphsyncEngine,
 )
 from transport.graphsync.framing import MAX_FRAME, encode_frame_pieces, read_frame
@@ -57,9 +56,6 @@ from transport.libp2p.host import (
     peer_id_of,
     reset_stream,
 )
-
-if TYPE_CHECKING:
-    from anyio.abc import TaskGroup, TaskStatus
 
 __all__ = ["GRAPHSYNC_PROTOCOL", "Libp2pTransport"]
 
@@ -168,7 +164,7 @@ class _Outbound:
         self.stream: INetStream | None = None
 
 
-class Libp2pTransport(Transport):
+class Libp2pTransport(EngineCarrier):
     """A :class:`~transport.base.Transport` over a running libp2p host: the
     graphsync engine (:attr:`engine`, the same one the in-memory network
     carries in tests) with its frames on ``/ipfs/graphsync/2.0.0`` streams and
@@ -181,8 +177,6 @@ class Libp2pTransport(Transport):
     of received blocks wait to be handled (Yamux flow control then holds the
     sender back). The other options are :class:`GraphsyncEngine`'s.
     """
-
-    supports_pause = True
 
     def __init__(
         self,
@@ -202,8 +196,7 @@ class Libp2pTransport(Transport):
     ) -> None:
         self.host = host
         self.dtnet = dtnet or DataTransferNetwork(host, retry=retry)
-        #: The graphsync engine this transport carries over libp2p.
-        self.engine = GraphsyncEngine(
+        super().__init__(GraphsyncEngine(
             peer_id_of(host),
             blockstore,
             self._send_frame,
@@ -213,53 +206,13 @@ class Libp2pTransport(Transport):
             max_block_bytes=max_block_bytes,
             complete_hold=complete_hold,
             max_backlog_bytes=max_backlog_bytes,
-        )
+        ))
         self.max_frame = max_frame
         self.open_timeout = open_timeout
         self.write_timeout = write_timeout
         self._out: dict[PeerID, _Outbound] = {}
         self._readers = 0
         self._notifee: _Notifee | None = None
-        self._tg: TaskGroup | None = None
-
-    # -- the engine's, as a Transport ------------------------------------------------
-
-    @property
-    def peer_id(self) -> PeerID:
-        return self.engine.peer_id
-
-    @property
-    def blockstore(self) -> Blockstore:
-        return self.engine.blockstore
-
-    @property
-    def stats(self) -> EngineStats:
-        return self.engine.stats
-
-    @property
-    def refusals(self) -> Refusals:
-        return self.engine.refusals
-
-    def is_idle(self) -> bool:
-        return self.engine.is_idle()
-
-    async def send_message(self, peer: PeerID, message: Any) -> None:
-        await self.engine.send_message(peer, message)
-
-    async def open_channel(self, *args: Any, **kwargs: Any) -> None:
-        await self.engine.open_channel(*args, **kwargs)
-
-    async def close_channel(self, channel_id: ChannelID) -> None:
-        await self.engine.close_channel(channel_id)
-
-    async def pause_channel(self, channel_id: ChannelID) -> None:
-        await self.engine.pause_channel(channel_id)
-
-    async def resume_channel(self, channel_id: ChannelID, message: Any = None) -> None:
-        await self.engine.resume_channel(channel_id, message)
-
-    async def cleanup_channel(self, channel_id: ChannelID) -> None:
-        await self.engine.cleanup_channel(channel_id)
 
     def _connection_lost(self, peer: PeerID) -> None:
         """The last connection to ``peer`` closed: forget the outbound
@@ -278,28 +231,13 @@ class Libp2pTransport(Transport):
 
     # -- lifecycle -----------------------------------------------------------------
 
-    async def serve(
-        self, events: TransportEvents, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        if self._tg is not None:
-            raise RuntimeError("already serving")
-        try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                await tg.start(self.engine.serve, events)
-                self.host.set_stream_handler(GRAPHSYNC_PROTOCOL, self._handle_stream)
-                self.dtnet.start(self._on_dt_message)
-                self._notifee = _Notifee(self)
-                self.host.get_network().register_notifee(self._notifee)
-                task_status.started()
-                try:
-                    await anyio.sleep_forever()
-                finally:
-                    self._stopping()
-        finally:
-            self._tg = None
+    def _attach(self) -> None:
+        self.host.set_stream_handler(GRAPHSYNC_PROTOCOL, self._handle_stream)
+        self.dtnet.start(self._on_dt_message)
+        self._notifee = _Notifee(self)
+        self.host.get_network().register_notifee(self._notifee)
 
-    def _stopping(self) -> None:
+    def _detach(self) -> None:
         try:
             self.host.remove_stream_handler(GRAPHSYNC_PROTOCOL)
             self.host.get_network().remove_notifee(self._notifee)
@@ -312,7 +250,7 @@ class Libp2pTransport(Transport):
                 self._tg.start_soon(reset_stream, entry.stream)
 
     def resources(self) -> dict[str, int]:
-        res = self.engine.resources()
+        res = super().resources()
         res["inbound_streams"] = self._readers
         return res
 
