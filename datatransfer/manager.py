@@ -1291,11 +1291,9 @@ class Manager:
             self._evict(now)
             for ch in list(self._channels.values()):
                 rt = self._runtime[ch.channel_id]
-                found = monitor.due(monitor.Watch(
-                    status=ch.record.status, is_initiator=ch.is_initiator,
-                    status_since=rt.status_since, last_activity=rt.last_activity,
-                    app_paused=ch.record.app_paused, data_open=rt.data_open,
-                    paid_while_finalizing=ch.record.paid_while_finalizing), cfg, now)
+                found = monitor.due(ch.record, cfg, now, is_initiator=ch.is_initiator,
+                                    status_since=rt.status_since,
+                                    last_activity=rt.last_activity, data_open=rt.data_open)
                 if found is None:
                     continue
                 if found.action is monitor.Action.FAIL:

@@ -1,7 +1,7 @@
 """Channel timeouts and the restart policy, as pure functions.
 
 Go keeps these apart from the channel rules (``channelmonitor/``); here they
-are functions of what the Manager knows about a channel (:class:`Watch`), its
+are functions of a channel's record and what the Manager knows of its timing, its
 :class:`~datatransfer.config.ManagerConfig` and the current time, which is
 passed in: they never read the clock, never await and change nothing. The
 Manager's watchdog calls :func:`due` for each live channel on every tick and
@@ -15,7 +15,13 @@ import enum
 from dataclasses import dataclass
 
 from datatransfer.config import ManagerConfig
-from statemachine import FINALIZING_STATUSES, Status, initiator_paused, is_ending
+from statemachine import (
+    FINALIZING_STATUSES,
+    ChannelRecord,
+    Status,
+    initiator_paused,
+    is_ending,
+)
 
 
 class Action(enum.Enum):
@@ -35,44 +41,31 @@ class Due:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Watch:
-    """What the monitor reads of one channel."""
-
-    status: Status
-    is_initiator: bool
-    #: When the channel entered its status (monotonic seconds).
-    status_since: float
-    #: When data or a message last moved on it.
-    last_activity: float
-    #: This node's application paused it: it chose to wait, no timeout applies.
-    app_paused: bool = False
-    #: Its data request is open (a responder whose initiator paused it).
-    data_open: bool = False
-    #: The initiator paid while the responder waited for the final voucher.
-    paid_while_finalizing: bool = False
-
-
-def due(watch: Watch, config: ManagerConfig, now: float) -> Due | None:
-    """The timeout that has run out for this channel at ``now``, if any."""
-    status = watch.status
-    if is_ending(status) or watch.app_paused:
+def due(record: ChannelRecord, config: ManagerConfig, now: float, *, is_initiator: bool,
+        status_since: float, last_activity: float, data_open: bool = False) -> Due | None:
+    """The timeout that has run out at ``now`` for the channel whose record
+    is ``record`` (its status and its flags: paused by this node's
+    application, paid while finalizing), if any. ``status_since``: when it
+    entered its status; ``last_activity``: when data or a message last moved
+    on it (monotonic seconds); ``data_open``: its data request is open."""
+    status = record.status
+    if is_ending(status) or record.app_paused:
         return None
-    waited = now - max(watch.last_activity, watch.status_since)
+    waited = now - max(last_activity, status_since)
     if status == Status.Requested and config.accept_timeout is not None:
-        if now - watch.status_since > config.accept_timeout:
+        if now - status_since > config.accept_timeout:
             return Due(Action.FAIL, f"timed out after {config.accept_timeout:g} s waiting "
                        "for the request to be accepted")
         return None
     if status in FINALIZING_STATUSES and config.finalization_timeout is not None:
         if waited <= config.finalization_timeout:
             return None
-        if watch.paid_while_finalizing:
+        if record.paid_while_finalizing:
             # paid, no answer: it may be lost; a restart asks again
             return Due(Action.ASK_AGAIN, "no answer to the final voucher")
         return Due(Action.FAIL, f"timed out after {config.finalization_timeout:g} s "
                    "waiting for the final voucher")
-    if not watch.is_initiator and watch.data_open and initiator_paused(status):
+    if not is_initiator and data_open and initiator_paused(status):
         # A pause is the other application's choice; bounded, since the peer
         # may pause and vanish. (A disconnect ends the exemption: a peer that
         # comes back restarts the channel; one that does not must not hold it.)
@@ -83,7 +76,7 @@ def due(watch: Watch, config: ManagerConfig, now: float) -> Due | None:
     if config.no_progress_timeout is not None and waited > config.no_progress_timeout:
         # An initiator waiting for the other side's end (TransferFinished,
         # ResponderCompleted) restarts too: a lost Complete is said again.
-        if watch.is_initiator:
+        if is_initiator:
             return Due(Action.RESTART, f"no progress for {config.no_progress_timeout:g} s")
         return Due(Action.FAIL, f"no progress for {config.no_progress_timeout:g} s: the "
                    "other peer stopped answering")

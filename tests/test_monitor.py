@@ -8,8 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from datatransfer.config import ManagerConfig
-from datatransfer.monitor import Action, Due, Watch, due, restart_delay
-from statemachine import ENDING_STATUSES, FINALIZING_STATUSES, MACHINE_STATUSES
+from datatransfer.monitor import Action, Due, due, restart_delay
+from statemachine import (
+    ENDING_STATUSES,
+    FINALIZING_STATUSES,
+    MACHINE_STATUSES,
+    ChannelRecord,
+)
 from statemachine import Status as S
 
 CFG = ManagerConfig(accept_timeout=30, no_progress_timeout=60, finalization_timeout=90,
@@ -17,9 +22,14 @@ CFG = ManagerConfig(accept_timeout=30, no_progress_timeout=60, finalization_time
 
 
 def watch(status: S, *, initiator: bool = True, since: float = 0.0, active: float = 0.0,
-          **flags: bool) -> Watch:
-    return Watch(status=status, is_initiator=initiator, status_since=since,
-                 last_activity=active, **flags)
+          data_open: bool = False, **flags: bool) -> dict:
+    """:func:`due`'s arguments for a channel: its record (with ``flags``) and timing."""
+    return {"record": ChannelRecord(status=status, **flags), "is_initiator": initiator,
+            "status_since": since, "last_activity": active, "data_open": data_open}
+
+
+def check(w: dict, config: ManagerConfig, now: float) -> Due | None:
+    return due(config=config, now=now, **w)
 
 
 @pytest.mark.parametrize("status, initiator, flags, quiet, late, expected", [
@@ -36,22 +46,22 @@ def watch(status: S, *, initiator: bool = True, since: float = 0.0, active: floa
 def test_each_timeout_fires_just_after_its_limit(status, initiator, flags, quiet, late,
                                                  expected):
     w = watch(status, initiator=initiator, **flags)
-    assert due(w, CFG, quiet) is None
-    found = due(w, CFG, late)
+    assert check(w, CFG, quiet) is None
+    found = check(w, CFG, late)
     assert isinstance(found, Due) and found.action is expected, found
     assert found.reason
 
 
 def test_nothing_is_due_for_ending_channels_or_ones_this_app_paused():
     for status in ENDING_STATUSES:
-        assert due(watch(status), CFG, 1e9) is None
-    assert due(watch(S.Ongoing, app_paused=True), CFG, 1e9) is None
+        assert check(watch(status), CFG, 1e9) is None
+    assert check(watch(S.Ongoing, app_paused=True), CFG, 1e9) is None
 
 
 def test_activity_and_a_new_status_restart_the_clock():
-    assert due(watch(S.Ongoing, since=0, active=50), CFG, 100) is None
-    assert due(watch(S.Ongoing, since=50, active=0), CFG, 100) is None
-    assert due(watch(S.Ongoing, since=0, active=50), CFG, 111) is not None
+    assert check(watch(S.Ongoing, since=0, active=50), CFG, 100) is None
+    assert check(watch(S.Ongoing, since=50, active=0), CFG, 100) is None
+    assert check(watch(S.Ongoing, since=0, active=50), CFG, 111) is not None
 
 
 def test_disabled_timeouts_never_fire():
@@ -59,7 +69,7 @@ def test_disabled_timeouts_never_fire():
                         finalization_timeout=None, peer_pause_timeout=None)
     for status in MACHINE_STATUSES:
         for initiator in (True, False):
-            assert due(watch(status, initiator=initiator, data_open=True), off, 1e12) is None
+            assert check(watch(status, initiator=initiator, data_open=True), off, 1e12) is None
 
 
 statuses = st.sampled_from(MACHINE_STATUSES)
@@ -74,9 +84,9 @@ def test_once_due_a_timeout_stays_due_and_never_fires_early(
     before the shortest limit that could apply has passed."""
     w = watch(status, initiator=initiator, since=since, active=active, data_open=data_open,
               paid_while_finalizing=paid)
-    found = due(w, CFG, now)
+    found = check(w, CFG, now)
     if found is not None:
-        assert due(w, CFG, now + later) == found
+        assert check(w, CFG, now + later) == found
         assert now - since > min(CFG.accept_timeout, CFG.no_progress_timeout)
     if status in FINALIZING_STATUSES and found is not None:
         assert found.action in (Action.FAIL, Action.ASK_AGAIN)
