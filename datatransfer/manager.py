@@ -150,9 +150,7 @@ def _guarded(default: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]
             try:
                 return await fn(self, channel_id, *args)
             except Exception as exc:  # noqa: BLE001 - the boundary
-                peer = (channel_id.initiator if channel_id.responder == self.peer_id
-                        else channel_id.responder)
-                self._refuse_input(_refusal_kind(exc), peer,
+                self._refuse_input(_refusal_kind(exc), self._peer_of(channel_id),
                                    f"{fn.__name__.lstrip('_')} for {channel_id}: {exc!r}")
                 return default
 
@@ -602,7 +600,7 @@ class Manager:
         """A data-transfer response arrived with the data flowing back."""
         ch = self._channels.get(channel_id)
         if ch is None or not isinstance(response, TransferResponse):
-            self._refuse_input("unknown-channel", channel_id.other_party(self.peer_id),
+            self._refuse_input("unknown-channel", self._peer_of(channel_id),
                                f"response for unknown channel {channel_id} ignored")
             return
         self._handle_response(ch, response)
@@ -1415,6 +1413,13 @@ class Manager:
         exception out of the Manager's task group."""
         self.refusals.refuse(kind, f"from {peer}: {text}")
 
+    def _peer_of(self, channel_id: ChannelID) -> PeerID:
+        """The other party of a channel id a transport reported, for the
+        refusal log; an id that does not name this node (a peer made it up)
+        gives its responder instead of raising."""
+        return channel_id.initiator if channel_id.responder == self.peer_id \
+            else channel_id.responder
+
     def _get(self, channel_id: ChannelID) -> Channel:
         """A channel in memory (live, or ended a short while ago)."""
         ch = self._channels.get(channel_id)
@@ -1424,13 +1429,15 @@ class Manager:
 
     def _lookup(self, channel_id: ChannelID) -> Channel:
         """A channel in memory, else one that ended and is only in the store."""
-        ch = self._channels.get(channel_id)
-        if ch is not None:
-            return ch
-        ch = self.store.load(channel_id)
-        if ch is None or ch.self_peer != self.peer_id:
+        ch = self._channels.get(channel_id) or self._stored(channel_id)
+        if ch is None:
             raise ChannelNotFound(channel_id)
         return ch
+
+    def _stored(self, channel_id: ChannelID) -> Channel | None:
+        """This node's side of the channel as the store holds it, or None."""
+        ch = self.store.load(channel_id)
+        return ch if ch is not None and ch.self_peer == self.peer_id else None
 
     def _evict(self, now: float) -> None:
         """Forget, in memory, channels that ended more than
@@ -1449,8 +1456,8 @@ class Manager:
     def _revive(self, chid: ChannelID) -> Channel | None:
         """A channel that ended and was evicted, back in memory (None if the
         store does not hold it)."""
-        ch = self.store.load(chid)
-        if ch is None or ch.self_peer != self.peer_id:
+        ch = self._stored(chid)
+        if ch is None:
             return None
         self._channels[chid] = ch
         self._runtime[chid] = _Runtime()
@@ -1515,7 +1522,7 @@ class Manager:
     def _update_message(self, ch: Channel, *, paused: bool) -> Any:
         if ch.is_initiator:
             return update_request(ch.channel_id.id, paused=paused)
-        return self._result_response(MessageType.Update, ch.channel_id.id, True, paused, None)
+        return update_response(ch.channel_id.id, paused=paused)
 
     def _response(self, ch: Channel, kind: MessageType, accepted: bool) -> TransferResponse:
         paused = responder_paused(ch.record.status)
@@ -1530,8 +1537,6 @@ class Manager:
     @staticmethod
     def _result_response(kind: MessageType, transfer_id: int, accepted: bool, paused: bool,
                          result: Encoded | None) -> TransferResponse:
-        if kind == MessageType.Update:  # no verdict: Go leaves Acpt false
-            return update_response(transfer_id, paused=paused)
         rtype, rnode = ("", None) if result is None else result
         return VERDICTS[kind](transfer_id, accepted=accepted, paused=paused,
                               voucher_result_type=rtype, voucher_result=rnode)
