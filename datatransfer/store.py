@@ -257,25 +257,22 @@ class SqliteChannelStore(ChannelStore):
                 "SELECT doc FROM channels WHERE initiator=? AND responder=? AND id=?",
                 (bytes(chid.initiator), bytes(chid.responder), chid.id),
             ).fetchone()
-        return None if row is None else self._read(chid, row[0])
+        return None if row is None else decode_channel(chid, row[0])
 
     def all(self) -> Iterator[Channel]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT initiator, responder, id, doc FROM channels"
-            ).fetchall()
-        for ini, resp, tid, doc in rows:
-            yield self._read(ChannelID(PeerID(ini), PeerID(resp), tid), doc)
+        return self._select("", ())
 
     def live(self) -> Iterator[Channel]:
         finals = tuple(int(x) for x in FINAL_STATUSES)
+        return self._select(f" WHERE status NOT IN ({','.join('?' * len(finals))})", finals)
+
+    def _select(self, where: str, params: tuple[Any, ...]) -> Iterator[Channel]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT initiator, responder, id, doc FROM channels"
-                f" WHERE status NOT IN ({','.join('?' * len(finals))})", finals
+                "SELECT initiator, responder, id, doc FROM channels" + where, params
             ).fetchall()
         for ini, resp, tid, doc in rows:
-            yield self._read(ChannelID(PeerID(ini), PeerID(resp), tid), doc)
+            yield decode_channel(ChannelID(PeerID(ini), PeerID(resp), tid), doc)
 
     def count_by_status(self) -> dict[Status, int]:
         with self._lock:
@@ -289,9 +286,6 @@ class SqliteChannelStore(ChannelStore):
                 "SELECT MAX(id) FROM channels WHERE initiator=?", (bytes(initiator),)
             ).fetchone()
         return row[0] or 0
-
-    def _read(self, chid: ChannelID, doc: bytes) -> Channel:
-        return decode_channel(chid, doc)
 
     def close(self) -> None:
         with self._lock:
