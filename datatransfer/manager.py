@@ -279,7 +279,8 @@ class Manager:
             self._track_live(ch)
             status = ch.record.status
             # A responder waiting for the final voucher, or paused without its
-            # app having paused, waits for a voucher (the flag is not stored).
+            # app having paused, waits for a voucher (records stored before the
+            # flag was part of them do not say so).
             rec = ch.record
             rec.paused_for_voucher = rec.paused_for_voucher or not ch.is_initiator and (
                 status == S.Finalizing or (status == S.ResponderPaused and not rec.app_paused))
