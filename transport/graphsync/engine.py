@@ -446,21 +446,26 @@ class GraphsyncEngine(Transport):
                 f"({self.peer_work.capacity} clause evaluations, "
                 f"{self.peer_work.rate:g} more per second)")
 
-    async def _receive_walk(self, state: _GsReceiver, result: str | None) -> str | None:
-        """Finish a receiver's walk step: charge its work, and while it
-        returns STEP let other tasks run and walk on. Returns an error text
-        or None (check :meth:`_current` afterwards: the channel may have
-        ended meanwhile)."""
+    async def _walk_on(self, state: _GsReceiver, result: str | None) -> bool:
+        """Finish a receiver's walk step (``result``: what the step returned):
+        charge its work, and while it returns STEP let other tasks run and
+        walk on. True when the receiver goes on; False when the channel ended
+        meanwhile, or the walk failed (the channel is then failed here)."""
         while True:
-            over = self._charge_work(state)
-            if over is not None:
-                return over
-            if result is not STEP:
-                return result
+            error = self._charge_work(state)
+            if error is not None or result is not STEP:
+                break
             await anyio.lowlevel.checkpoint()
             if not self._current(state):
-                return None
+                return False
             result = resume_receive(state, self.blockstore)
+        error = error if error is not None else result
+        if not self._current(state):
+            return False
+        if error is not None:
+            await self._receive_failed(state, error)
+            return False
+        return True
 
     # -- lanes ---------------------------------------------------------------------
 
@@ -997,10 +1002,7 @@ class GraphsyncEngine(Transport):
         if not self._current(state):
             return
         # stop at restart-skipped blocks too: the sender announces them (see _on_response)
-        error = await self._receive_walk(
-            state, next_to_receive(state, self.blockstore, stop_at_skipped=True))
-        if error is not None and self._current(state):
-            await self._receive_failed(state, error)
+        await self._walk_on(state, next_to_receive(state, self.blockstore, stop_at_skipped=True))
 
     async def _receive_failed(self, state: _GsReceiver, reason: str) -> None:
         assert self._events is not None
@@ -1119,11 +1121,7 @@ class GraphsyncEngine(Transport):
             if expect is not None and not expect.send:
                 # still in the blocks a restart skips (held here, see the module docs)
                 if link == expect.cid:
-                    error = await self._receive_walk(state, take_skipped(state, self.blockstore))
-                    if not self._current(state):
-                        return
-                    if error is not None:
-                        await self._receive_failed(state, error)
+                    if not await self._walk_on(state, take_skipped(state, self.blockstore)):
                         return
                     continue
                 if block is None:
@@ -1134,11 +1132,7 @@ class GraphsyncEngine(Transport):
                     )
                     return
                 # a sender that does not announce skipped blocks: the rest are ours to load
-                error = await self._receive_walk(state, skip_rest(state, self.blockstore))
-                if not self._current(state):
-                    return
-                if error is not None:
-                    await self._receive_failed(state, error)
+                if not await self._walk_on(state, skip_rest(state, self.blockstore)):
                     return
             if block is not None:
                 if not await self._on_block(state, block, ended=rsp.status.is_terminal):
@@ -1164,11 +1158,7 @@ class GraphsyncEngine(Transport):
             await events.on_channel_completed(chid, str(error or status.go_name))
             return
         # all skipped, none announced
-        error = await self._receive_walk(state, skip_rest(state, self.blockstore))
-        if not self._current(state):
-            return
-        if error is not None:
-            await self._receive_failed(state, error)
+        if not await self._walk_on(state, skip_rest(state, self.blockstore)):
             return
         if state.traversal_done:
             self._remove(state)
@@ -1222,13 +1212,7 @@ class GraphsyncEngine(Transport):
         if decision.pause and not state.local_hold:
             if not await self._pause_receiver(state):
                 return False
-        error = await self._receive_walk(state, next_to_receive(state, self.blockstore))
-        if not self._current(state):
-            return False
-        if error is not None:
-            await self._receive_failed(state, error)
-            return False
-        return True
+        return await self._walk_on(state, next_to_receive(state, self.blockstore))
 
     async def _on_block_not_sent(self, state: _GsReceiver, cid: CID) -> bool:
         """The sender announced ``cid`` without sending it (the request's
@@ -1253,13 +1237,7 @@ class GraphsyncEngine(Transport):
         state.last_index = expect.index + 1
         state.expect = None
         state.traverser.provide(data)
-        error = await self._receive_walk(state, next_to_receive(state, self.blockstore))
-        if not self._current(state):
-            return False
-        if error is not None:
-            await self._receive_failed(state, error)
-            return False
-        return True
+        return await self._walk_on(state, next_to_receive(state, self.blockstore))
 
     # -- Transport API -------------------------------------------------------------
 
