@@ -215,3 +215,17 @@ async def test_a_traversal_lets_other_tasks_run_while_it_walks():
         # the walk visited 30,000 elements; the ticker ran between its steps
         assert ticks > 100
 
+
+
+def test_full_buckets_of_departed_peers_are_forgotten():
+    """Buckets of peers that stopped spending (full again) are dropped once
+    many are held; those still spending are kept, and a forgotten peer's
+    budget is what a full bucket gives."""
+    budget = PeerWorkBudget(capacity=100, rate=10.0)
+    for i in range(1100):
+        assert budget.take(f"old{i}".encode(), 50, now=0.0)
+    for i in range(1100):  # later: the old buckets refilled meanwhile
+        assert budget.take(f"new{i}".encode(), 50, now=100.0)
+    assert set(budget._buckets) == {f"new{i}".encode() for i in range(1100)}
+    assert budget.level(b"old0", now=100.0) == 100
+    assert budget.level(b"new1099", now=100.0) == 50

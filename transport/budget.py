@@ -44,6 +44,9 @@ class PeerWorkBudget:
     capacity: int = DEFAULT_PEER_WORK
     rate: float = DEFAULT_PEER_WORK_RATE
     _buckets: dict[bytes, _Bucket] = field(default_factory=dict, repr=False)
+    #: Bucket count past which full buckets are forgotten; doubles with the
+    #: buckets still spending, so the sweep stays amortised O(1) per take.
+    _sweep_at: int = field(default=1024, repr=False)
 
     def take(self, peer: bytes, work: int, now: float) -> bool:
         """Spend ``work`` from ``peer``'s bucket; False (nothing spent) when
@@ -54,23 +57,25 @@ class PeerWorkBudget:
         if bucket is None:
             bucket = self._buckets[peer] = _Bucket(float(self.capacity), now)
         else:
-            bucket.level = min(self.capacity, bucket.level + (now - bucket.at) * self.rate)
+            bucket.level = self._refilled(bucket, now)
             bucket.at = now
         if bucket.level < work:
             return False
         bucket.level -= work
-        if len(self._buckets) > 1024:
+        if len(self._buckets) > self._sweep_at:
             self._forget_full(now)
         return True
 
     def level(self, peer: bytes, now: float) -> float:
         """Work ``peer`` may spend now."""
         bucket = self._buckets.get(peer)
-        if bucket is None:
-            return float(self.capacity)
+        return float(self.capacity) if bucket is None else self._refilled(bucket, now)
+
+    def _refilled(self, bucket: _Bucket, now: float) -> float:
         return min(self.capacity, bucket.level + (now - bucket.at) * self.rate)
 
     def _forget_full(self, now: float) -> None:
         for peer in [p for p, b in self._buckets.items()
-                     if b.level + (now - b.at) * self.rate >= self.capacity]:
+                     if self._refilled(b, now) >= self.capacity]:
             del self._buckets[peer]
+        self._sweep_at = max(1024, 2 * len(self._buckets))
