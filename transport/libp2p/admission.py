@@ -36,8 +36,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import INetConn, INetwork
 from libp2p.transport.tcp.tcp import TCP, TCPListener
+
+from transport.libp2p.notifee import QuietNotifee
 
 __all__ = ["AdmissionGuard", "AdmissionPolicy", "GuardedTCP"]
 
@@ -79,7 +81,7 @@ class _Admitted:
         self.established = False
 
 
-class AdmissionGuard(INotifee):
+class AdmissionGuard(QuietNotifee):
     """Admits or refuses inbound connections; see the module docs.
 
     Register it as a notifee of the swarm (:func:`~transport.libp2p.host.make_host`
@@ -187,18 +189,6 @@ class AdmissionGuard(INotifee):
             # ends the swarm's handler, which would otherwise keep its slot
             # until the swarm stops
             entry.scope.cancel()
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def listen(self, network: INetwork, multiaddr: Any) -> None:
-        pass
-
-    async def listen_close(self, network: INetwork, multiaddr: Any) -> None:
-        pass
 
 
 def _decrement(counter: Counter[str], key: str) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetConn, INetStream, INetwork
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF
 
@@ -56,6 +56,7 @@ from transport.libp2p.host import (
     peer_id_of,
     reset_stream,
 )
+from transport.libp2p.notifee import QuietNotifee
 
 __all__ = ["GRAPHSYNC_PROTOCOL", "Libp2pTransport"]
 
@@ -375,7 +376,7 @@ class Libp2pTransport(EngineCarrier):
             done.set()
 
 
-class _Notifee(INotifee):
+class _Notifee(QuietNotifee):
     """Tells the transport when a peer's last connection closes."""
 
     def __init__(self, transport: Libp2pTransport) -> None:
@@ -387,18 +388,3 @@ class _Notifee(INotifee):
         except Exception:  # noqa: BLE001
             return
         self.transport._connection_lost(peer)
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def connected(self, network: INetwork, conn: INetConn) -> None:
-        pass
-
-    async def listen(self, network: INetwork, multiaddr: Any) -> None:
-        pass
-
-    async def listen_close(self, network: INetwork, multiaddr: Any) -> None:
-        pass
