@@ -97,33 +97,6 @@ class ScriptedValidator:
         return await self._decide("pull", is_restart, voucher)
 
 
-class Gate:
-    """A revalidator that stops the sender inside ``on_pull_data_sent`` before
-    block ``at`` until the test opens the gate: a deterministic mid-transfer point."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-        self.seen = 0
-        self.reached = anyio.Event()
-        self.open = anyio.Event()
-
-    async def on_pull_data_sent(self, channel_id, additional_bytes):
-        self.seen += 1
-        if self.seen == self.at:
-            self.reached.set()
-            await self.open.wait()
-        return NOT_HANDLED
-
-    async def on_push_data_received(self, channel_id, additional_bytes):
-        return NOT_HANDLED
-
-    async def revalidate(self, channel_id, voucher):
-        return NOT_HANDLED
-
-    async def on_complete(self, channel_id):
-        return NOT_HANDLED
-
-
 class PayEveryN:
     """Revalidator for pay-as-you-go: pauses every ``interval`` bytes until a
     Payment covering the bytes sent arrives; asks for a final payment on
@@ -196,6 +169,24 @@ class IgnoreAll:
         return NOT_HANDLED
 
     async def on_complete(self, channel_id):
+        return NOT_HANDLED
+
+
+class Gate(IgnoreAll):
+    """A revalidator that stops the sender inside ``on_pull_data_sent`` before
+    block ``at`` until the test opens the gate: a deterministic mid-transfer point."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.seen = 0
+        self.reached = anyio.Event()
+        self.open = anyio.Event()
+
+    async def on_pull_data_sent(self, channel_id, additional_bytes):
+        self.seen += 1
+        if self.seen == self.at:
+            self.reached.set()
+            await self.open.wait()
         return NOT_HANDLED
 
 

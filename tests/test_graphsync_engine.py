@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _support import FAST, LabelVoucher, Recorder, ScriptedValidator, make_dag
+from _support import FAST, Gate, LabelVoucher, Recorder, ScriptedValidator, make_dag
 from trio.testing import MockClock
 
 from datatransfer.ipld.block import Block
@@ -30,7 +30,6 @@ from datatransfer.messages import (
 )
 from datatransfer.store import SqliteChannelStore
 from datatransfer.types import ChannelID, PeerID
-from registry import NOT_HANDLED
 from statemachine import Status as S
 from transport.base import PROCEED, Decision, PeerUnreachable
 from transport.graphsync.engine import GraphsyncEngine
@@ -837,33 +836,6 @@ async def test_receiver_whose_traversal_finished_while_paused_completes_on_resum
         assert a.engine.is_idle()
 
 
-class _Gate:
-    """A revalidator holding the sender inside ``on_data_queued`` for block
-    ``at`` until the test opens it: a deterministic mid-transfer point."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-        self.seen = 0
-        self.reached = anyio.Event()
-        self.open = anyio.Event()
-
-    async def on_pull_data_sent(self, channel_id, additional_bytes):  # type: ignore[no-untyped-def]
-        self.seen += 1
-        if self.seen == self.at:
-            self.reached.set()
-            await self.open.wait()
-        return NOT_HANDLED
-
-    async def on_push_data_received(self, channel_id, additional_bytes):  # type: ignore[no-untyped-def]
-        return NOT_HANDLED
-
-    async def revalidate(self, channel_id, voucher):  # type: ignore[no-untyped-def]
-        return NOT_HANDLED
-
-    async def on_complete(self, channel_id):  # type: ignore[no-untyped-def]
-        return NOT_HANDLED
-
-
 @asynccontextmanager
 async def manager_responder(reval: Any = None) -> AsyncIterator[SimpleNamespace]:
     """A Manager serving over a GraphsyncEngine as B; the test plays the
@@ -913,7 +885,7 @@ async def test_manager_responder_takes_a_go_requesters_pause_and_resume(responde
     Update(paused) on its own, and resumes with the same request again
     carrying Update(paused=false) and do-not-send-first-blocks. Our responder
     used to refuse that request (30): now it resumes from the skip point."""
-    gate = _Gate(at=3)
+    gate = Gate(at=3)
     async with manager_responder(gate) as b:
         root, size, order = make_dag(b.store, leaves=6)
         chid = ChannelID(A, B, 1)
@@ -965,7 +937,7 @@ async def test_manager_responder_judges_other_messages_on_a_data_request(case):
     """go-data-transfer takes any request message on a graphsync request:
     a Cancel cancels the channel (the request is refused); one for no known
     channel is refused; a Voucher is handled as on its own, then served."""
-    gate = _Gate(at=2)
+    gate = Gate(at=2)
     async with manager_responder(gate) as b:
         root, size, order = make_dag(b.store, leaves=4)
         chid = ChannelID(A, B, 1)
