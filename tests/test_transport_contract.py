@@ -80,16 +80,23 @@ async def test_a_rejected_request_fails_and_moves_nothing():
         assert not any(a.blockstore.has(c) for c in order)
 
 
+async def pull_held(h, at: int, leaves: int):  # type: ignore[no-untyped-def]
+    """Nodes a and b, a pull from b whose sender is held before block
+    ``at``: (a, b, gate, channel, bytes, blocks in order)."""
+    gate = Gate(at=at)
+    a = await h.node("a", setup=serving())
+    b = await h.node("b", setup=serving(gate, LabelVoucher))
+    root, size, order = make_dag(b.blockstore, leaves=leaves)
+    chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+    with anyio.fail_after(10):
+        await gate.reached.wait()
+    return a, b, gate, chid, size, order
+
+
 @pytest.mark.parametrize("who", ["initiator", "responder"])
 async def test_pause_holds_the_data_and_resume_finishes_it(who):
-    gate = Gate(at=3)
     async with harness() as h:
-        a = await h.node("a", setup=serving())
-        b = await h.node("b", setup=serving(gate, LabelVoucher))
-        root, size, order = make_dag(b.blockstore, leaves=8)
-        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
-        with anyio.fail_after(10):
-            await gate.reached.wait()
+        a, b, gate, chid, size, order = await pull_held(h, at=3, leaves=8)
         pauser = a if who == "initiator" else b
         await pauser.manager.pause_channel(chid)
         paused = S.InitiatorPaused if who == "initiator" else S.ResponderPaused
@@ -106,14 +113,8 @@ async def test_pause_holds_the_data_and_resume_finishes_it(who):
 
 @pytest.mark.parametrize("who", ["initiator", "responder"])
 async def test_cancel_mid_transfer_ends_both_sides(who):
-    gate = Gate(at=3)
     async with harness() as h:
-        a = await h.node("a", setup=serving())
-        b = await h.node("b", setup=serving(gate, LabelVoucher))
-        root, size, _ = make_dag(b.blockstore, leaves=8)
-        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
-        with anyio.fail_after(10):
-            await gate.reached.wait()
+        a, b, gate, chid, size, _ = await pull_held(h, at=3, leaves=8)
         await (a if who == "initiator" else b).manager.close_channel(chid)
         gate.open.set()
         sa, sb = await ended((a, chid), (b, chid))
@@ -135,14 +136,8 @@ async def test_paid_retrieval_with_a_final_voucher():
 
 
 async def test_a_cut_mid_pull_restarts_and_counts_each_byte_once():
-    gate = Gate(at=4)
     async with harness() as h:
-        a = await h.node("a", setup=serving())
-        b = await h.node("b", setup=serving(gate, LabelVoucher))
-        root, size, order = make_dag(b.blockstore, leaves=10)
-        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
-        with anyio.fail_after(10):
-            await gate.reached.wait()
+        a, b, gate, chid, size, order = await pull_held(h, at=4, leaves=10)
         h.net.disconnect(a.peer, b.peer)
         gate.open.set()
         await anyio.sleep(0.05)
