@@ -96,6 +96,9 @@ from transport.base import (
     UnknownTransportChannel,
 )
 from transport.carrier import EngineCarrier
+from transport.graphsync.engine import GraphsyncEngine
+from transport.graphsync.framing import encode_frame, split_frames
+from transport.graphsync.message import GraphsyncWireError
 from transport.walk import Receiving as _Receiver
 from transport.walk import Sending as _Sender
 from transport.walk import Walk as _Channel
@@ -261,10 +264,11 @@ class InMemoryNetwork:
 
     def engine(self, peer_id: PeerID | bytes, blockstore: Blockstore,
                **options: Any) -> EngineCarrier:
-        """Create node ``peer_id`` as the real graphsync engine (the one the
-        libp2p transport carries), its transport (``.engine``: the engine)
-        carrying its frames and data-transfer messages over this network under the same reachability and fault rules
-        (``"graphsync"`` packets hold a frame's bytes). ``options`` go to
+        """Create node ``peer_id`` on the real graphsync engine (the one the
+        libp2p transport carries): its transport carries the engine's frames
+        and data-transfer messages over this network, under the same
+        reachability and fault rules (``"graphsync"`` packets hold a frame's
+        bytes). ``options`` go to
         :class:`~transport.graphsync.engine.GraphsyncEngine`."""
         peer = PeerID(peer_id)
         if peer in self._nodes:
@@ -432,6 +436,62 @@ class InMemoryNetwork:
 # -- per-node machinery ---------------------------------------------------------
 
 
+class _Inbox:
+    """What links deliver into one node: in order per link, a delayed packet
+    holding back those behind it on its link; what a severed or stopped link
+    still holds is lost (counted as dropped)."""
+
+    def __init__(self, stats: NetworkStats, dispatch: Callable[[Packet], None]) -> None:
+        self._stats = stats
+        self._dispatch = dispatch
+        self._queues: dict[PeerID, deque[tuple[float, Packet]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._queues)
+
+    def accept(self, packet: Packet, delay: float, tg: TaskGroup | None) -> None:
+        src = packet.src
+        queue = self._queues.get(src)
+        if delay <= 0 and not queue:
+            self._dispatch(packet)
+            return
+        if queue is None:
+            queue = self._queues[src] = deque()
+            start = True
+        else:
+            start = False
+        queue.append((anyio.current_time() + delay, packet))
+        if start:
+            assert tg is not None
+            tg.start_soon(self._run, src, queue)
+
+    async def _run(self, src: PeerID, queue: deque[tuple[float, Packet]]) -> None:
+        try:
+            while queue:
+                due, packet = queue[0]
+                wait = due - anyio.current_time()
+                if wait > 0:
+                    await anyio.sleep(wait)
+                    continue  # the queue may have been purged meanwhile
+                queue.popleft()
+                self._dispatch(packet)
+        finally:
+            if self._queues.get(src) is queue:
+                del self._queues[src]
+
+    def drop(self, src: PeerID) -> None:
+        """Lose what the link from ``src`` holds."""
+        queue = self._queues.pop(src, None)
+        if queue is not None:
+            for _, packet in queue:
+                self._stats.dropped[packet.kind] += 1
+            queue.clear()
+
+    def drop_all(self) -> None:
+        for src in list(self._queues):
+            self.drop(src)
+
+
 class _Item:
     """One unit of work of a lane."""
 
@@ -490,7 +550,7 @@ class InMemoryTransport(Transport):
         self._events: TransportEvents | None = None
         self._channels: dict[ChannelID, _Channel] = {}
         self._lanes: dict[Any, _Lane] = {}
-        self._inbox: dict[PeerID, deque[tuple[float, Packet]]] = {}
+        self._inbox = _Inbox(network.stats, self._dispatch)
         self._last_request_from: dict[PeerID, int] = {}
 
     # -- introspection (tests) -------------------------------------------------
@@ -553,11 +613,7 @@ class InMemoryTransport(Transport):
         self._online = False
         self._net._node_offline(self._peer_id)
         stats = self._net.stats
-        for queue in self._inbox.values():
-            for _, packet in queue:
-                stats.dropped[packet.kind] += 1
-            queue.clear()
-        self._inbox.clear()
+        self._inbox.drop_all()
         for lane in self._lanes.values():
             for item in lane.items:
                 if item.packet is not None:
@@ -580,34 +636,7 @@ class InMemoryTransport(Transport):
         if not self._online:
             self._net.stats.dropped[packet.kind] += 1
             return
-        src = packet.src
-        queue = self._inbox.get(src)
-        if delay <= 0 and not queue:
-            self._dispatch(packet)
-            return
-        if queue is None:
-            queue = self._inbox[src] = deque()
-            start = True
-        else:
-            start = False
-        queue.append((anyio.current_time() + delay, packet))
-        if start:
-            assert self._tg is not None
-            self._tg.start_soon(self._run_link, src, queue)
-
-    async def _run_link(self, src: PeerID, queue: deque[tuple[float, Packet]]) -> None:
-        try:
-            while queue:
-                due, packet = queue[0]
-                wait = due - anyio.current_time()
-                if wait > 0:
-                    await anyio.sleep(wait)
-                    continue  # the queue may have been purged meanwhile
-                queue.popleft()
-                self._dispatch(packet)
-        finally:
-            if self._inbox.get(src) is queue:
-                del self._inbox[src]
+        self._inbox.accept(packet, delay, self._tg)
 
     def _dispatch(self, packet: Packet) -> None:
         src = packet.src
@@ -677,11 +706,7 @@ class InMemoryTransport(Transport):
         """The connection with ``peer`` is gone: lose what is in flight from
         it, end every channel with it (``on_disconnected`` via its lane)."""
         stats = self._net.stats
-        queue = self._inbox.pop(peer, None)
-        if queue is not None:
-            for _, packet in queue:
-                stats.dropped[packet.kind] += 1
-            queue.clear()
+        self._inbox.drop(peer)
         for lane in self._lanes.values():
             if not any(item.src == peer for item in lane.items):
                 continue
@@ -1082,9 +1107,6 @@ class _EngineNode(EngineCarrier):
 
     def __init__(self, network: InMemoryNetwork, peer: PeerID, blockstore: Blockstore,
                  options: dict[str, Any]) -> None:
-        from transport.graphsync.engine import GraphsyncEngine
-        from transport.graphsync.framing import encode_frame
-
         async def send(dst: PeerID, msg: Any) -> None:
             network._send(Packet("graphsync", peer, PeerID(dst), None, encode_frame(msg)))
 
@@ -1095,43 +1117,24 @@ class _EngineNode(EngineCarrier):
         self._net = network
         self._peer = peer
         self._online = False
-        self._links: dict[PeerID, tuple[deque[tuple[Packet, float]], bool]] = {}
+        self._inbox = _Inbox(network.stats, self._deliver)
 
     def _attach(self) -> None:
         self._online = True
 
     def _detach(self) -> None:
         self._online = False
-        self._links.clear()
+        self._inbox.drop_all()
         self._net._node_offline(self._peer)
 
     def _accept(self, packet: Packet, delay: float) -> None:
-        queue, busy = self._links.setdefault(packet.src, (deque(), False))
-        if not busy and not queue and delay <= 0:
-            self._deliver(packet)
+        if not self._online:
+            self._net.stats.dropped[packet.kind] += 1
             return
-        queue.append((packet, delay))
-        if not busy and self._tg is not None:
-            self._links[packet.src] = (queue, True)
-            self._tg.start_soon(self._drain_link, packet.src)
-
-    async def _drain_link(self, src: PeerID) -> None:
-        link = self._links.get(src)
-        while link is not None and link[0]:
-            packet, delay = link[0].popleft()
-            if delay > 0:
-                await anyio.sleep(delay)
-            if self._links.get(src) is not link:
-                return  # severed meanwhile: in-flight packets are lost
-            self._deliver(packet)
-        if link is not None and self._links.get(src) is link:
-            self._links[src] = (link[0], False)
+        self._inbox.accept(packet, delay, self._tg)
 
     def _deliver(self, packet: Packet) -> None:
         if packet.kind == "graphsync":
-            from transport.graphsync.framing import split_frames
-            from transport.graphsync.message import GraphsyncWireError
-
             try:
                 for payload in split_frames(packet.payload):
                     self.engine.handle_frame(packet.src, payload)
@@ -1141,5 +1144,5 @@ class _EngineNode(EngineCarrier):
             self.engine.handle_dt_message(packet.src, packet.payload)
 
     def _sever_peer(self, peer: PeerID, reason: str) -> None:
-        self._links.pop(peer, None)
+        self._inbox.drop(peer)
         self.engine.peer_lost(peer, reason)
