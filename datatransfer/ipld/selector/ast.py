@@ -303,14 +303,8 @@ class ExploreUnion(Selector):
     _hash: int = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        merged = self.members
-        cost = 1 + sum(m.cost for m in merged)
-        if cost > MAX_STATE_COST:
-            raise TraversalError(
-                f"selector grows past {MAX_STATE_COST} clauses (a union of unions or "
-                "recursions that multiply as the traversal goes)")
-        object.__setattr__(self, "cost", cost)
-        object.__setattr__(self, "_hash", hash(merged))
+        object.__setattr__(self, "cost", _state_cost(1 + sum(m.cost for m in self.members)))
+        object.__setattr__(self, "_hash", hash(self.members))
 
     def __hash__(self) -> int:
         return self._hash
@@ -339,6 +333,15 @@ class ExploreUnion(Selector):
             if got is not NOMATCH:
                 return got
         return NOMATCH
+
+
+def _state_cost(cost: int) -> int:
+    """``cost``, if a selector state may reach it (:data:`MAX_STATE_COST`)."""
+    if cost > MAX_STATE_COST:
+        raise TraversalError(
+            f"selector grows past {MAX_STATE_COST} clauses (unions or recursions nested "
+            "in each other that multiply as the traversal goes)")
+    return cost
 
 
 def _merged(members: Iterable[Selector]) -> tuple[Selector, ...]:
@@ -420,11 +423,7 @@ class _Recursion(Selector):
         self.depth = depth
         self.stop_at = stop_at
         self._reset: _Recursion | None = None
-        self.cost = 1 + current.cost
-        if self.cost > MAX_STATE_COST:
-            raise TraversalError(
-                f"selector grows past {MAX_STATE_COST} clauses (recursions nested in "
-                "recursions that multiply as the traversal goes)")
+        self.cost = _state_cost(1 + current.cost)
         # Equal states are one state: a union merges them (see ExploreUnion).
         self._key = (sequence, current, depth, stop_at)
         self._hash = hash(self._key)
