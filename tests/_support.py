@@ -190,6 +190,16 @@ class Gate(IgnoreAll):
         return NOT_HANDLED
 
 
+def validating(reval: Any = None, reval_type: type[Voucher] = Payment) -> Callable[[Manager], None]:
+    """A node setup: LabelVoucher requests checked by a ScriptedValidator,
+    and ``reval`` as the revalidator of ``reval_type`` vouchers if given."""
+    def setup(manager: Manager) -> None:
+        manager.register_voucher_type(LabelVoucher, ScriptedValidator())
+        if reval is not None:
+            manager.register_revalidator(reval_type, reval)
+    return setup
+
+
 def make_dag(
     store: MemoryBlockstore, leaves: int = 8, leaf_size: int = 1000, fanout: int = 4, seed: int = 0
 ) -> tuple[CID, int, list[CID]]:

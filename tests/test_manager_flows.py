@@ -18,11 +18,11 @@ from _support import (  # every_transport: an autouse fixture
     NoteResult,
     PayEveryN,
     Payment,
-    ScriptedValidator,
     every_transport,  # noqa: F401
     harness,
     make_dag,
     pay_when_asked,
+    validating,
 )
 
 from datatransfer.errors import ChannelNotFound, Unsupported
@@ -47,14 +47,6 @@ def anyio_backend(request):
 
 def blocks(n: int, per_block: list[str]) -> list[str]:
     return per_block * n
-
-
-def validating(reval=None, reval_type=Payment):
-    def setup(manager):
-        manager.register_voucher_type(LabelVoucher, ScriptedValidator())
-        if reval is not None:
-            manager.register_revalidator(reval_type, reval)
-    return setup
 
 
 async def settle(*nodes: Node, chid: ChannelID) -> None:

@@ -15,12 +15,11 @@ from _support import (
     Gate,
     LabelVoucher,
     PayEveryN,
-    Payment,
-    ScriptedValidator,
     every_transport,  # noqa: F401 (autouse: both transports)
     harness,
     make_dag,
     pay_when_asked,
+    validating,
 )
 
 from statemachine import Status as S
@@ -30,14 +29,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request):
     return request.param
-
-
-def serving(reval=None, reval_type=Payment):
-    def setup(manager):
-        manager.register_voucher_type(LabelVoucher, ScriptedValidator())
-        if reval is not None:
-            manager.register_revalidator(reval_type, reval)
-    return setup
 
 
 async def ended(*pairs) -> list:
@@ -53,8 +44,8 @@ def holds(node, order) -> bool:
 
 async def test_pull_and_push_complete_with_every_byte_counted_once():
     async with harness() as h:
-        a = await h.node("a", setup=serving())
-        b = await h.node("b", setup=serving())
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
         root, size, order = make_dag(b.blockstore, leaves=12)
         pull = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
         sa, sb = await ended((a, pull), (b, pull))
@@ -71,8 +62,8 @@ async def test_pull_and_push_complete_with_every_byte_counted_once():
 
 async def test_a_rejected_request_fails_and_moves_nothing():
     async with harness() as h:
-        a = await h.node("a", setup=serving())
-        b = await h.node("b", setup=serving())
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
         root, _, order = make_dag(b.blockstore, leaves=3)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("reject"), root, ALL)
         (sa,) = await ended((a, chid))
@@ -84,8 +75,8 @@ async def pull_held(h, at: int, leaves: int):  # type: ignore[no-untyped-def]
     """Nodes a and b, a pull from b whose sender is held before block
     ``at``: (a, b, gate, channel, bytes, blocks in order)."""
     gate = Gate(at=at)
-    a = await h.node("a", setup=serving())
-    b = await h.node("b", setup=serving(gate, LabelVoucher))
+    a = await h.node("a", setup=validating())
+    b = await h.node("b", setup=validating(gate, LabelVoucher))
     root, size, order = make_dag(b.blockstore, leaves=leaves)
     chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
     with anyio.fail_after(10):
@@ -125,8 +116,8 @@ async def test_cancel_mid_transfer_ends_both_sides(who):
 async def test_paid_retrieval_with_a_final_voucher():
     reval = PayEveryN(3000, final=True)
     async with harness() as h:
-        a = await h.node("a", setup=serving())
-        b = await h.node("b", setup=serving(reval))
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating(reval))
         root, size, order = make_dag(b.blockstore, leaves=8)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
         paid = await pay_when_asked(a.manager, chid)
