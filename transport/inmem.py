@@ -449,7 +449,12 @@ class _Inbox:
     def __len__(self) -> int:
         return len(self._queues)
 
-    def accept(self, packet: Packet, delay: float, tg: TaskGroup | None) -> None:
+    def accept(self, packet: Packet, delay: float, tg: TaskGroup | None, online: bool) -> None:
+        """Deliver ``packet`` now, or ``delay`` seconds late on its link; a
+        node that is not ``online`` loses it."""
+        if not online:
+            self._stats.dropped[packet.kind] += 1
+            return
         src = packet.src
         queue = self._queues.get(src)
         if delay <= 0 and not queue:
@@ -633,10 +638,7 @@ class InMemoryTransport(Transport):
 
     def _accept(self, packet: Packet, delay: float) -> None:
         """Take a packet off the network (called in the sender's context)."""
-        if not self._online:
-            self._net.stats.dropped[packet.kind] += 1
-            return
-        self._inbox.accept(packet, delay, self._tg)
+        self._inbox.accept(packet, delay, self._tg, self._online)
 
     def _dispatch(self, packet: Packet) -> None:
         src = packet.src
@@ -1128,10 +1130,7 @@ class _EngineNode(EngineCarrier):
         self._net._node_offline(self._peer)
 
     def _accept(self, packet: Packet, delay: float) -> None:
-        if not self._online:
-            self._net.stats.dropped[packet.kind] += 1
-            return
-        self._inbox.accept(packet, delay, self._tg)
+        self._inbox.accept(packet, delay, self._tg, self._online)
 
     def _deliver(self, packet: Packet) -> None:
         if packet.kind == "graphsync":
