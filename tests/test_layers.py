@@ -22,6 +22,8 @@ CASES = {
     "datatransfer.ipld": RUNTIME + ("registry", "statemachine"),
     "datatransfer.messages": ("anyio", "trio", "libp2p", "datatransfer.manager", "transport"),
     "transport": ("anyio", "trio", "libp2p", "datatransfer.manager"),
+    "datatransfer.core": ("anyio", "trio", "libp2p", "asyncio", "datatransfer.manager",
+                          "transport", "datatransfer.store", "datatransfer.events", "sqlite3"),
 }
 
 

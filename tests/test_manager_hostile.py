@@ -257,7 +257,7 @@ async def test_ended_channels_leave_memory_and_stay_queryable_from_the_store():
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("ok"), root, ALL)
         assert (await a.manager.wait(chid, timeout=5)).status == S.Completed
         with anyio.fail_after(5):
-            while chid in b.manager._channels or chid in a.manager._channels:
+            while chid in b.manager.core.channels or chid in a.manager.core.channels:
                 await anyio.sleep(0.01)
         for node in (a, b):
             assert node.manager.channel_status(chid) == S.Completed
@@ -272,7 +272,7 @@ async def test_ended_channels_leave_memory_and_stay_queryable_from_the_store():
                                 voucher=LabelVoucher("ok").to_node(), pull=True)
         decision = await b.manager.transport_events.on_request_received(chid, a.peer, again, root, ALL)
         assert decision.message is not None and decision.message.type == MessageType.Complete
-        assert chid in b.manager._channels
+        assert chid in b.manager.core.channels
 
 
 async def test_a_node_restarted_on_a_store_of_ended_channels_does_not_load_them():
@@ -287,7 +287,7 @@ async def test_a_node_restarted_on_a_store_of_ended_channels_does_not_load_them(
             assert (await a.manager.wait(chid, timeout=5)).status == S.Completed
     async with harness() as h:
         b2 = await h.node("b", setup=serving(), store=store)
-        assert b2.manager._channels == {}  # memory holds live channels only
+        assert b2.manager.core.channels == {}  # memory holds live channels only
         assert set(done) <= set(b2.manager.channels())
 
 
@@ -306,7 +306,8 @@ async def test_a_local_failure_does_not_dial_a_peer_that_is_gone():
         h.net.disconnect(a.peer, b.peer)
         # b's own watchdog would fail a paused channel only after the pause
         # timeout; the initiator's cancel never arrives: fail it as a timeout does
-        b.manager._fail_here(b.manager._channels[chid], "timed out (test)")
+        await b.manager._run(b.manager.core._fail_here(b.manager.core.channels[chid],
+                                                       "timed out (test)"))
         assert (await b.manager.wait(chid, timeout=5)).status == S.Failed
         await anyio.sleep(0.1)
         assert spy.sent == []  # not told: no dial for a peer that is gone

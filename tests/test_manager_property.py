@@ -287,13 +287,15 @@ class _TappedManager(Manager):
 
     def __init__(self, box: NodeBox, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._box = box
+        on_message = self.transport_events.on_message
 
-    async def _on_message(self, sender: PeerID, message: Any) -> None:
-        chid = _cancelled_channel(self._box.peer, sender, message, sent=False)
-        if chid is not None:
-            self._box.cancels_received.append((chid, time.time()))
-        await super()._on_message(sender, message)
+        async def tapped(sender: PeerID, message: Any) -> None:
+            chid = _cancelled_channel(box.peer, sender, message, sent=False)
+            if chid is not None:
+                box.cancels_received.append((chid, time.time()))
+            await on_message(sender, message)
+
+        self.transport_events.on_message = tapped  # type: ignore[method-assign]
 
 
 # ------------------------------------------------------------------ the machine

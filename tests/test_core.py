@@ -1,0 +1,123 @@
+"""The channel core on its own: inputs in, effects out, no event loop.
+
+The property test (``test_core_property.py``) drives whole peers; these pin
+the contract between the core and its driver."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+from typing import Any
+
+from datatransfer.config import ManagerConfig
+from datatransfer.core import ChannelCore
+from datatransfer.core import effects as fx
+from datatransfer.ipld.cid import CID
+from datatransfer.ipld.selector import ALL_SELECTOR_NODE
+from datatransfer.manager import Manager
+from datatransfer.messages import MessageType, TransferResponse
+from datatransfer.types import PeerID
+from registry import Registry
+from statemachine import EventCode, Status
+
+CORE = Path(__file__).resolve().parent.parent / "datatransfer" / "core"
+ME = PeerID(b"\x00\x08me______")
+PEER = PeerID(b"\x00\x08peer____")
+ROOT = CID.of(b"root")
+
+
+def _core(**config: Any) -> ChannelCore:
+    core = ChannelCore(ME, Registry(), ManagerConfig(**config))
+    core.running = True
+    return core
+
+
+def _run(core: ChannelCore, steps: Any, outcomes: dict[type, Any] | None = None,
+         now: float = 0.0) -> tuple[list[fx.Effect], Any]:
+    """Run one input to its end; every effect gets ``None`` back unless
+    ``outcomes`` says otherwise."""
+    effects: list[fx.Effect] = []
+    outcome: Any = None
+    while True:
+        core.now = now
+        try:
+            effect = steps.send(outcome)
+        except StopIteration as stop:
+            return effects, stop.value
+        effects.append(effect)
+        outcome = (outcomes or {}).get(type(effect))
+
+
+def test_the_core_package_has_no_await_and_no_async_def() -> None:
+    for path in sorted(CORE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            assert not isinstance(node, ast.Await | ast.AsyncFunctionDef | ast.AsyncFor
+                                  | ast.AsyncWith), f"{path}:{node.lineno}"
+
+
+def test_the_manager_carries_out_instant_effects_without_waiting() -> None:
+    """The core persists a record and then applies it with nothing in
+    between: the driver must perform every effect that does not wait
+    synchronously (no coroutine), and know every effect."""
+    kinds = {cls for cls in vars(fx).values()
+             if isinstance(cls, type) and issubclass(cls, fx.Effect) and cls is not fx.Effect}
+    manager = Manager.__new__(Manager)
+    Manager.__init__(manager, _FakeTransport())
+    assert set(manager._perform) == kinds
+    for kind, handler in manager._perform.items():
+        if not kind.waits:
+            assert not inspect.iscoroutinefunction(handler), kind.__name__
+
+
+def test_opening_a_pull_persists_publishes_then_opens_the_data_request() -> None:
+    core = _core()
+    effects, chid = _run(core, core.open(PEER, ("v", 1), ROOT, ALL_SELECTOR_NODE, is_pull=True))
+    assert [type(e) for e in effects] == [fx.Persist, fx.Publish, fx.OpenData]
+    opened = effects[2]
+    assert isinstance(opened, fx.OpenData) and opened.peer == PEER and opened.skip == 0
+    assert opened.message.type == MessageType.New and opened.message.pull
+    assert core.get(chid).record.status is Status.Requested
+
+
+def test_a_store_that_refuses_leaves_the_channel_as_it_was() -> None:
+    core = _core()
+    _, chid = _run(core, core.open(PEER, ("v", 1), ROOT, ALL_SELECTOR_NODE, is_pull=True))
+    steps = core.message(PEER, TransferResponse(type=MessageType.New, transfer_id=chid.id,
+                                                accepted=True))
+    effect = next(steps)
+    assert isinstance(effect, fx.Persist)
+    assert effect.record is not None and effect.record.status is Status.Ongoing
+    refused = steps.throw(OSError("disk full"))  # the core's boundary refuses the input
+    assert isinstance(refused, fx.Refuse) and "disk full" in refused.text
+    assert core.get(chid).record.status is Status.Requested
+
+
+def test_time_is_what_the_driver_says() -> None:
+    """No clock inside: the accept timeout fires when the driver's ``now``
+    passes it, whatever the wall clock says."""
+    core = _core(accept_timeout=30.0)
+    _, chid = _run(core, core.open(PEER, ("v", 1), ROOT, ALL_SELECTOR_NODE, is_pull=True),
+                   now=100.0)
+    effects, _ = _run(core, core.tick(), now=129.0)
+    assert core.get(chid).record.status is Status.Requested
+    effects, _ = _run(core, core.tick(), now=130.5, outcomes={fx.IsConnected: False})
+    assert core.get(chid).record.status is Status.Failing
+    published = [e.event for e in effects if isinstance(e, fx.Publish)]
+    assert published == [EventCode.Error]
+    assert any(isinstance(e, fx.Spawn) for e in effects)  # the cancel, told apart
+
+
+def test_an_unanswerable_send_is_a_disconnect_and_arms_a_restart() -> None:
+    core = _core(restart_backoff=0.5)
+    _, chid = _run(core, core.open(PEER, ("v", 1), ROOT, ALL_SELECTOR_NODE, is_pull=False))
+    effects, _ = _run(core, core.send_voucher(chid, ("v", 2)),
+                      outcomes={fx.Send: "peer unreachable"})
+    armed = [e for e in effects if isinstance(e, fx.ArmRestart)]
+    assert armed == [fx.ArmRestart(chid, 0.5)]
+    assert core.get(chid).record.message == "unable to send message: peer unreachable"
+
+
+class _FakeTransport:
+    peer_id = ME
+    supports_pause = True
