@@ -42,14 +42,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final, NoReturn
 
 from transitions import Machine, MachineError, State
 from transitions.core import Event, EventData
 
 from statemachine.errors import EventArgumentError, IllegalTransition, UnknownEvent
 from statemachine.status import FINAL_STATUSES, MACHINE_STATUSES, EventCode, Status
-from statemachine.table import PARAM_CHECKS, ChannelRecord, Kind, effect_of, rows
+from statemachine.table import EFFECTS, PARAM_CHECKS, ChannelRecord, Kind, effect_of, rows
 
 # `transitions` logs two INFO lines for every state entered and left; with
 # thousands of channels that drowns an application's own INFO log. Our own
@@ -60,27 +60,103 @@ if _TRANSITIONS_LOG.level == logging.NOTSET:
     _TRANSITIONS_LOG.setLevel(logging.WARNING)
 
 
-def _writer(event: EventCode) -> Callable[[EventData], None]:
-    """The ``before`` callback for ``event``: check the keyword arguments, then write."""
+#: A compiled data effect: checks the keyword arguments, then writes them into
+#: the record; raises EventArgumentError (having written nothing) when they are wrong.
+Writer = Callable[[ChannelRecord, dict[str, Any]], None]
+
+_MISSING: Final = object()
+
+
+def _refuse(event: EventCode, kwargs: dict[str, Any], positional: int = 0) -> NoReturn:
+    """Raise the EventArgumentError that ``kwargs`` (and ``positional``) deserve.
+
+    Only called once a writer's quick check has failed, so it can afford to
+    build sets and messages; it always raises.
+    """
     effect = effect_of(event)
-    expected = frozenset(effect.params)
-    checks = tuple((name, *PARAM_CHECKS[name]) for name in effect.params)
+    if positional or kwargs.keys() != frozenset(effect.params):
+        got = sorted(kwargs) + [f"<{positional} positional>"] * bool(positional)
+        want = sorted(effect.params) or "no arguments"
+        raise EventArgumentError(event, f"takes {want}, got {got or 'none'}")
+    for name in effect.params:
+        check, what = PARAM_CHECKS[name]
+        value = kwargs[name]
+        if not check(value):
+            raise EventArgumentError(event, f"{name} must be {what}, got {value!r}")
+    raise AssertionError(f"{event.name}: arguments {kwargs!r} refused, but no check fails")
+
+
+def _compile_writer(event: EventCode) -> Writer:
+    """The data effect of ``event`` as one closure: check the arguments, then write.
+
+    Specialised by the number of parameters (the table has events with none
+    and with one), so the common, correct call costs a length test, one dict
+    lookup and the parameter's own check; any failure is handed to
+    :func:`_refuse`, which works out the exact error.
+    """
+    effect = effect_of(event)
     write = effect.write
+    params = effect.params
 
-    def before(event_data: EventData) -> None:
-        kwargs = event_data.kwargs
-        if event_data.args or kwargs.keys() != expected:
-            got = sorted(kwargs) + [f"<{len(event_data.args)} positional>"] * bool(event_data.args)
-            want = sorted(expected) or "no arguments"
-            raise EventArgumentError(event, f"takes {want}, got {got or 'none'}")
-        for name, check, what in checks:
-            value = kwargs[name]
-            if not check(value):
-                raise EventArgumentError(event, f"{name} must be {what}, got {value!r}")
-        write(event_data.model, **kwargs)
+    if not params:
+        if event not in EFFECTS:  # no data effect at all: only the (empty) check
 
-    before.__qualname__ = f"write_{event.name}"
-    return before
+            def writer(record: ChannelRecord, kwargs: dict[str, Any]) -> None:
+                if kwargs:
+                    _refuse(event, kwargs)
+
+        else:
+
+            def writer(record: ChannelRecord, kwargs: dict[str, Any]) -> None:
+                if kwargs:
+                    _refuse(event, kwargs)
+                write(record)
+
+    elif len(params) == 1:
+        (name,) = params
+        check = PARAM_CHECKS[name][0]
+
+        def writer(record: ChannelRecord, kwargs: dict[str, Any]) -> None:
+            if len(kwargs) == 1:
+                value = kwargs.get(name, _MISSING)
+                if value is not _MISSING and check(value):
+                    write(record, value)
+                    return
+            _refuse(event, kwargs)
+
+    else:
+        expected = frozenset(params)
+        checks = tuple((name, PARAM_CHECKS[name][0]) for name in params)
+
+        def writer(record: ChannelRecord, kwargs: dict[str, Any]) -> None:
+            if kwargs.keys() != expected or not all(check(kwargs[n]) for n, check in checks):
+                _refuse(event, kwargs)
+            write(record, **kwargs)
+
+    writer.__qualname__ = f"write_{event.name}"
+    return writer
+
+
+class _Before:
+    """The ``before`` callback of every transition of one event: runs its writer.
+
+    A callable object rather than a closure, so that the writer can be read
+    back from the machine (its ``repr`` is the name transitions logs).
+    """
+
+    __slots__ = ("event", "writer")
+
+    def __init__(self, event: EventCode, writer: Writer) -> None:
+        self.event = event
+        self.writer = writer
+
+    def __call__(self, event_data: EventData) -> None:
+        if event_data.args:
+            _refuse(self.event, event_data.kwargs, len(event_data.args))
+        self.writer(event_data.model, event_data.kwargs)
+
+    def __repr__(self) -> str:
+        return f"write_{self.event.name}"
 
 
 class _StatusState(State):
@@ -137,10 +213,10 @@ def build_machine() -> Machine:
         model_attribute="status",
         name="channel",
     )
-    writers = {event: _writer(event) for event in EventCode}
+    befores = {event: _Before(event, _compile_writer(event)) for event in EventCode}
     for row in rows():
         dest = row.target if row.kind is Kind.MOVE else None
-        machine.add_transition(row.event.name, row.source, dest, before=writers[row.event])
+        machine.add_transition(row.event.name, row.source, dest, before=befores[row.event])
     return machine
 
 
