@@ -69,16 +69,20 @@ does is check that the status is a source of the event and call the
   both paths share.)
 
 A lookup that misses costs the transitions path one dict lookup more.
-:func:`apply_via_transitions` sends every event down the second path: it
-is the reference the equivalence test (``tests/test_statemachine_fastpath.py``)
-compares :func:`apply` with, and the baseline ``benchmarks/bench_fsm.py``
-prints beside it; nothing else should call it.
+:func:`apply_via_transitions` is :func:`apply` as it was: every event
+through ``Event.trigger`` of a second machine (built on first use) whose
+``before`` callbacks are the original, uncompiled checks and writes.  It is
+the reference the equivalence test (``tests/test_statemachine_fastpath.py``)
+compares :func:`apply` with -- so that test covers the compiled writers as
+well as the fast path -- and the baseline ``benchmarks/bench_fsm.py`` prints
+beside it; nothing else should call it.
 
 Nothing here does I/O or keeps per-channel state.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
@@ -242,7 +246,13 @@ def build_machine() -> Machine:
     Exposed so tests and tools can inspect it; :data:`MACHINE` is the instance
     :func:`apply` uses.
     """
-    machine = SharedMachine(
+    return _build(SharedMachine, lambda event: _Before(event, _compile_writer(event)))
+
+
+def _build(
+    machine_cls: type[SharedMachine], before: Callable[[EventCode], Callable[[EventData], None]]
+) -> Machine:
+    machine = machine_cls(
         model=None,
         states=[{"name": s, "final": s in FINAL_STATUSES} for s in MACHINE_STATUSES],
         initial=MACHINE_STATUSES[0],
@@ -252,21 +262,23 @@ def build_machine() -> Machine:
         model_attribute="status",
         name="channel",
     )
-    befores = {event: _Before(event, _compile_writer(event)) for event in EventCode}
+    befores = {event: before(event) for event in EventCode}
     for row in rows():
         dest = row.target if row.kind is Kind.MOVE else None
         machine.add_transition(row.event.name, row.source, dest, before=befores[row.event])
     return machine
 
 
+def _triggers(machine: Machine) -> dict[EventCode, Event]:
+    """EventCode -> transitions Event.  Events with no row at all
+    (RequestTimedOut) are absent: they are illegal everywhere."""
+    return {code: machine.events[code.name] for code in EventCode if code.name in machine.events}
+
+
 #: The single machine shared by every channel.
 MACHINE: Machine = build_machine()
 
-# EventCode -> transitions Event.  Events with no row at all (RequestTimedOut)
-# are absent: they are illegal everywhere.
-_TRIGGERS: dict[EventCode, Event] = {
-    code: MACHINE.events[code.name] for code in EventCode if code.name in MACHINE.events
-}
+_TRIGGERS: dict[EventCode, Event] = _triggers(MACHINE)
 _NODES = frozenset(MACHINE_STATUSES)
 
 
@@ -339,24 +351,58 @@ def apply(record: ChannelRecord, event: EventCode, /, **args: Any) -> ChannelRec
     if writer is not None:
         writer(record, args)
         return record
-    return _via_transitions(record, event, args)
+    return _via_transitions(record, event, args, _TRIGGERS)
 
 
 def apply_via_transitions(record: ChannelRecord, event: EventCode, /, **args: Any) -> ChannelRecord:
-    """THE REFERENCE: :func:`apply` with every event fired through ``transitions``.
+    """THE REFERENCE: :func:`apply` as it was before it grew its fast path.
 
-    This is what :func:`apply` did before it grew its fast path, kept only so
-    that ``tests/test_statemachine_fastpath.py`` can check the two agree and
-    ``benchmarks/bench_fsm.py`` can measure the difference.  Application code
-    calls :func:`apply`.
+    Every event is fired through ``Event.trigger`` of a machine built from
+    the same table, whose ``before`` callbacks are the original, uncompiled
+    argument checks and writes (:func:`_reference_before`).  Kept only so that
+    ``tests/test_statemachine_fastpath.py`` can check that :func:`apply` (fast
+    path and compiled writers included) behaves the same, and so that
+    ``benchmarks/bench_fsm.py`` can measure the difference.  Built on first
+    use.  Application code calls :func:`apply`.
     """
-    return _via_transitions(record, event, args)
+    return _via_transitions(record, event, args, _reference_triggers())
+
+
+@functools.cache
+def _reference_triggers() -> dict[EventCode, Event]:
+    return _triggers(_build(SharedMachine, _reference_before))
+
+
+def _reference_before(event: EventCode) -> Callable[[EventData], None]:
+    """The ``before`` callback as :func:`apply` used to have it (reference only)."""
+    effect = effect_of(event)
+    expected = frozenset(effect.params)
+    checks = tuple((name, *PARAM_CHECKS[name]) for name in effect.params)
+    write = effect.write
+
+    def before(event_data: EventData) -> None:
+        kwargs = event_data.kwargs
+        if event_data.args or kwargs.keys() != expected:
+            got = sorted(kwargs) + [f"<{len(event_data.args)} positional>"] * bool(event_data.args)
+            want = sorted(expected) or "no arguments"
+            raise EventArgumentError(event, f"takes {want}, got {got or 'none'}")
+        for name, check, what in checks:
+            value = kwargs[name]
+            if not check(value):
+                raise EventArgumentError(event, f"{name} must be {what}, got {value!r}")
+        write(event_data.model, **kwargs)
+
+    before.__qualname__ = f"write_{event.name}"
+    return before
 
 
 def _via_transitions(
-    record: ChannelRecord, event: EventCode, args: dict[str, Any]
+    record: ChannelRecord,
+    event: EventCode,
+    args: dict[str, Any],
+    triggers: dict[EventCode, Event],
 ) -> ChannelRecord:
-    trigger = _TRIGGERS.get(event)
+    trigger = triggers.get(event)
     if trigger is None:
         try:
             code = EventCode(event)
