@@ -12,18 +12,18 @@ Every task the Manager starts belongs to the task group opened by
 ``async with Manager(...)``; leaving the block cancels them all, flushes the
 store and stops the event bus.
 
-Blocks received do not write one by one: their events (DataReceived,
-DataReceivedProgress) are applied to the record in memory and published, and
-the record is written every :attr:`ManagerConfig.save_progress_every` blocks,
-with every status change, at each watchdog tick and when the Manager stops;
-index and bytes are always written together. A restarted transfer asks the
-sender to skip the blocks the store knows were received; counters only grow
-with block indices above the highest already recorded, so no byte is counted
-twice (after a crash, the blocks the store had not recorded yet move again
-and are counted then, once). The sender writes its counters with each
-block's progress event: the receiver's restart skips what it holds without
-saying what those blocks weighed, so a sender's count lost in a crash could
-not be made up.
+Blocks do not write one by one: their events (DataReceived and
+DataReceivedProgress on the receiver; DataQueued, DataSent and their
+progress on the sender) are applied to the record in memory and published,
+and the record is written every :attr:`ManagerConfig.save_progress_every`
+blocks, with every status change, at each watchdog tick and when the
+Manager stops; indices and bytes are always written together. A restarted
+transfer asks the sender to skip the blocks the receiver's store holds;
+counters only grow with block indices above the highest already recorded,
+so no byte is counted twice. After a crash, the receiver's blocks its store
+had not recorded yet move again and are counted then, once; the sender is
+told of each block the restart skips (``on_data_skipped``) and counts those
+above what it recorded, which a crash had lost.
 """
 
 from __future__ import annotations
@@ -580,6 +580,11 @@ class TransportInputs(TransportEvents):
     @_guarded(None)
     async def on_data_sent(self, channel_id: ChannelID, cid: CID, size: int, index: int) -> None:
         await self._run(self._core.data_sent(channel_id, size, index))
+
+    @_guarded(None)
+    async def on_data_skipped(self, channel_id: ChannelID, cid: CID, size: int,
+                              index: int) -> None:
+        await self._run(self._core.data_skipped(channel_id, size, index))
 
     @_guarded(Decision(accept=False))
     async def on_data_received(self, channel_id: ChannelID, cid: CID, size: int,

@@ -99,6 +99,12 @@ class TransportEvents(Protocol):
     async def on_data_sent(self, channel_id: ChannelID, cid: CID, size: int, index: int) -> None:
         """The sender handed block ``index`` to the network."""
 
+    async def on_data_skipped(self, channel_id: ChannelID, cid: CID, size: int,
+                              index: int) -> None:
+        """The sender left block ``index`` out of a restarted request: the
+        receiver holds it (nothing is sent; it lets the sender's counters
+        catch up with what it sent before a crash)."""
+
     async def on_data_received(
         self, channel_id: ChannelID, cid: CID, size: int, index: int
     ) -> Decision:

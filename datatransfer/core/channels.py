@@ -99,9 +99,14 @@ S = Status
 #: A generator of effects returning ``T`` (see the module doc).
 Steps = Generator[Effect, Any, Any]
 
-#: Events that record a new block: progress, so they reset the restart count
-#: (a block moved again after a restart does too: :meth:`ChannelCore._moved_again`).
-_DATA_EVENTS = frozenset({E.DataReceived, E.DataSent, E.DataQueued})
+#: The events a block raises (its index, its bytes): progress, so they
+#: reset the restart count (a block moved again after a restart does too:
+#: :meth:`ChannelCore._moved_again`), and they change counters only, so they
+#: are applied at once and written with the next save (see :meth:`ChannelCore._fire`).
+_COUNTER_EVENTS = frozenset({E.DataReceived, E.DataSent, E.DataQueued, E.DataReceivedProgress,
+                             E.DataSentProgress, E.DataQueuedProgress})
+#: One of these per block moved: what ``save_progress_every`` counts.
+_BLOCK_EVENTS = frozenset({E.DataReceivedProgress, E.DataSentProgress})
 
 
 @dataclass(slots=True)
@@ -495,6 +500,20 @@ class ChannelCore:
             yield from self._progress(ch, E.DataSent, E.DataSentProgress, index, size)
         else:
             self._moved_again(ch)
+
+    def data_skipped(self, channel_id: ChannelID, size: int, index: int) -> Steps:
+        """A restarted request left out block ``index`` (``size`` bytes)
+        because the receiver holds it: this node sent it before. Counted only
+        if this node has no record of it (a crash lost progress not yet
+        written, see ``save_progress_every``), so the sender's counters stay
+        exact across a crash too, and nothing is counted twice."""
+        ch = self.channels.get(channel_id)
+        if ch is None or not ch.is_sender:
+            return
+        if index > ch.record.queued_index:
+            yield from self._progress(ch, E.DataQueued, E.DataQueuedProgress, index, size)
+        if index > ch.record.sent_index:
+            yield from self._progress(ch, E.DataSent, E.DataSentProgress, index, size)
 
     def data_received(self, channel_id: ChannelID, size: int, index: int) -> Steps:
         """Block ``index`` arrived and is stored; returns an Answer."""
@@ -1043,14 +1062,13 @@ class ChannelCore:
         row_kind = resolve(before, event).kind if before not in FINAL_STATUSES else None
         message = args.pop("message", None)
         rt = self._runtime[chid]
-        if event in _DATA_EVENTS or event is E.DataReceivedProgress:
-            # a counter: applied at once, written with the next save (the
-            # receiver's bytes every save_progress_every blocks; the sender's
-            # with their own progress event, below)
+        if event in _COUNTER_EVENTS:
+            # a counter: applied at once, written every save_progress_every
+            # blocks (and with any status change, each tick, at the end)
             apply(ch.record, event, **args)
             ch.restarts = 0
             rt.dirty = True
-            if event is E.DataReceivedProgress:
+            if event in _BLOCK_EVENTS:
                 rt.unsaved_blocks += 1
                 if rt.unsaved_blocks >= self.config.save_progress_every:
                     yield from self._save(ch)
