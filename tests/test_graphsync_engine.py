@@ -103,6 +103,9 @@ class Events:
     async def on_data_sent(self, chid, cid, size, index):
         self.log.append(("sent", index))
 
+    async def on_data_skipped(self, chid, cid, size, index):
+        self.log.append(("skipped", index))
+
     async def on_data_received(self, chid, cid, size, index):
         self.log.append(("received", index))
         return self.on_received(index) if self.on_received else PROCEED
@@ -226,6 +229,9 @@ async def test_restart_skips_the_first_blocks():
         assert [e[1] for e in a.events.log if e[0] == "received"] == list(
             range(k + 1, len(order) + 1))
         assert [e[1] for e in b.events.log if e[0] == "sent"] == list(range(k + 1, len(order) + 1))
+        # the skipped ones are reported to the sender apart (see on_data_skipped)
+        assert [e[1] for e in b.events.log if e[0] == "skipped"] == list(range(1, k + 1))
+        assert not [e for e in a.events.log if e[0] == "skipped"]
         sent_cids = {blk.cid for m in b.wire for blk in m.blocks}
         assert sent_cids == set(order[k:])
         assert a.events.log[-1] == ("completed", None)

@@ -17,7 +17,9 @@ transport does:
   selector node, the data-transfer message in ``fil/data-transfer/1.1`` and,
   on a restart, ``graphsync/do-not-send-first-blocks`` = the count it holds.
   As go-graphsync's responder does, the sender still walks those blocks and
-  announces each with a ``p`` metadata entry without the block; the receiver
+  announces each with a ``p`` metadata entry without the block (and reports
+  each to ``on_data_skipped``, no progress event: the Manager counts one
+  only if a crash lost its record of sending it); the receiver
   loads each from its own store as its announcement arrives (they must come
   in traversal order: another CID announced as not sent there fails the
   channel), and when the first block carried arrives instead, loads the
@@ -896,9 +898,15 @@ class GraphsyncEngine(Transport):
             if len(batch) >= self.max_links_per_message:
                 break
             if not request.send or (state.dont_send and request.cid in state.dont_send):
-                # skipped on restart or listed: announced, not sent, no events, no bytes
+                # skipped on restart or listed: announced, not sent, no progress
+                # events, no bytes; a restart's skipped block is reported apart
+                # (the receiver holds it: sent before, maybe before a crash)
                 batch.append((request, None))
                 state.pending = None
+                if not request.send:
+                    await events.on_data_skipped(chid, request.cid, len(data), request.index + 1)
+                    if not self._current(state):
+                        return
                 continue
             if batch and batch_bytes + len(data) > self.max_block_bytes:
                 break
