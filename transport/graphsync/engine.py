@@ -89,6 +89,10 @@ transport does:
   at a time; further requests wait in that peer's FIFO queue (as in
   go-graphsync) and are admitted as served ones end; only when the queue
   holds ``max_queued_per_peer`` requests is a new one answered 31 Busy;
+* a data-transfer message arriving on its own is handed over only after
+  every new request the same peer sent before it was served (the Manager
+  asked about it), so that a Cancel sent right after opening a channel
+  never overtakes the request that opens it;
 * a "Complete" data-transfer response arriving on its own for a channel whose
   data request is still live here is held back until that request ends (so
   it never overtakes the last block on the other stream), at most
@@ -350,6 +354,9 @@ class GraphsyncEngine(Transport):
         self._waiting: dict[PeerID, deque[GraphsyncRequest]] = {}
         self._lanes: dict[ChannelID, _Lane] = {}
         self._held: dict[ChannelID, list[tuple[PeerID, Any]]] = {}
+        #: New requests from each peer queued on lanes and not served yet:
+        #: set as each is served (a peer's later messages wait for them).
+        self._unserved: dict[PeerID, set[anyio.Event]] = {}
         #: Channels we send whose requester cancelled the data request (a
         #: go-graphsync requester's pause): the peer, until the next request
         #: or the channel's cleanup.
@@ -410,6 +417,7 @@ class GraphsyncEngine(Transport):
         self._lanes.clear()
         self._held.clear()
         self._parked.clear()
+        self._unserved.clear()
         self.backlog_bytes = 0
         if self._backlog_drained is not None:
             self._backlog_drained.set()
@@ -665,8 +673,11 @@ class GraphsyncEngine(Transport):
             if len(held) == 1:
                 self._tg.start_soon(self._release_held, chid, self._channels[chid])
             return
+        # after the requests the same peer sent before it (a Cancel must not
+        # overtake the request that opens its channel)
+        earlier = tuple(self._unserved.get(sender, ()))
         key: Any = ("msg", sender)
-        self._enqueue(key, partial(self._deliver_message, sender, message))
+        self._enqueue(key, partial(self._deliver_after, earlier, sender, message))
 
     def _related_live_channel(self, sender: PeerID, message: Any) -> ChannelID | None:
         if not isinstance(message, TransferResponse) or not message.is_complete:
@@ -716,6 +727,12 @@ class GraphsyncEngine(Transport):
         if current is not None and current is not state:
             return  # a newer request (a restart) replaced it: old news
         await self._events.on_disconnected(state.channel_id, reason)
+
+    async def _deliver_after(self, earlier: tuple[anyio.Event, ...], sender: PeerID,
+                             message: Any) -> None:
+        for served in earlier:
+            await served.wait()
+        await self._deliver_message(sender, message)
 
     async def _deliver_message(self, sender: PeerID, message: Any) -> None:
         assert self._events is not None
@@ -774,7 +791,22 @@ class GraphsyncEngine(Transport):
         state.selector_node = req.selector
         # Admitted now (counts against the limit); serving waits for its lane.
         self._incoming[(sender, req.id)] = state
-        self._enqueue(chid, partial(self._on_request, state, message))
+        served = anyio.Event()
+        self._unserved.setdefault(sender, set()).add(served)
+        self._enqueue(chid, partial(self._serve_request, state, message, served))
+
+    async def _serve_request(self, state: _Sender, message: Any, served: anyio.Event) -> None:
+        """:meth:`_on_request`, then release the peer's messages that arrived
+        after this request (see :meth:`handle_dt_message`)."""
+        try:
+            await self._on_request(state, message)
+        finally:
+            served.set()
+            unserved = self._unserved.get(state.peer)
+            if unserved is not None:
+                unserved.discard(served)
+                if not unserved:
+                    del self._unserved[state.peer]
 
     def _admit_waiting(self, peer: PeerID) -> None:
         """A served request of ``peer`` ended: admit the oldest waiting one."""
