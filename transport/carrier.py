@@ -72,6 +72,11 @@ class EngineCarrier(Transport):
         return self.engine.peer_id
 
     @property
+    def active_channels(self) -> frozenset[ChannelID]:
+        """Channels whose data this node moves now."""
+        return self.engine.active_channels
+
+    @property
     def blockstore(self) -> Blockstore:
         return self.engine.blockstore
 
