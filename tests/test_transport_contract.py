@@ -3,8 +3,9 @@ assert what any transport must give (final statuses, bytes counted once,
 the blocks stored), not one transport's event order. They run on the
 graphsync engine carried by the in-memory network (frames as bytes, under
 its fault rules); :class:`~transport.libp2p.transport.Libp2pTransport`
-carries the same engine (both are :class:`~transport.carrier.EngineCarrier`),
-and ``test_libp2p_transport`` runs it over real libp2p hosts.
+carries the same engine (both are :class:`~transport.carrier.EngineCarrier`;
+``test_libp2p_transport`` runs transfers over real libp2p hosts and checks
+that they give the event sequences the in-memory network gives).
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ arrives through :meth:`GraphsyncEngine.handle_message` (or
 Data-transfer messages that travel on their own go through an async
 ``send_dt(peer, message)`` function and arrive through
 :meth:`GraphsyncEngine.handle_dt_message`. :mod:`transport.libp2p.transport`
-plugs it into a libp2p host; tests plug two engines together in memory.
+plugs it into a libp2p host; :mod:`transport.inmem` carries it over an
+in-memory network with fault injection.
 
-Semantics are those of :mod:`transport.inmem` (see :mod:`transport.base`);
-on the wire they map onto graphsync as go-data-transfer's graphsync
-transport does:
+Semantics are those :mod:`transport.base` sets out; on the wire they map
+onto graphsync as go-data-transfer's graphsync transport does:
 
 * the data receiver sends a request (type ``n``) with the root, the
   selector node, the data-transfer message in ``fil/data-transfer/1.1`` and,
@@ -112,8 +112,8 @@ Block events on the sender follow Go's hooks: ``on_data_queued`` as each
 block joins the outgoing message, ``on_data_sent`` for all of a message's
 blocks once the message was handed to the network; so with several blocks
 per message the sender's queued/sent events interleave per message, not per
-block (``max_block_bytes=1`` gives one block per message, and exactly the
-in-memory transport's event order).
+block (``max_block_bytes=1`` gives one block per message: queued, sent,
+queued, sent...).
 """
 
 from __future__ import annotations
