@@ -273,6 +273,15 @@ async def request_ended(node: InMemoryNode) -> None:
             await anyio.sleep(0.001)
 
 
+async def refused(p: Pair, got: int, wanted: int) -> None:
+    """Until the receiver refused block ``got`` where its traversal wanted
+    block ``wanted`` (a receive error) and the sender's request ended."""
+    entry = await p.r_ev.wait("on_receive_data_error", PULL)
+    unexpected, expected = p.order[got - 1][0], p.order[wanted - 1][0]
+    assert entry[2] == f"unexpected block {unexpected} (expected {expected} at index {wanted})"
+    await request_ended(p.S)  # the receiver cancelled the request (or it finished)
+
+
 def hold_sender_until_cancelled(p: Pair, at: int) -> None:
     """The sender queues block ``at`` (not the last) only once the receiver
     sent its cancel, so that it takes the cancel before it can finish
@@ -703,10 +712,7 @@ async def test_dropped_block_is_detected_and_restart_completes():
     p.net.drop(block_at(4), count=1)
     async with p.running():
         await p.pull()
-        entry = await p.r_ev.wait("on_receive_data_error", PULL)
-        fifth, fourth = p.order[4][0], p.order[3][0]
-        assert entry[2] == f"unexpected block {fifth} (expected {fourth} at index 4)"
-        await request_ended(p.S)  # the receiver cancelled the request
+        await refused(p, got=5, wanted=4)
         # Nothing but the three verified blocks was stored.
         assert sorted(p.r_store) == sorted(cid for cid, _ in p.order[:3])
         assert not p.r_ev.entries("on_channel_completed")
@@ -768,10 +774,7 @@ async def test_duplicated_block_is_refused_and_not_counted_twice():
     p.net.duplicate(block_at(3), count=1)
     async with p.running():
         await p.pull()
-        entry = await p.r_ev.wait("on_receive_data_error", PULL)
-        third, fourth = p.order[2][0], p.order[3][0]
-        assert entry[2] == f"unexpected block {third} (expected {fourth} at index 4)"
-        await request_ended(p.S)
+        await refused(p, got=3, wanted=4)
         await p.S.cleanup_channel(PULL)
         await p.settle()
     assert p.net.stats.duplicated["blocks"] == 1
