@@ -1,4 +1,4 @@
-"""The Manager over the in-memory network.
+"""The Manager on the graphsync engine over the in-memory network.
 
 * one large pull (UnixFS, modern profile): MB/s and blocks/s beside plain
   sha2-256 of the same bytes in the same run (target: >= 0.4);
@@ -61,8 +61,12 @@ CONFIG = ManagerConfig(accept_timeout=None, no_progress_timeout=None,
                        finalization_timeout=None, max_channels_per_peer=None)
 
 
-def _pair(net: InMemoryNetwork, server_store: MemoryBlockstore) -> tuple[Manager, Manager]:
-    server = Manager(net.transport(PeerID(b"\x00\x06server"), server_store), config=CONFIG)
+def _pair(net: InMemoryNetwork, server_store: MemoryBlockstore,
+          **engine: Any) -> tuple[Manager, Manager]:
+    """A server and a client on the graphsync engine over ``net``
+    (``engine``: options of the server's engine)."""
+    server = Manager(net.transport(PeerID(b"\x00\x06server"), server_store, **engine),
+                     config=CONFIG)
     client = Manager(net.transport(PeerID(b"\x00\x06client"), MemoryBlockstore()),
                      config=CONFIG)
     for m in (server, client):
@@ -115,7 +119,9 @@ async def _idle_memory(report: Reporter, count: int) -> None:
     store = MemoryBlockstore()
     root = import_file(b"idle", store, profile="modern")
     net = InMemoryNetwork()
-    server, client = _pair(net, store)
+    # every request served (and paused) at once, none waiting in the engine's
+    # per-peer queue (16 served by default)
+    server, client = _pair(net, store, max_requests_per_peer=count)
     async with server, client:
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]

@@ -4,13 +4,12 @@ DAG builders and an in-memory two-node harness that records every event."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import pytest
 
 from datatransfer.config import ManagerConfig
 from datatransfer.errors import Pause, Rejected, RetryValidation
@@ -269,15 +268,13 @@ FAST = ManagerConfig(
 
 
 class Harness:
-    """Nodes on one in-memory network; ``transport="engine"`` runs each node
-    on the real graphsync engine the network carries (one block per message,
-    so that mid-transfer points fall between blocks as on the in-memory
-    transport)."""
+    """Nodes on one in-memory network, each on the real graphsync engine the
+    network carries (one block per message, so that mid-transfer points fall
+    between blocks)."""
 
-    def __init__(self, config: ManagerConfig = FAST, transport: str = "inmem") -> None:
+    def __init__(self, config: ManagerConfig = FAST) -> None:
         self.net = InMemoryNetwork()
         self.config = config
-        self.kind = transport
         self.stack = AsyncExitStack()
         self.nodes: dict[str, Node] = {}
 
@@ -294,10 +291,8 @@ class Harness:
         bs = blockstore or MemoryBlockstore()
         if peer in self.net.nodes:
             transport = self.net.nodes[peer]
-        elif self.kind == "engine":
-            transport = self.net.engine(peer, bs, max_block_bytes=1)
         else:
-            transport = self.net.transport(peer, bs)
+            transport = self.net.transport(peer, bs, max_block_bytes=1)
         manager = Manager(transport, store=store or SqliteChannelStore(), config=config or self.config)
         manager.register_voucher_result_type(NoteResult)
         if setup is not None:
@@ -310,30 +305,9 @@ class Harness:
         return node
 
 
-#: The transport :func:`harness` uses when none is named (see
-#: :func:`every_transport`).
-DEFAULT_TRANSPORT = "inmem"
-
-
-@pytest.fixture(autouse=True, params=["inmem", "engine"])
-def every_transport(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Imported into a test module, runs each of its tests on the in-memory
-    transport and on the graphsync engine (the one users run over libp2p)
-    carried by the in-memory network. Tests marked ``inmem_only`` inject
-    faults into packet kinds only the in-memory transport has."""
-    global DEFAULT_TRANSPORT
-    if request.param == "engine" and request.node.get_closest_marker("inmem_only"):
-        pytest.skip("injects faults into packets of the in-memory transport's own kinds")
-    DEFAULT_TRANSPORT = request.param
-    try:
-        yield request.param
-    finally:
-        DEFAULT_TRANSPORT = "inmem"
-
-
 @asynccontextmanager
-async def harness(config: ManagerConfig = FAST, transport: str | None = None):
-    h = Harness(config, transport or DEFAULT_TRANSPORT)
+async def harness(config: ManagerConfig = FAST):
+    h = Harness(config)
     async with h.stack:
         yield h
     for node in h.nodes.values():

@@ -1,9 +1,13 @@
-"""The in-memory transport: graphsync-like data flow, decisions, and faults.
+"""The in-memory network carrying graphsync engines: data flow, decisions,
+and every fault the network injects, aimed at the engine's traffic.
 
 A recording fake of ``TransportEvents`` stands in for the Manager; its hooks
 return the decisions a test wants (and may act on the network, e.g. cut a link
-at block N). Data-transfer messages are opaque to the transport, so plain
-strings stand in for them. Every test runs on asyncio and trio.
+at block N). Each node is the real graphsync engine with one block per
+graphsync message, so a frame of blocks is one block. The data-transfer
+messages are real ones (they travel in graphsync extensions); each carries a
+label (:func:`msg` for the receiver's, :func:`answer` for the sender's) that
+:func:`label` reads back. Every test runs on asyncio and trio.
 """
 
 from __future__ import annotations
@@ -21,6 +25,15 @@ from datatransfer.ipld import dagcbor
 from datatransfer.ipld.blockstore import MemoryBlockstore
 from datatransfer.ipld.cid import CID, DAG_CBOR, RAW
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE, all_selector, blocks
+from datatransfer.messages import (
+    TransferRequest,
+    TransferResponse,
+    complete_response,
+    new_request,
+    restart_existing_channel_request,
+    voucher_request,
+    voucher_result_response,
+)
 from datatransfer.types import ChannelID, PeerID
 from transport.base import (
     PROCEED,
@@ -29,7 +42,10 @@ from transport.base import (
     Transport,
     UnknownTransportChannel,
 )
-from transport.inmem import InMemoryNetwork, InMemoryTransport, Packet
+from transport.carrier import EngineCarrier
+from transport.graphsync.message import GraphsyncMessage, GraphsyncResponse
+from transport.graphsync.status import ResponseStatus
+from transport.inmem import PACKET_KINDS, InMemoryNetwork, InMemoryNode, Packet
 
 R_PEER = PeerID(b"\x00\x04recv")  # the data receiver
 S_PEER = PeerID(b"\x00\x04send")  # the data sender
@@ -47,11 +63,27 @@ def anyio_backend(request):
 # -- helpers --------------------------------------------------------------------
 
 
-class TransferRequest:
-    """Stands in for datatransfer.messages.TransferRequest (matched by name)."""
+def msg(text: str, chid: ChannelID = PULL) -> TransferRequest:
+    """A data-transfer message labelled ``text`` (a voucher request)."""
+    return voucher_request(chid.id, voucher_type="test/label", voucher={"Label": text})
 
-    def __init__(self, text: str) -> None:
-        self.text = text
+
+def answer(text: str, chid: ChannelID = PULL) -> TransferResponse:
+    """A data-transfer response labelled ``text`` (a voucher result)."""
+    return voucher_result_response(chid.id, accepted=True, voucher_result_type="test/label",
+                                   voucher_result={"Label": text})
+
+
+def opening(text: str, root: CID, chid: ChannelID = PULL) -> TransferRequest:
+    """A pull's opening request labelled ``text``."""
+    return new_request(chid.id, base_cid=root, selector=ALL_SELECTOR_NODE,
+                       voucher_type="test/label", voucher={"Label": text}, pull=True)
+
+
+def label(message: Any) -> str:
+    """The label :func:`msg`, :func:`answer` or :func:`opening` put in."""
+    node = message.voucher if isinstance(message, TransferRequest) else message.voucher_result
+    return node["Label"]
 
 
 class Recorder:
@@ -81,6 +113,10 @@ class Recorder:
 
     def names(self, chid: ChannelID | None = None) -> list[str]:
         return [e[0] for e in self.log if chid is None or e[1] == chid]
+
+    def labels(self, name: str) -> list[str]:
+        """The labels of the messages these events carried (last argument)."""
+        return [label(e[-1]) for e in self.entries(name)]
 
     async def wait(
         self, name: str, chid: ChannelID | None = None, count: int = 1, timeout: float = 5
@@ -163,16 +199,19 @@ def indices(events: Recorder, name: str, chid: ChannelID) -> list[int]:
 
 
 class Pair:
-    """A sender S holding a DAG and an empty receiver R on one network."""
+    """A sender S holding a DAG and an empty receiver R on one network; every
+    packet the network accepts is logged in :attr:`wire`."""
 
     def __init__(self, **dag: int) -> None:
         self.net = InMemoryNetwork()
+        self.wire: list[Packet] = []
+        self.net.drop(lambda p: self.wire.append(p) and False)  # sees all, drops none
         self.s_store = MemoryBlockstore()
         self.r_store = MemoryBlockstore()
         self.root = build_dag(self.s_store, **dag)
         self.order = traversal(self.s_store, self.root)
-        self.S = self.net.transport(S_PEER, self.s_store)
-        self.R = self.net.transport(R_PEER, self.r_store)
+        self.S = self.net.transport(S_PEER, self.s_store, max_block_bytes=1)
+        self.R = self.net.transport(R_PEER, self.r_store, max_block_bytes=1)
         self.s_ev = Recorder()
         self.r_ev = Recorder()
 
@@ -185,8 +224,9 @@ class Pair:
                 yield tg
                 tg.cancel_scope.cancel()
 
-    async def pull(self, chid: ChannelID = PULL, skip: int = 0, message: Any = "pull") -> None:
-        await self.R.open_channel(S_PEER, chid, self.root, ALL_SELECTOR_NODE, message, skip)
+    async def pull(self, chid: ChannelID = PULL, skip: int = 0, text: str = "pull") -> None:
+        await self.R.open_channel(S_PEER, chid, self.root, ALL_SELECTOR_NODE,
+                                  opening(text, self.root, chid), skip)
 
     async def completed(self, chid: ChannelID = PULL) -> None:
         assert (await self.r_ev.wait("on_channel_completed", chid))[2] is None
@@ -204,8 +244,8 @@ class Pair:
         with anyio.fail_after(5):
             while not (self.S.is_idle() and self.R.is_idle()):
                 await anyio.sleep(0.001)
-        assert self.S.resources() == {"channels": 0, "lanes": 0, "inbox": 0}
-        assert self.R.resources() == {"channels": 0, "lanes": 0, "inbox": 0}
+        for node in (self.S, self.R):
+            assert not any(node.resources().values()), node.resources()
 
     async def quiet(self, seconds: float = 0.05) -> None:
         """Let the network run, then check nothing moved meanwhile."""
@@ -214,9 +254,54 @@ class Pair:
         await anyio.sleep(seconds / 2)
         assert dict(self.net.stats.sent) == before
 
+    def sent_blocks(self) -> list[int]:
+        """Indices of the blocks whose data S sent, in order."""
+        return [i for p in self.wire if p.src == S_PEER for i in p.indices]
+
 
 def block_at(index: int) -> Callable[[Packet], bool]:
-    return lambda p: p.kind == "block" and p.index == index
+    """The frame carrying block ``index`` of the sender's walk."""
+    return lambda p: p.kind == "blocks" and index in p.indices
+
+
+async def request_ended(node: InMemoryNode) -> None:
+    """Until ``node`` moves no data any more: its request was cancelled by
+    the receiver (go-data-transfer's graphsync transport tells its Manager
+    nothing of that), or it finished first."""
+    with anyio.fail_after(5):
+        while node.active_channels:
+            await anyio.sleep(0.001)
+
+
+async def refused(p: Pair, got: int, wanted: int) -> None:
+    """Until the receiver refused block ``got`` where its traversal wanted
+    block ``wanted`` (a receive error) and the sender's request ended."""
+    entry = await p.r_ev.wait("on_receive_data_error", PULL)
+    unexpected, expected = p.order[got - 1][0], p.order[wanted - 1][0]
+    assert entry[2] == f"unexpected block {unexpected} (expected {expected} at index {wanted})"
+    await request_ended(p.S)  # the receiver cancelled the request (or it finished)
+
+
+def hold_sender_until_cancelled(p: Pair, at: int) -> None:
+    """The sender queues block ``at`` (not the last) only once the receiver
+    sent its cancel, so that it takes the cancel before it can finish
+    (nothing paces the sender)."""
+
+    async def hold(chid, cid, size, index):
+        if index == at:
+            with anyio.fail_after(5):
+                while not p.net.stats.sent["cancel"]:
+                    await anyio.sleep(0.001)
+
+    p.s_ev.hooks["on_data_queued"] = hold
+
+
+async def wait_parked(node: InMemoryNode) -> None:
+    """Until ``node``'s engine holds a channel whose requester cancelled
+    (go-data-transfer's graphsync transport tells its Manager nothing)."""
+    with anyio.fail_after(5):
+        while node.resources()["parked"] != 1:
+            await anyio.sleep(0.001)
 
 
 # -- flows ------------------------------------------------------------------------
@@ -225,7 +310,8 @@ def block_at(index: int) -> Callable[[Packet], bool]:
 def test_is_a_transport():
     net = InMemoryNetwork()
     t = net.transport(R_PEER, MemoryBlockstore())
-    assert isinstance(t, Transport) and isinstance(t, InMemoryTransport)
+    assert isinstance(t, Transport) and isinstance(t, EngineCarrier)
+    assert isinstance(t, InMemoryNode) and t.network is net
     assert t.peer_id == R_PEER and t.supports_pause
     with pytest.raises(ValueError):
         net.transport(R_PEER, MemoryBlockstore())
@@ -234,7 +320,7 @@ def test_is_a_transport():
 @pytest.mark.anyio
 async def test_pull_moves_every_block_in_traversal_order():
     p = Pair()
-    p.s_ev.hooks["on_request_received"] = lambda *a: Decision(message="accepted")
+    p.s_ev.hooks["on_request_received"] = lambda *a: Decision(message=answer("accepted"))
     n = len(p.order)
     assert n == 13
     async with p.running():
@@ -246,13 +332,22 @@ async def test_pull_moves_every_block_in_traversal_order():
     expected = [(i, cid, len(data)) for i, (cid, data) in enumerate(p.order, start=1)]
     for name in ("on_data_queued", "on_data_sent"):
         assert [(e[4], e[2], e[3]) for e in p.s_ev.entries(name, PULL)] == expected
-    assert p.s_ev.entries("on_request_received") == [("on_request_received", PULL, R_PEER, "pull")]
+    [(_, chid, sender, message)] = p.s_ev.entries("on_request_received")
+    assert (chid, sender, label(message)) == (PULL, R_PEER, "pull")
     r_names = p.r_ev.names(PULL)
     assert r_names[0] == "on_channel_opened"
     assert r_names[1] == "on_response_received"
-    assert p.r_ev.entries("on_response_received") == [("on_response_received", PULL, "accepted")]
+    assert p.r_ev.labels("on_response_received") == ["accepted"]
     assert r_names[-1] == "on_channel_completed"
-    assert p.net.stats.sent["block"] == n == p.net.stats.delivered["block"]
+    assert p.net.stats.sent["blocks"] == n == p.net.stats.delivered["blocks"]
+    # the packets describe what the frames carry
+    assert p.sent_blocks() == list(range(1, n + 1))
+    assert [c for pk in p.wire for c in pk.cids] == [cid for cid, _ in p.order]
+    [request] = [pk for pk in p.wire if pk.kind == "request"]
+    assert (request.src, request.channel_id, request.root) == (R_PEER, PULL, p.root)
+    assert {pk.channel_id for pk in p.wire} == {PULL}
+    assert {pk.request_id for pk in p.wire} == {request.request_id}
+    assert p.wire[-1].terminal and p.wire[-1].status is ResponseStatus.COMPLETED_FULL
     assert not p.s_ev.entries("on_receive_data_error") and not p.r_ev.entries("on_disconnected")
 
 
@@ -262,19 +357,20 @@ async def test_push_flow_request_by_message_then_receiver_opens():
 
     async def open_on_push(sender, message):
         # The push request arrives on its own; the receiver opens the data
-        # request from inside its callback.
-        assert sender == S_PEER and message == "push"
-        await p.R.open_channel(S_PEER, PUSH, p.root, all_selector(), "accept-push")
+        # request from inside its callback, its acceptance riding it.
+        assert sender == S_PEER and label(message) == "push"
+        await p.R.open_channel(S_PEER, PUSH, p.root, all_selector(),
+                               answer("accept-push", PUSH))
 
     p.r_ev.hooks["on_message"] = open_on_push
     async with p.running():
-        await p.S.send_message(R_PEER, "push")
+        await p.S.send_message(R_PEER, msg("push", PUSH))
         await p.completed(PUSH)
         await p.settle()
     p.assert_received_all(PUSH)
-    assert p.s_ev.entries("on_request_received") == [
-        ("on_request_received", PUSH, R_PEER, "accept-push")
-    ]
+    [(_, chid, sender, message)] = p.s_ev.entries("on_request_received")
+    assert (chid, sender, label(message)) == (PUSH, R_PEER, "accept-push")
+    assert p.wire[0].kind == "message" and p.wire[0].channel_id == PUSH
 
 
 @pytest.mark.anyio
@@ -288,7 +384,14 @@ async def test_restart_with_skip_blocks_sends_only_the_rest():
         await p.settle()
     p.assert_received_all(first=k + 1)
     assert indices(p.s_ev, "on_data_sent", PULL) == list(range(k + 1, len(p.order) + 1))
-    assert p.net.stats.sent["block"] == len(p.order) - k
+    assert p.sent_blocks() == list(range(k + 1, len(p.order) + 1))
+    assert p.net.stats.sent["blocks"] == len(p.order) - k
+    [request] = [pk for pk in p.wire if pk.kind == "request"]
+    assert request.skip_blocks == k
+    # the skipped blocks are announced, not sent
+    announced = [link for pk in p.wire for link in pk.links if not link.sent]
+    assert [(link.index, link.cid) for link in announced] == [
+        (i, cid) for i, (cid, _) in enumerate(p.order[:k], start=1)]
 
 
 @pytest.mark.anyio
@@ -298,19 +401,26 @@ async def test_restart_skipping_everything_completes_without_blocks():
     async with p.running():
         await p.pull(skip=len(p.order) + 3)
         await p.completed()
-    assert p.net.stats.sent["block"] == 0
+    assert p.net.stats.sent["blocks"] == 0
 
 
 @pytest.mark.anyio
 async def test_restart_without_the_skipped_blocks_locally_is_a_receive_error():
     p = Pair()
+    hold_sender_until_cancelled(p, at=5)
     async with p.running():
         await p.pull(skip=2)
         entry = await p.r_ev.wait("on_receive_data_error", PULL)
         assert "local store" in entry[2]
-        await p.s_ev.wait("on_request_cancelled", PULL)
+        # the receiver cancels the request; the sender's side hears nothing
+        # of it (as go-data-transfer's graphsync transport) and keeps the
+        # channel for its owner to clean up
+        await wait_parked(p.S)
+        assert p.net.stats.delivered["cancel"] == 1
+        await p.S.cleanup_channel(PULL)
         await p.settle()
     assert not p.r_ev.entries("on_channel_completed")
+    assert not p.s_ev.entries("on_channel_completed")
 
 
 @pytest.mark.anyio
@@ -324,12 +434,13 @@ async def test_selector_node_and_repeated_block():
     p.s_store.put(root, root_data)
     only_a = {"f": {"f>": {"a": {".": {}}}}}
     async with p.running():
-        await p.R.open_channel(S_PEER, PULL, root, ALL_SELECTOR_NODE, "all")
+        await p.R.open_channel(S_PEER, PULL, root, ALL_SELECTOR_NODE, opening("all", root))
         await p.completed(PULL)
         assert [e[2] for e in p.r_ev.entries("on_data_received", PULL)] == [root, leaf, leaf]
         assert indices(p.r_ev, "on_data_received", PULL) == [1, 2, 3]
+        assert p.sent_blocks() == [1, 2, 3]
         chid2 = ChannelID(R_PEER, S_PEER, 2)
-        await p.R.open_channel(S_PEER, chid2, root, only_a, "a only")
+        await p.R.open_channel(S_PEER, chid2, root, only_a, opening("a only", root, chid2))
         await p.completed(chid2)
         assert indices(p.r_ev, "on_data_received", chid2) == [1, 2]
         await p.settle()
@@ -338,13 +449,15 @@ async def test_selector_node_and_repeated_block():
 @pytest.mark.anyio
 async def test_response_carrying_a_request_goes_to_on_message():
     p = Pair(width=1, depth=1)
-    req = TransferRequest("restart-existing")
+    req = restart_existing_channel_request(PULL)
     p.s_ev.hooks["on_request_received"] = lambda *a: Decision(message=req)
     async with p.running():
         await p.pull()
         await p.completed()
     assert p.r_ev.entries("on_message") == [("on_message", S_PEER, req)]
     assert not p.r_ev.entries("on_response_received")
+    [carrier] = [pk for pk in p.wire if pk.message == req]
+    assert carrier.kind == "response" and carrier.channel_id == PULL
 
 
 # -- decisions: pause, resume, reject, cancel ------------------------------------------
@@ -353,31 +466,33 @@ async def test_response_carrying_a_request_goes_to_on_message():
 @pytest.mark.anyio
 async def test_pause_on_request_until_sender_resumes():
     p = Pair()
-    p.s_ev.hooks["on_request_received"] = lambda *a: Decision(message="need-voucher", pause=True)
+    p.s_ev.hooks["on_request_received"] = lambda *a: Decision(message=answer("need-voucher"),
+                                                               pause=True)
     async with p.running():
         await p.pull()
         await p.r_ev.wait("on_response_received", PULL)
         await p.quiet()
-        assert p.net.stats.sent["block"] == 0
+        assert p.net.stats.sent["blocks"] == 0
         # The receiver's resume only releases its own hold.
         await p.R.resume_channel(PULL)
         await p.quiet()
-        assert p.net.stats.sent["block"] == 0
-        await p.S.resume_channel(PULL, message="voucher-ok")
+        assert p.net.stats.sent["blocks"] == 0
+        await p.S.resume_channel(PULL, message=answer("voucher-ok"))
         await p.completed()
         await p.settle()
     p.assert_received_all()
     names = p.r_ev.names()
     # The message sent with the resume arrives before the first block.
-    assert names.index("on_message") < names.index("on_data_received")
-    assert p.r_ev.entries("on_message") == [("on_message", S_PEER, "voucher-ok")]
+    assert p.r_ev.labels("on_response_received") == ["need-voucher", "voucher-ok"]
+    assert len(names) - names[::-1].index("on_response_received") - 1 < names.index(
+        "on_data_received")
 
 
 @pytest.mark.anyio
 async def test_pause_at_queued_block_then_sender_resumes():
     p = Pair()
     p.s_ev.hooks["on_data_queued"] = lambda chid, cid, size, index: (
-        Decision(message="pay-me", pause=True) if index == 4 else None
+        Decision(message=answer("pay-me"), pause=True) if index == 4 else None
     )
     async with p.running():
         await p.pull()
@@ -385,7 +500,8 @@ async def test_pause_at_queued_block_then_sender_resumes():
         await p.quiet()
         assert indices(p.r_ev, "on_data_received", PULL) == [1, 2, 3]
         # The message was sent before block 4 and block 4 is held.
-        assert p.r_ev.entries("on_response_received") == [("on_response_received", PULL, "pay-me")]
+        assert p.r_ev.labels("on_response_received") == ["pay-me"]
+        assert p.wire[-1].status is ResponseStatus.PAUSED
         with pytest.raises(UnknownTransportChannel):
             await p.S.resume_channel(ChannelID(R_PEER, S_PEER, 99))
         await p.S.resume_channel(PULL)
@@ -400,7 +516,7 @@ async def test_pause_at_queued_block_then_sender_resumes():
 async def test_receiver_pauses_by_decision_and_resumes_with_a_message():
     p = Pair()
     p.r_ev.hooks["on_data_received"] = lambda chid, cid, size, index: (
-        Decision(message="voucher", pause=True) if index == 2 else None
+        Decision(message=msg("voucher"), pause=True) if index == 2 else None
     )
     async with p.running():
         await p.pull()
@@ -411,15 +527,23 @@ async def test_receiver_pauses_by_decision_and_resumes_with_a_message():
         assert 2 <= len(held) < len(p.order)
         assert held == list(range(1, len(held) + 1))
         assert not p.r_ev.entries("on_channel_completed")
+        # The receiver paused as a go-graphsync requester does: it cancelled.
+        assert [pk.kind for pk in p.wire if pk.src == R_PEER][-2:] == ["update", "cancel"]
         # The sender's own resume does not lift the receiver's hold.
         await p.S.resume_channel(PULL)
         await p.quiet()
         assert indices(p.r_ev, "on_data_received", PULL) == held
-        await p.R.resume_channel(PULL, message="voucher-2")
+        # The receiver resumes by asking again: the same request, the message in it.
+        await p.R.resume_channel(PULL, message=msg("voucher-2"))
         await p.completed()
         await p.settle()
     p.assert_received_all()
-    assert [e[2] for e in p.s_ev.entries("on_message")] == ["voucher", "voucher-2"]
+    assert p.s_ev.labels("on_message") == ["voucher"]
+    first, again = p.s_ev.entries("on_request_received")
+    assert (label(first[3]), label(again[3])) == ("pull", "voucher-2")
+    requests = [pk for pk in p.wire if pk.kind == "request"]
+    assert [r.request_id for r in requests] == [requests[0].request_id] * 2
+    assert requests[1].skip_blocks == len(held)
 
 
 @pytest.mark.anyio
@@ -453,7 +577,8 @@ async def test_explicit_pause_from_either_side():
 @pytest.mark.anyio
 async def test_reject():
     p = Pair()
-    p.s_ev.hooks["on_request_received"] = lambda *a: Decision(message="no", accept=False)
+    p.s_ev.hooks["on_request_received"] = lambda *a: Decision(message=answer("no"),
+                                                               accept=False)
     async with p.running():
         await p.pull()
         entry = await p.r_ev.wait("on_channel_completed", PULL)
@@ -464,9 +589,10 @@ async def test_reject():
         "on_response_received",
         "on_channel_completed",
     ]
-    assert p.r_ev.entries("on_response_received")[0][2] == "no"
+    assert p.r_ev.labels("on_response_received") == ["no"]
     assert p.s_ev.names() == ["on_request_received"]
-    assert p.net.stats.sent["block"] == 0 and len(p.r_store) == 0
+    assert p.net.stats.sent["blocks"] == 0 and len(p.r_store) == 0
+    assert p.wire[-1].status is ResponseStatus.REJECTED and "rejected" in p.wire[-1].error
 
 
 @pytest.mark.anyio
@@ -483,6 +609,7 @@ async def test_cancel_by_receiver(how):
         return None
 
     p.r_ev.hooks["on_data_received"] = at_received
+    hold_sender_until_cancelled(p, at=5)
     async with p.running():
         await p.pull()
         await p.r_ev.wait("on_data_received", PULL, count=3)
@@ -490,13 +617,18 @@ async def test_cancel_by_receiver(how):
             await p.R.close_channel(PULL)
             await p.R.close_channel(PULL)  # idempotent
             gate.set()
-        entry = await p.s_ev.wait("on_request_cancelled", PULL)
-        assert "cancel" in entry[2]
+        # The sender's request ends (a requester's cancel is no event there,
+        # as in go-data-transfer's graphsync transport: the channel's own
+        # Cancel message ends the channel); its owner cleans up.
+        await wait_parked(p.S)
+        assert [pk.kind for pk in p.wire if pk.src == R_PEER].count("cancel") == 1
+        await p.S.cleanup_channel(PULL)
         await p.settle()
     assert indices(p.r_ev, "on_data_received", PULL) == [1, 2, 3]
     assert not p.r_ev.entries("on_channel_completed")
     assert not p.s_ev.entries("on_channel_completed")
     assert not p.r_ev.entries("on_request_cancelled")
+    assert not p.s_ev.entries("on_request_cancelled")
 
 
 @pytest.mark.anyio
@@ -507,7 +639,7 @@ async def test_cancel_by_sender(how):
     async def at_queued(chid, cid, size, index):
         if index == 5:
             if how == "decision":
-                return Decision(message="bye", accept=False)
+                return Decision(message=answer("bye"), accept=False)
             await p.S.close_channel(chid)
         return None
 
@@ -520,8 +652,9 @@ async def test_cancel_by_sender(how):
     assert indices(p.r_ev, "on_data_received", PULL) == [1, 2, 3, 4]
     assert indices(p.s_ev, "on_data_sent", PULL) == [1, 2, 3, 4]
     assert not p.r_ev.entries("on_channel_completed")
+    assert p.wire[-1].status is ResponseStatus.CANCELLED
     if how == "decision":
-        assert p.r_ev.entries("on_response_received")[-1][2] == "bye"
+        assert p.r_ev.labels("on_response_received")[-1] == "bye"
 
 
 @pytest.mark.anyio
@@ -536,6 +669,7 @@ async def test_missing_block_at_sender_completes_with_error_on_both_sides():
         assert str(victim) in r_err and r_err == s_err
         await p.settle()
     assert indices(p.r_ev, "on_data_received", PULL) == [1, 2, 3, 4, 5, 6]
+    assert p.wire[-1].terminal and p.wire[-1].error == s_err
 
 
 @pytest.mark.anyio
@@ -546,7 +680,7 @@ async def test_unknown_channel_and_cleanup():
         with pytest.raises(UnknownTransportChannel):
             await p.S.pause_channel(other)
         with pytest.raises(UnknownTransportChannel):
-            await p.R.resume_channel(other, message="x")
+            await p.R.resume_channel(other, message=msg("x"))
         await p.R.close_channel(other)
         await p.R.cleanup_channel(other)
         await p.pull()
@@ -561,8 +695,12 @@ async def test_unknown_channel_and_cleanup():
         await p.s_ev.wait("on_request_received", chid)
         assert p.S.active_channels == {chid}
         await p.R.cleanup_channel(chid)
-        await p.s_ev.wait("on_request_cancelled", chid)
+        with anyio.fail_after(5):
+            while p.S.active_channels:
+                await anyio.sleep(0.001)
+        await p.S.cleanup_channel(chid)
         await p.settle()
+    assert p.wire[-1].kind == "cancel" and p.wire[-1].channel_id == chid
 
 
 # -- faults -------------------------------------------------------------------------------
@@ -574,14 +712,11 @@ async def test_dropped_block_is_detected_and_restart_completes():
     p.net.drop(block_at(4), count=1)
     async with p.running():
         await p.pull()
-        entry = await p.r_ev.wait("on_receive_data_error", PULL)
-        assert "unexpected block" in entry[2] and "index 5" in entry[2]
-        await p.s_ev.wait("on_request_cancelled", PULL)
-        await p.settle()
+        await refused(p, got=5, wanted=4)
         # Nothing but the three verified blocks was stored.
         assert sorted(p.r_store) == sorted(cid for cid, _ in p.order[:3])
         assert not p.r_ev.entries("on_channel_completed")
-        assert p.net.stats.dropped["block"] == 1
+        assert p.net.stats.dropped["blocks"] == 1
         # Restart from what the receiver holds.
         held = max(indices(p.r_ev, "on_data_received", PULL))
         assert held == 3
@@ -592,62 +727,98 @@ async def test_dropped_block_is_detected_and_restart_completes():
 
 
 @pytest.mark.anyio
-async def test_last_block_dropped_is_detected_on_complete():
+async def test_last_block_lost_is_detected_on_complete():
+    """The frame carrying the last block loses it (and its announcement)
+    but still ends the request: the receiver notices the missing block."""
     p = Pair(width=2, depth=1)
-    p.net.drop(block_at(len(p.order)))
+    n = len(p.order)
+
+    def without_blocks(pk: Packet) -> Packet:
+        end = GraphsyncResponse(pk.request_id, pk.status)
+        return p.net.frame(pk.src, pk.dst, GraphsyncMessage(responses=(end,)))
+
+    p.net.tamper(without_blocks, block_at(n))
     async with p.running():
         await p.pull()
         entry = await p.r_ev.wait("on_receive_data_error", PULL)
-        assert "never received" in entry[2]
+        assert "never received" in entry[2] and str(p.order[-1][0]) in entry[2]
         await p.s_ev.wait("on_channel_completed", PULL)
         await p.settle()
     assert not p.r_ev.entries("on_channel_completed")
+    assert p.net.stats.tampered["blocks"] == 1
+    assert indices(p.r_ev, "on_data_received", PULL) == list(range(1, n))
 
 
 @pytest.mark.anyio
-async def test_duplicated_blocks_are_ignored():
+async def test_duplicated_requests_and_ends_are_ignored():
     p = Pair()
-    p.net.duplicate(lambda pk: pk.kind in ("block", "request", "complete"))
+    p.net.duplicate(lambda pk: pk.kind == "request" or pk.terminal)
     async with p.running():
         await p.pull()
         await p.completed()
         await p.settle()
     p.assert_received_all()
-    assert p.net.stats.duplicated["block"] == len(p.order)
+    assert p.net.stats.duplicated["request"] == 1
+    assert p.net.stats.duplicated["blocks"] == 1  # the last block, with the end
     assert len(p.s_ev.entries("on_request_received")) == 1
     assert len(p.r_ev.entries("on_channel_completed")) == 1
+    assert len(p.r_ev.entries("on_data_received")) == len(p.order)
+
+
+@pytest.mark.anyio
+async def test_duplicated_block_is_refused_and_not_counted_twice():
+    """Graphsync runs over reliable streams: a block arriving again where
+    the receiver's traversal asks for the next one is refused (the request
+    ends with a receive error), never stored or counted twice."""
+    p = Pair()
+    p.net.duplicate(block_at(3), count=1)
+    async with p.running():
+        await p.pull()
+        await refused(p, got=3, wanted=4)
+        await p.S.cleanup_channel(PULL)
+        await p.settle()
+    assert p.net.stats.duplicated["blocks"] == 1
+    assert indices(p.r_ev, "on_data_received", PULL) == [1, 2, 3]
+    assert sorted(p.r_store) == sorted(cid for cid, _ in p.order[:3])
 
 
 @pytest.mark.anyio
 async def test_delay_keeps_link_order():
     p = Pair()
     p.net.delay(0.1, block_at(2))
+    arrived: dict[int, float] = {}
+    p.r_ev.hooks["on_data_received"] = lambda chid, cid, size, index: arrived.setdefault(
+        index, anyio.current_time()) and None
     async with p.running():
         start = anyio.current_time()
         await p.pull()
-        await p.r_ev.wait("on_data_received", PULL, count=1)
-        await anyio.sleep(0.03)
-        # Block 2 is late, so nothing behind it has arrived either.
-        assert indices(p.r_ev, "on_data_received", PULL) == [1]
         await p.completed()
-        assert anyio.current_time() - start >= 0.1
         await p.settle()
+    # Block 2 is late, and nothing behind it overtook it (the receiver would
+    # have refused a block out of order).
+    assert arrived[2] - start >= 0.1
+    assert sorted(arrived) == list(range(1, len(p.order) + 1))
+    assert all(arrived[i] >= arrived[2] for i in range(3, len(p.order) + 1))
     p.assert_received_all()
-    assert p.net.stats.delayed["block"] == 1
+    assert p.net.stats.delayed["blocks"] == 1
 
 
 @pytest.mark.anyio
 async def test_corrupted_block_in_flight_is_refused():
     p = Pair()
     p.net.corrupt(block_at(3), count=1)
+    bad_cid = p.order[2][0]
     async with p.running():
         await p.pull()
         entry = await p.r_ev.wait("on_receive_data_error", PULL)
-        assert "does not match" in entry[2]
+        # its data hashes to another CID: the announced block never came
+        assert f"block {bad_cid} (index 3) was not sent" in entry[2]
+        await request_ended(p.S)
+        await p.S.cleanup_channel(PULL)
         await p.settle()
-    bad_cid = p.order[2][0]
     assert bad_cid not in p.r_store
     assert indices(p.r_ev, "on_data_received", PULL) == [1, 2]
+    assert p.net.stats.tampered["blocks"] == 1
 
 
 @pytest.mark.anyio
@@ -659,7 +830,9 @@ async def test_bad_block_in_sender_store_is_refused():
     async with p.running():
         await p.pull()
         entry = await p.r_ev.wait("on_receive_data_error", PULL)
-        assert "does not match" in entry[2]
+        assert f"block {victim} (index 3) was not sent" in entry[2]
+        await request_ended(p.S)
+        await p.S.cleanup_channel(PULL)
         await p.settle()
     assert victim not in p.r_store
 
@@ -680,9 +853,9 @@ async def test_disconnect_mid_transfer_then_reconnect_and_restart():
         await p.settle()
         assert not p.net.reachable(R_PEER, S_PEER)
         with pytest.raises(PeerUnreachable):
-            await p.R.send_message(S_PEER, "hello?")
+            await p.R.send_message(S_PEER, msg("hello?"))
         with pytest.raises(PeerUnreachable):
-            await p.S.send_message(R_PEER, "hello?")
+            await p.S.send_message(R_PEER, answer("hello?"))
         with pytest.raises(PeerUnreachable):
             await p.pull(skip=4)
         assert p.R.active_channels == frozenset()
@@ -691,9 +864,9 @@ async def test_disconnect_mid_transfer_then_reconnect_and_restart():
         # Reconnect and restart from block 4.
         del p.r_ev.hooks["on_data_received"]
         p.net.connect(R_PEER, S_PEER)
-        await p.R.send_message(S_PEER, "back")
+        await p.R.send_message(S_PEER, msg("back"))
         await p.s_ev.wait("on_message")
-        await p.pull(skip=4, message="restart")
+        await p.pull(skip=4, text="restart")
         await p.completed()
         await p.settle()
     p.assert_received_all(first=1)
@@ -718,11 +891,11 @@ async def test_partition_and_heal():
         await p.r_ev.wait("on_disconnected", PULL)
         await p.s_ev.wait("on_disconnected", PULL)
         with pytest.raises(PeerUnreachable):
-            await p.R.send_message(X_PEER, "x")
-        await p.S.send_message(X_PEER, "same side")  # same side still talks
+            await p.R.send_message(X_PEER, msg("x"))
+        await p.S.send_message(X_PEER, msg("same side"))  # same side still talks
         await x_ev.wait("on_message")
         p.net.heal()
-        await p.R.send_message(S_PEER, "healed")
+        await p.R.send_message(S_PEER, msg("healed"))
         await p.s_ev.wait("on_message")
         await p.settle()
     assert not p.r_ev.entries("on_channel_completed")
@@ -756,15 +929,15 @@ async def test_node_whose_serve_is_cancelled_goes_offline():
             with anyio.fail_after(1):
                 await s_done.wait()  # serve returns promptly
             assert not p.net.is_online(S_PEER) and not p.S.online
-            assert p.S.resources() == {"channels": 0, "lanes": 0, "inbox": 0}
+            assert not any(p.S.resources().values()), p.S.resources()
             entry = await p.r_ev.wait("on_disconnected", PULL)
             assert "offline" in entry[2]
             with pytest.raises(PeerUnreachable):
-                await p.R.send_message(S_PEER, "anyone?")
+                await p.R.send_message(S_PEER, msg("anyone?"))
             with pytest.raises(PeerUnreachable):
                 await p.pull(ChannelID(R_PEER, S_PEER, 2))
             with pytest.raises(PeerUnreachable):
-                await p.S.send_message(R_PEER, "from the dead")
+                await p.S.send_message(R_PEER, answer("from the dead"))
             assert p.R.active_channels == frozenset()
             # The node comes back: serving again works.
             p.s_ev.hooks.clear()
@@ -793,7 +966,9 @@ async def test_no_task_outlives_serve():
             await tg.start(p.R.serve, p.r_ev)
             await p.pull()
             await p.r_ev.wait("on_data_received", PULL, count=6)
-            await anyio.sleep(0.02)
+            with anyio.fail_after(5):  # block 9 waits on its link
+                while not p.R.resources()["inbox"]:
+                    await anyio.sleep(0.001)
             assert len(anyio.get_running_tasks()) > baseline + 2
             tg.cancel_scope.cancel()
     assert len(anyio.get_running_tasks()) == baseline
@@ -830,11 +1005,11 @@ async def test_slow_callback_on_one_channel_does_not_block_another():
 
 
 @pytest.mark.anyio
-async def test_message_does_not_overtake_earlier_channel_packets():
+async def test_complete_message_does_not_overtake_earlier_channel_packets():
     p = Pair()
 
     async def finish(chid, error):
-        await p.S.send_message(R_PEER, "complete-message")
+        await p.S.send_message(R_PEER, complete_response(PULL.id, accepted=True))
 
     async def slow(chid, cid, size, index):
         await anyio.sleep(0.002)
@@ -877,16 +1052,17 @@ async def test_callbacks_of_a_channel_never_overlap():
     async def voucher_loop(chid, cid, size, index):
         await guard("R")(chid)
         if index % 3 == 0:
-            await p.R.resume_channel(chid, message=f"v{index}")
+            await p.R.resume_channel(chid, message=msg(f"v{index}"))
 
     p.r_ev.hooks["on_data_received"] = voucher_loop
-    p.s_ev.hooks["on_message"] = lambda sender, msg: guard("S")(PULL)
+    p.s_ev.hooks["on_message"] = lambda sender, message: guard("S")(PULL)
     async with p.running():
         await p.pull()
         await p.completed()
         await p.settle()
     assert overlaps == []
     p.assert_received_all()
+    assert p.s_ev.labels("on_message") == [f"v{i}" for i in range(3, len(p.order) + 1, 3)]
 
 
 @pytest.mark.anyio
@@ -894,14 +1070,52 @@ async def test_open_to_unknown_or_offline_peer_raises_and_leaves_nothing():
     p = Pair()
     async with p.running():
         with pytest.raises(PeerUnreachable):
-            await p.R.open_channel(X_PEER, PULL, p.root, ALL_SELECTOR_NODE, "m")
+            await p.R.open_channel(X_PEER, PULL, p.root, ALL_SELECTOR_NODE, opening("m", p.root))
         p.net.transport(X_PEER, MemoryBlockstore())  # registered, never served
         with pytest.raises(PeerUnreachable):
-            await p.R.open_channel(X_PEER, PULL, p.root, ALL_SELECTOR_NODE, "m")
+            await p.R.open_channel(X_PEER, PULL, p.root, ALL_SELECTOR_NODE, opening("m", p.root))
         with pytest.raises(PeerUnreachable):
-            await p.R.send_message(X_PEER, "m")
+            await p.R.send_message(X_PEER, msg("m"))
         await p.settle()
     # Not serving: every send fails.
     with pytest.raises(PeerUnreachable):
-        await p.R.send_message(S_PEER, "m")
+        await p.R.send_message(S_PEER, msg("m"))
     assert p.net.stats.sent == {}
+
+
+# -- describing the engine's traffic ------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_packets_name_each_kind_of_engine_traffic():
+    """A pull paused by the receiver, resumed with a message, and a push
+    request on its own: each packet's kind and description."""
+    p = Pair(width=2, depth=1)
+    p.r_ev.hooks["on_data_received"] = lambda chid, cid, size, index: (
+        Decision(message=msg("pay"), pause=True) if index == 1 else None)
+    hold_sender_until_cancelled(p, at=2)
+    async with p.running():
+        await p.pull()
+        await p.s_ev.wait("on_message")
+        await wait_parked(p.S)
+        held = max(indices(p.r_ev, "on_data_received", PULL))  # (and blocks in flight)
+        await p.R.resume_channel(PULL, message=msg("paid"))
+        await p.completed()
+        await p.S.send_message(R_PEER, msg("push", PUSH))
+        await p.r_ev.wait("on_message")
+        await p.settle()
+    from_r = [pk for pk in p.wire if pk.src == R_PEER]
+    assert [pk.kind for pk in from_r] == ["request", "update", "cancel", "request"]
+    from_s = [pk for pk in p.wire if pk.src == S_PEER]
+    assert (from_s[0].kind, from_s[-1].kind) == ("blocks", "message")
+    update, again = from_r[1], from_r[3]
+    assert label(update.message) == "pay" and update.channel_id == PULL
+    assert label(again.message) == "paid" and again.request_id == p.wire[0].request_id
+    assert again.skip_blocks == held
+    # the resumed walk starts at the root again: indices start over, the
+    # blocks the receiver holds announced, not sent
+    walk = [(link.index, link.sent) for pk in p.wire[p.wire.index(again):]
+            for link in pk.links]
+    assert walk == [(i, i > held) for i in range(1, len(p.order) + 1)]
+    assert p.wire[-1].channel_id == PUSH and p.wire[-1].request_id is None
+    assert set(p.net.stats.sent) <= set(PACKET_KINDS)

@@ -20,7 +20,6 @@ from _support import (
     LabelVoucher,
     NoteResult,
     ScriptedValidator,
-    every_transport,  # noqa: F401 (autouse: both transports)
     harness,
     make_dag,
 )

@@ -18,7 +18,6 @@ from _support import (
     FAST,
     LabelVoucher,
     ScriptedValidator,
-    every_transport,  # noqa: F401 (autouse: both transports)
     harness,
     make_dag,
 )

@@ -25,7 +25,6 @@ from _support import (
     Node,
     NoteResult,
     ScriptedValidator,
-    every_transport,  # noqa: F401 (autouse: both transports)
     harness,
     make_dag,
 )

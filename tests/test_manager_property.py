@@ -1,12 +1,15 @@
-"""Stateful property test: two or three Managers on the in-memory network.
+"""Stateful property test: two or three Managers on the graphsync engine,
+carried by the in-memory network (one block per graphsync message).
 
 Hypothesis drives random operations against real Managers running in an
 event loop on a background thread (an anyio blocking portal, one per
 example): open pushes and pulls of random DAGs with random selectors and
 opening vouchers, pause and resume from either side, send vouchers, cancel,
 restart channels, disconnect / reconnect / partition peers, inject
-duplicate, delay and drop faults, stop a node and start it again from its channel
-store, and let time pass.
+duplicate, delay and drop faults into each kind of packet (data-transfer
+messages, graphsync requests, updates, cancels, frames of blocks and other
+responses), stop a node and start it again from its channel store, and let
+time pass.
 
 Invariants, checked when the example ends:
 
@@ -93,7 +96,7 @@ from datatransfer.messages import MessageType, TransferRequest, TransferResponse
 from datatransfer.store import ChannelStore, SqliteChannelStore
 from datatransfer.types import ChannelID, ChannelState, Event, PeerID
 from statemachine import FINAL_STATUSES, EventCode, IllegalTransition, Kind, Status, resolve
-from transport.inmem import InMemoryNetwork, InMemoryTransport
+from transport.inmem import PACKET_KINDS, InMemoryNetwork, InMemoryNode
 
 S = Status
 E = EventCode
@@ -195,7 +198,7 @@ class NodeBox:
     peer: PeerID
     blockstore: MemoryBlockstore
     store: ChannelStore
-    transport: InMemoryTransport
+    transport: InMemoryNode
     validator: ScriptedValidator
     revalidator: PayEveryN | None
     log: Log = field(default_factory=Log)
@@ -344,12 +347,10 @@ class ManagersMachine(RuleBasedStateMachine):
     def node(self, i: int) -> NodeBox:
         return self.nodes[i % len(self.nodes)]
 
-    #: The in-memory transport's packet kinds as the transport under test
-    #: has them (the engine sends graphsync frames and data-transfer messages).
-    fault_kinds: dict[str, str] = {}
-
     def _transport(self, peer: PeerID, blockstore: MemoryBlockstore) -> Any:
-        return self.net.transport(peer, blockstore)
+        # one block per graphsync message: faults aimed at frames of blocks
+        # hit single blocks
+        return self.net.transport(peer, blockstore, max_block_bytes=1)
 
     async def _serve(self, box: NodeBox, *, task_status: Any) -> None:
         manager = _TappedManager(box, box.transport, store=box.store, config=CONFIG)
@@ -546,13 +547,10 @@ class ManagersMachine(RuleBasedStateMachine):
 
     @rule(
         action=st.sampled_from(["duplicate", "delay", "drop"]),
-        kind=st.sampled_from(["block", "message", "request", "response", "complete",
-                              "cancel", "pause", "resume"]),
+        kind=st.sampled_from(PACKET_KINDS),
         count=st.integers(1, 3),
     )
     def fault(self, action: str, kind: str, count: int) -> None:
-        kind = self.fault_kinds.get(kind, kind)
-
         def match(packet: Any) -> bool:
             return packet.kind == kind
 
@@ -852,22 +850,6 @@ async def _count_tasks() -> int:
 TestManagers = pytest.mark.timeout(600)(ManagersMachine.TestCase)
 
 
-class EngineManagersMachine(ManagersMachine):
-    """The same machine with every node on the graphsync engine (what users
-    run over libp2p), carried by the same fault network: faults aimed at the
-    in-memory transport's data packets hit graphsync frames, those aimed at
-    its control packets hit data-transfer messages."""
-
-    fault_kinds = {k: "graphsync" for k in ("block", "request", "complete", "cancel",
-                                            "pause", "resume")} | {"response": "message"}
-
-    def _transport(self, peer: PeerID, blockstore: MemoryBlockstore) -> Any:
-        return self.net.engine(peer, blockstore, max_block_bytes=1)
-
-
-TestManagersOnEngine = pytest.mark.timeout(600)(EngineManagersMachine.TestCase)
-
-
 # ------------------------------------------------------------------ regressions
 #
 # Minimal deterministic reproductions of what the machine above found.
@@ -926,8 +908,8 @@ async def test_duplicated_complete_response_does_not_undo_completion():
         root, _, _ = make_dag(a.blockstore, leaves=1, leaf_size=1)
 
         def complete_response(packet: Any) -> bool:
-            return (isinstance(packet.payload, TransferResponse)
-                    and packet.payload.type == MessageType.Complete)
+            return (isinstance(packet.message, TransferResponse)
+                    and packet.message.type == MessageType.Complete)
 
         h.net.duplicate(complete_response, count=1)
         chid = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
@@ -946,7 +928,7 @@ async def test_pull_restarted_after_the_responder_completed_completes():
         a = await h.node("a", setup=_validating)
         b = await h.node("b", setup=_validating)
         root, _, _ = make_dag(b.blockstore, leaves=1, leaf_size=1)
-        h.net.delay(0.3, lambda packet: packet.kind == "complete", count=1)
+        h.net.delay(0.3, lambda packet: packet.terminal, count=1)  # the end of the data
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
         assert (await _wait_known(b.manager, chid)).status is S.Completed
         h.net.partition([a.peer], [b.peer])  # loses the delayed end of the data
@@ -1024,8 +1006,8 @@ async def test_push_initiator_whose_complete_message_was_lost_completes():
         root, _, _ = make_dag(a.blockstore, leaves=1, leaf_size=1)
 
         def complete_response(packet: Any) -> bool:
-            return (isinstance(packet.payload, TransferResponse)
-                    and packet.payload.type == MessageType.Complete)
+            return (isinstance(packet.message, TransferResponse)
+                    and packet.message.type == MessageType.Complete)
 
         h.net.delay(0.3, complete_response, count=1)
         chid = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
@@ -1078,7 +1060,7 @@ async def test_responder_restarted_while_finalizing_completes_on_the_final_vouch
     store_b = SqliteChannelStore()
     revalidator = PayEveryN(10**9, final=True)
 
-    def manager(transport: InMemoryTransport, store: ChannelStore) -> Manager:
+    def manager(transport: InMemoryNode, store: ChannelStore) -> Manager:
         m = Manager(transport, store=store, config=STEADY)
         m.register_voucher_result_type(NoteResult)
         m.register_voucher_type(LabelVoucher, ScriptedValidator())
@@ -1109,7 +1091,7 @@ async def test_responder_restarted_while_paused_for_payment_resumes_on_payment()
     store_b = SqliteChannelStore()
     revalidator = PayEveryN(1)
 
-    def manager(transport: InMemoryTransport, store: ChannelStore) -> Manager:
+    def manager(transport: InMemoryNode, store: ChannelStore) -> Manager:
         m = Manager(transport, store=store, config=STEADY)
         m.register_voucher_result_type(NoteResult)
         m.register_voucher_type(LabelVoucher, ScriptedValidator())
@@ -1207,7 +1189,9 @@ async def test_pull_accepted_only_by_a_restart_still_finalizes():
         a = await h.node("a", setup=final_payment)
         b = await h.node("b", setup=final_payment)
         root, _, _ = make_dag(b.blockstore, leaves=2, leaf_size=10)
-        h.net.delay(0.3, lambda packet: packet.kind == "response", count=1)
+        # the acceptance, riding the responder's first graphsync response
+        h.net.delay(0.3, lambda packet: packet.kind == "response" and packet.message is not None,
+                    count=1)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
         with anyio.fail_after(5):  # b sent everything and waits for the final voucher
             while b.manager.channel_status(chid) is not S.Finalizing:
@@ -1243,8 +1227,8 @@ async def test_lost_answer_to_the_final_voucher_is_asked_again():
         await a.manager.wait(chid, [S.ResponderFinalizingTransferFinished], timeout=5)
 
         def complete_response(packet: Any) -> bool:
-            return (isinstance(packet.payload, TransferResponse)
-                    and packet.payload.type == MessageType.Complete)
+            return (isinstance(packet.message, TransferResponse)
+                    and packet.message.type == MessageType.Complete)
 
         h.net.delay(0.2, complete_response, count=1)
         await a.manager.send_voucher(chid, Payment(ENOUGH))
@@ -1297,7 +1281,9 @@ async def test_pull_whose_acceptance_was_lost_still_finalizes():
         a = await h.node("a", setup=final_payment)
         b = await h.node("b", setup=final_payment)
         root, _, _ = make_dag(b.blockstore, leaves=2, leaf_size=10)
-        h.net.drop(lambda packet: packet.kind == "response", count=1)
+        # the acceptance, riding the responder's first graphsync response
+        h.net.drop(lambda packet: packet.kind == "response" and packet.message is not None,
+                   count=1)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
         state = await a.manager.wait(chid, [S.ResponderFinalizingTransferFinished, S.Completed],
                                      timeout=5)

@@ -1,17 +1,18 @@
 """Persistence, restarts and "no stuck channels" (issue 4, items 4 and 5;
 DESIGN.md section 6).
 
-Every test runs real Managers over the in-memory network. Each node keeps its
-channels in an sqlite file under ``tmp_path`` and its blocks in a
-MemoryBlockstore, and reuses its transport object when its Manager is stopped
-and started again, so "restart the node" means exactly: leave the Manager's
-``async with``, then start a new Manager on the same store file, blockstore
-and transport.
+Every test runs real Managers on the graphsync engine over the in-memory
+network (one block per graphsync message). Each node keeps its channels in
+an sqlite file under ``tmp_path`` and its blocks in a MemoryBlockstore, and
+reuses its transport object when its Manager is stopped and started again,
+so "restart the node" means exactly: leave the Manager's ``async with``,
+then start a new Manager on the same store file, blockstore and transport.
 
 Mid-transfer points are made deterministic with :class:`Gate`, a revalidator
 that holds the responder's data lane just before a given block, and every
 packet is logged by a rule that never matches (:class:`Wire`), so the tests
-can count exactly which blocks went over the wire and under which request.
+can count exactly which blocks went over the wire and under which graphsync
+request (a block's index is its place in the sender's walk of the request).
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ from datatransfer.store import SqliteChannelStore
 from datatransfer.types import ChannelID, ChannelState, PeerID
 from registry import NOT_HANDLED
 from statemachine import Status
-from transport.inmem import InMemoryNetwork, InMemoryTransport, Packet
+from transport.graphsync.engine import EXTENSION_ERROR
+from transport.graphsync.message import GraphsyncMessage, GraphsyncResponse
+from transport.graphsync.status import ResponseStatus
+from transport.inmem import InMemoryNetwork, InMemoryNode, Packet
 
 S = Status
 
@@ -140,40 +144,38 @@ class Wire:
             hook(packet)
         return False
 
-    def blocks(self, src: PeerID, request_ids: set[int] | None = None) -> list[int]:
-        """Indices of the block packets ``src`` sent (for these requests)."""
+    def blocks(self, src: PeerID, request_ids: set[bytes] | None = None) -> list[int]:
+        """Indices of the blocks whose data ``src`` sent (for these requests)."""
         return [
-            p.index
+            index
             for p in self.packets
-            if p.kind == "block" and p.src == src
+            if p.kind == "blocks" and p.src == src
             and (request_ids is None or p.request_id in request_ids)
+            for index in p.indices
         ]
 
     def requests(self, src: PeerID) -> list[Packet]:
-        """The data requests ``src`` opened."""
-        return [p for p in self.packets if p.kind == "request" and p.src == src]
-
-    def restart_requests(self, src: PeerID) -> list[Packet]:
-        """Restart requests from ``src``: with a pull's data request, or alone (push)."""
+        """The data requests ``src`` opened (a paused request asked for
+        again, under the same id, is not a new one)."""
+        seen: set[bytes | None] = set()
         out = []
         for p in self.packets:
-            if p.src != src:
-                continue
-            msg = p.payload.message if p.kind == "request" else p.payload
-            if isinstance(msg, TransferRequest) and msg.type == MessageType.Restart:
+            if p.kind == "request" and p.src == src and p.request_id not in seen:
+                seen.add(p.request_id)
                 out.append(p)
         return out
 
+    def restart_requests(self, src: PeerID) -> list[Packet]:
+        """Restart requests from ``src``: with a pull's data request, or alone (push)."""
+        return [p for p in self.packets if p.src == src and isinstance(p.message, TransferRequest)
+                and p.message.type == MessageType.Restart]
+
 
 def cancels(w: World, src: PeerID) -> list[Packet]:
-    """The data-transfer Cancel messages ``src`` sent (request or response)."""
-    out = []
-    for p in w.wire.packets:
-        if p.src != src or p.kind not in ("message", "response"):
-            continue
-        if getattr(p.payload, "type", None) == MessageType.Cancel:
-            out.append(p)
-    return out
+    """The data-transfer Cancel messages ``src`` sent (request or response,
+    on their own or riding graphsync)."""
+    return [p for p in w.wire.packets
+            if p.src == src and getattr(p.message, "type", None) == MessageType.Cancel]
 
 
 class Node:
@@ -185,7 +187,8 @@ class Node:
         self.name = name
         self.peer = PeerID(b"\x00\x08" + name.encode().ljust(8, b"_"))
         self.blockstore = MemoryBlockstore()
-        self.transport: InMemoryTransport = net.transport(self.peer, self.blockstore)
+        self.transport: InMemoryNode = net.transport(self.peer, self.blockstore,
+                                                     max_block_bytes=1)
         self.db = tmp_path / f"{name}.db"
         self.tg = tg
         self.config = config
@@ -317,8 +320,8 @@ async def test_pull_connection_blip_resumes_without_resending(tmp_path: Path) ->
         sb = await b.m.wait(chid, timeout=5)
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         first, restart = w.wire.requests(a.peer)
-        assert restart.payload.skip_blocks == k
-        assert restart.payload.message.type == MessageType.Restart
+        assert restart.skip_blocks == k
+        assert restart.message.type == MessageType.Restart
         # no block went twice, none after the restart was one the receiver held
         assert w.wire.blocks(b.peer, {first.request_id}) == list(range(1, k + 1))
         assert w.wire.blocks(b.peer, {restart.request_id}) == list(range(k + 1, n + 1))
@@ -350,7 +353,7 @@ async def test_push_connection_blip_resumes_without_resending(tmp_path: Path) ->
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         [restart_msg] = w.wire.restart_requests(a.peer)
         first, reopened = w.wire.requests(b.peer)
-        assert reopened.payload.skip_blocks == k
+        assert reopened.skip_blocks == k
         assert w.wire.blocks(a.peer, {reopened.request_id}) == list(range(k + 1, n + 1))
         assert w.wire.blocks(a.peer, {first.request_id})[:k] == list(range(1, k + 1))
         assert sb.received == total and sb.received_index == n
@@ -399,7 +402,7 @@ async def test_initiator_restarted_on_same_store_resumes_pull(tmp_path: Path) ->
         sb = await b.m.wait(chid, timeout=5)
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         first, restart = w.wire.requests(a.peer)
-        assert restart.payload.skip_blocks == k
+        assert restart.skip_blocks == k
         assert w.wire.blocks(b.peer) == list(range(1, n + 1))  # each block exactly once
         assert w.wire.blocks(b.peer, {restart.request_id}) == list(range(k + 1, n + 1))
         assert sa.received == total and sb.sent == total and sb.queued == total
@@ -438,7 +441,7 @@ async def test_hard_crash_store_behind_blockstore_counts_once(tmp_path: Path) ->
         sb = await b.m.wait(chid, timeout=5)
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         restart = w.wire.requests(a.peer)[-1]
-        assert restart.payload.skip_blocks == j
+        assert restart.skip_blocks == j
         assert w.wire.blocks(b.peer, {restart.request_id}) == list(range(j + 1, n + 1))
         assert sa.received == total and sa.received_index == n
         assert sb.sent == total and sb.queued == total
@@ -462,7 +465,7 @@ async def test_responder_restarted_on_same_store_serves_the_restart(tmp_path: Pa
         sb = await b.m.wait(chid, timeout=5)
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         last = w.wire.requests(a.peer)[-1]
-        assert last.payload.skip_blocks == k
+        assert last.skip_blocks == k
         assert w.wire.blocks(b.peer) == list(range(1, n + 1))
         assert sa.received == total and sb.sent == total and sb.queued == total
 
@@ -490,7 +493,7 @@ async def test_push_initiator_restarted_on_same_store(tmp_path: Path) -> None:
         sb = await b.m.wait(chid, timeout=5)
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         reopened = w.wire.requests(b.peer)[-1]
-        assert reopened.payload.skip_blocks == k
+        assert reopened.skip_blocks == k
         assert w.wire.blocks(a.peer, {reopened.request_id}) == list(range(k + 1, n + 1))
         assert sa.sent == total and sa.queued == total
         assert sb.received == total and sb.received_index == n
@@ -534,7 +537,7 @@ async def test_push_initiator_restarting_often_keeps_the_channel_while_data_move
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         assert len(w.wire.restart_requests(a.peer)) == len(stops)
         reopened = w.wire.requests(b.peer)[1:]
-        assert [r.payload.skip_blocks for r in reopened] == list(stops)
+        assert [r.skip_blocks for r in reopened] == list(stops)
         assert sa.sent == total and sa.queued == total  # re-sent blocks counted once
         assert sb.received == total and sb.received_index == n
         assert a.stored(chid).restarts == 0
@@ -563,7 +566,7 @@ async def test_auto_restart_off_waits_for_restart_channel(tmp_path: Path) -> Non
         sb = await b.m.wait(chid, timeout=5)
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         restart = w.wire.requests(a.peer)[-1]
-        assert restart.payload.skip_blocks == k
+        assert restart.skip_blocks == k
         assert w.wire.blocks(b.peer) == list(range(1, n + 1))
         assert sa.received == total and sb.sent == total
 
@@ -604,7 +607,7 @@ async def test_initiator_pause_survives_restart(tmp_path: Path) -> None:
         sb = await b.m.wait(chid, timeout=5)
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         restart = w.wire.requests(a.peer)[-1]
-        assert restart.payload.skip_blocks == held
+        assert restart.skip_blocks == held
         assert w.wire.blocks(b.peer) == list(range(1, n + 1))
         assert sa.received == total and sb.sent == total and sb.queued == total
 
@@ -737,7 +740,7 @@ async def test_accept_lost_responder_channel_also_ends(tmp_path: Path) -> None:
         assert sb.status == S.Cancelled
         assert sb.message == "cancelled by the other peer"
         [cancel] = cancels(w, a.peer)
-        assert cancel.payload.transfer_id == chid.id
+        assert cancel.message.transfer_id == chid.id
 
 
 @pytest.mark.anyio
@@ -843,13 +846,15 @@ async def test_finalization_timeout_both_sides(tmp_path: Path, first: str) -> No
 # ------------------------------------------------------------ late errors
 
 
-@pytest.mark.parametrize("kind", ["complete", "cancel"])
+@pytest.mark.parametrize("status", [ResponseStatus.UNKNOWN, ResponseStatus.CANCELLED],
+                         ids=["failed", "cancelled"])
 @pytest.mark.anyio
-async def test_late_error_of_replaced_request_does_not_restart(tmp_path: Path, kind: str) -> None:
+async def test_late_error_of_replaced_request_does_not_restart(
+        tmp_path: Path, status: ResponseStatus) -> None:
     """The client restarts on its no-progress timeout while the server is
     still busy with the old request; the old request then ends with an error
-    (a late "complete"-with-error or "cancel" of the old request id): it must
-    not fail the channel nor trigger another restart."""
+    (a late failed or cancelled end of the old request id): it must not fail
+    the channel nor trigger another restart."""
     k = 5
     cfg_a = replace(CFG, no_progress_timeout=0.1)
     async with world(tmp_path) as w:
@@ -858,15 +863,17 @@ async def test_late_error_of_replaced_request_does_not_restart(tmp_path: Path, k
         n = len(order)
         await until(lambda: len(w.wire.requests(a.peer)) == 2)  # the restart
         first, second = w.wire.requests(a.peer)
+        late = GraphsyncResponse(first.request_id, status, (),
+                                 {EXTENSION_ERROR: "late failure of the old request"})
         w.net.tamper(
-            lambda p: replace(p, kind=kind, payload="late failure of the old request"),
+            lambda p: w.net.frame(p.src, p.dst, GraphsyncMessage(responses=(late,))),
             lambda p: p.src == b.peer and p.request_id == first.request_id,
         )
         b.gate.release()  # the old request's next packet leaves, turned into an error
         sa = await a.m.wait(chid, timeout=5)
         sb = await b.m.wait(chid, timeout=5)
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
-        assert w.net.stats.tampered["block"] == 1
+        assert w.net.stats.tampered["blocks"] == 1
         assert len(w.wire.requests(a.peer)) == 2
         assert len(w.wire.restart_requests(a.peer)) == 1
         codes = a.codes(chid)
@@ -920,20 +927,25 @@ async def test_repeated_disconnect_notices_restart_once(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_duplicated_packets_during_restart(tmp_path: Path) -> None:
-    """Every packet delivered twice around a restart (requests, responses,
-    blocks, completion): one restart, each block counted once."""
+    """Every packet delivered twice around a restart (data and restart
+    requests, cancels, data-transfer messages, responses and the end of the
+    data): one restart, each block counted once. Frames announcing blocks
+    are left alone: graphsync runs over reliable streams and the engine
+    refuses a block it did not ask for next (test_inmem_transport)."""
     k = 5
     async with world(tmp_path) as w:
         a, b = w.node("a"), w.node("b")
         chid, root, total, order = await pull_until_gate(w, a, b, k)
-        w.net.duplicate()
+        w.net.duplicate(lambda p: not p.links or p.terminal)
         w.net.disconnect(a.peer, b.peer)
         w.net.connect(a.peer, b.peer)
         b.gate.release()
         sa = await a.m.wait(chid, timeout=5)
         sb = await b.m.wait(chid, timeout=5)
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
-        assert w.net.stats.duplicated["block"] > 0
+        duplicated = w.net.stats.duplicated
+        assert duplicated["request"] > 0 and duplicated["response"] > 0
+        assert duplicated["blocks"] == 1  # the last block, with the end of the data
         assert len(w.wire.restart_requests(a.peer)) == 1
         assert sa.received == total and sa.received_index == len(order)
         assert sb.sent == total and sb.queued == total
@@ -968,8 +980,8 @@ async def test_restart_message_size_does_not_grow_with_progress(tmp_path: Path) 
         sa = await a.m.wait(chid, timeout=5)
         assert sa.status == S.Completed and sa.received == total
         new, r1, r2 = w.wire.requests(a.peer)
-        assert (r1.payload.skip_blocks, r2.payload.skip_blocks) == (k1, k2)
-        m0, m1, m2 = (encode_message(r.payload.message) for r in (new, r1, r2))
+        assert (r1.skip_blocks, r2.skip_blocks) == (k1, k2)
+        m0, m1, m2 = (encode_message(r.message) for r in (new, r1, r2))
         assert m1 == m2
         assert len(m1) == len(m0)
         assert w.wire.blocks(b.peer) == list(range(1, n + 1))
@@ -988,14 +1000,14 @@ async def test_state_is_stored_before_the_message_that_reports_it(tmp_path: Path
         seen: list[tuple[str, Any]] = []
 
         def hook(p: Packet) -> None:
-            msg = p.payload.message if p.kind == "request" else p.payload
+            msg = p.message
             mtype = getattr(msg, "type", None)
-            if p.kind not in ("request", "message") or mtype is None:
+            if mtype is None:
                 return
             chid = ChannelID(a.peer, b.peer, msg.transfer_id)
             if p.src == a.peer and mtype == MessageType.Restart:
                 rec = a.m.store.load(chid).record
-                seen.append(("restart", (rec.received_index, p.payload.skip_blocks)))
+                seen.append(("restart", (rec.received_index, p.skip_blocks)))
             elif p.src == b.peer and mtype == MessageType.Complete:
                 rec = b.m.store.load(chid).record
                 seen.append(("complete", (rec.status, rec.sent)))
@@ -1044,7 +1056,7 @@ async def test_restart_after_server_completed_serves_the_lost_tail(tmp_path: Pat
             return bool(opened) and p.request_id == opened[0].request_id
 
         w.net.drop(lambda p: p.src == b.peer and first_request(p)
-                   and (p.kind == "complete" or p.index == n))
+                   and (p.terminal or n in p.indices))
         w.net.drop(lambda p: p.src == b.peer and p.kind == "message", count=1)
         chid = await a.m.open_pull_channel(b.peer, voucher(), root, ALL)
         await until(lambda: chid in b.m.channels())
@@ -1054,7 +1066,7 @@ async def test_restart_after_server_completed_serves_the_lost_tail(tmp_path: Pat
         sa = await a.m.wait(chid, timeout=5)
         assert sa.status == S.Completed, sa.message
         [restart] = w.wire.restart_requests(a.peer)
-        assert restart.payload.skip_blocks == n - 1
+        assert restart.skip_blocks == n - 1
         assert w.wire.blocks(b.peer, {restart.request_id}) == [n]
         assert sa.received == total and sa.received_index == n
         sb = b.state(chid)
@@ -1064,10 +1076,21 @@ async def test_restart_after_server_completed_serves_the_lost_tail(tmp_path: Pat
 @pytest.mark.anyio
 async def test_restart_crossing_server_completion(tmp_path: Path) -> None:
     """The client restarts just as the server sends the last block: the server
-    handles the restart request while its channel is still Completing. It
-    must serve the restart (not cancel it in its cleanup) so both complete."""
+    handles the restart request while its channel is still Completing (its
+    revalidator's ``on_complete`` waits, at most 5 s, until the restart
+    request arrived, so the request is served right after the completion).
+    It must serve the restart (not cancel it in its cleanup) so both
+    complete."""
+    restart_arrived = anyio.Event()
+
+    class HeldCompletion(Gate):
+        async def on_complete(self, channel_id: ChannelID) -> None:
+            with anyio.move_on_after(5):
+                await restart_arrived.wait()
+
     async with world(tmp_path) as w:
         a, b = w.node("a"), w.node("b")
+        b.revalidator = HeldCompletion()
         await a.start()
         await b.start()
         root, total, order = dag(b)
@@ -1075,11 +1098,14 @@ async def test_restart_crossing_server_completion(tmp_path: Path) -> None:
         state: dict[str, Any] = {}
 
         def at_last_block(p: Packet) -> None:
-            if p.kind == "block" and p.src == b.peer and p.index == n and "fired" not in state:
+            if p.kind == "blocks" and p.src == b.peer and n in p.indices and "fired" not in state:
                 state["fired"] = p.request_id
-                # runs right after b queued the step that finds the traversal done
+                # runs right after b sent the end of the data
                 w.tg.start_soon(a.m.restart_channel, state["chid"])
-            elif p.kind == "response" and p.src == b.peer and "fired" in state:
+            elif p.kind == "request" and p.src == a.peer and "fired" in state:
+                restart_arrived.set()  # delivered as soon as this returns
+            elif (p.kind == "response" and p.message is not None and p.src == b.peer
+                  and "fired" in state and "b_status_when_answering" not in state):
                 state["b_status_when_answering"] = b.m.channel_status(state["chid"])
 
         w.wire.hooks.append(at_last_block)
@@ -1090,6 +1116,8 @@ async def test_restart_crossing_server_completion(tmp_path: Path) -> None:
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         assert state["b_status_when_answering"] == S.Completing  # the window was hit
         [restart] = w.wire.restart_requests(a.peer)
-        assert restart.payload.skip_blocks == n - 1
+        assert restart.skip_blocks == n - 1
         assert w.wire.blocks(b.peer, {restart.request_id}) == [n]
         assert sa.received == total and sb.sent == total and sb.queued == total
+        assert not [p for p in w.wire.packets if p.src == b.peer and p.request_id ==
+                    restart.request_id and p.status is ResponseStatus.CANCELLED]

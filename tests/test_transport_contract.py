@@ -1,9 +1,11 @@
-"""One contract for every transport the Manager drives: the same channel
-scenarios, run over the in-memory transport and over the real graphsync
-engine carried by the in-memory network (frames as bytes, under the same
-fault rules; :func:`_support.every_transport`). They assert what any
-transport must give (final statuses, bytes counted once, the blocks stored),
-not one transport's event order.
+"""One contract for the transport the Manager drives: channel scenarios that
+assert what any transport must give (final statuses, bytes counted once,
+the blocks stored), not one transport's event order. They run on the
+graphsync engine carried by the in-memory network (frames as bytes, under
+its fault rules); :class:`~transport.libp2p.transport.Libp2pTransport`
+carries the same engine (both are :class:`~transport.carrier.EngineCarrier`;
+``test_libp2p_transport`` runs transfers over real libp2p hosts and checks
+that they give the event sequences the in-memory network gives).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from _support import (
     Gate,
     LabelVoucher,
     PayEveryN,
-    every_transport,  # noqa: F401 (autouse: both transports)
     harness,
     make_dag,
     pay_when_asked,

@@ -1,7 +1,8 @@
 """Transports: the interface the Manager drives, and its implementations.
 
-``transport.inmem`` is the in-memory network for tests and fault injection;
-the libp2p/graphsync transport lives beside it.
+``transport.graphsync`` is the graphsync engine every node runs;
+``transport.libp2p`` carries it over libp2p, ``transport.inmem`` over an
+in-memory network with fault injection (for tests).
 """
 
 from transport.base import (

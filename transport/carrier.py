@@ -5,8 +5,9 @@ rule of the data path and sends through two callables it is given; a carrier
 owns one engine, hands it what arrives, and serves it inside its own task
 group, attaching to its network once the engine runs and detaching when it
 stops. :class:`~transport.libp2p.transport.Libp2pTransport` carries it over
-libp2p streams; :meth:`transport.inmem.InMemoryNetwork.engine` over the
-in-memory fault network.
+libp2p streams; :class:`transport.inmem.InMemoryNode` (made by
+:meth:`transport.inmem.InMemoryNetwork.transport`) over the in-memory fault
+network.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ class EngineCarrier(Transport):
     @property
     def peer_id(self) -> PeerID:
         return self.engine.peer_id
+
+    @property
+    def active_channels(self) -> frozenset[ChannelID]:
+        """Channels whose data this node moves now."""
+        return self.engine.active_channels
 
     @property
     def blockstore(self) -> Blockstore:

@@ -1,189 +1,177 @@
-"""An in-memory transport: many nodes in one process, with fault injection.
+"""The in-memory network: many nodes in one process, with fault injection.
 
-It mimics the graphsync-based transport closely enough for the Manager's
-tests (see :mod:`transport.base` for the contract): the data receiver opens a
-request, the data sender traverses its blockstore with the channel's selector
-and sends the blocks in traversal order, the receiver runs its own traversal
-and accepts exactly the block it asks for next.
+Every node runs the real graphsync engine
+(:class:`~transport.graphsync.engine.GraphsyncEngine`, the one
+:class:`~transport.libp2p.transport.Libp2pTransport` carries over libp2p):
+:meth:`InMemoryNetwork.transport` makes an :class:`InMemoryNode`, an
+:class:`~transport.carrier.EngineCarrier` whose engine sends through this
+network. The network carries what an engine sends as libp2p would: each
+graphsync message as a frame's bytes, each data-transfer message the engine
+sends on its own as that message; the receiving node decodes the frame and
+hands it to its engine.
 
 Usage::
 
     net = InMemoryNetwork()
     a = net.transport(peer_a, MemoryBlockstore())
-    b = net.transport(peer_b, MemoryBlockstore())
+    b = net.transport(peer_b, MemoryBlockstore(), max_block_bytes=1)  # engine options
     async with anyio.create_task_group() as tg:
         await tg.start(a.serve, events_a)
         await tg.start(b.serve, events_b)
         ...
         net.disconnect(peer_a, peer_b)     # fault injection, any time
-        net.drop(lambda p: p.kind == "block" and p.index == 3, count=1)
+        net.drop(lambda p: p.kind == "blocks" and 3 in p.indices, count=1)
 
 Packets
 -------
-Everything that crosses the network is a :class:`Packet` (``kind`` one of
-:data:`PACKET_KINDS`). Sending checks reachability at once (both nodes
-serving, not disconnected, not partitioned apart) and raises
-:class:`~transport.base.PeerUnreachable` otherwise; then the fault rules apply
-(:meth:`InMemoryNetwork.drop`, :meth:`~InMemoryNetwork.delay`,
-:meth:`~InMemoryNetwork.duplicate`, :meth:`~InMemoryNetwork.corrupt`,
-:meth:`~InMemoryNetwork.tamper`). Each directed link is FIFO: a delayed
-packet holds back every packet behind it on the same link.
+Everything that crosses the network is a :class:`Packet`. Its ``kind`` (one
+of :data:`PACKET_KINDS`) names what it carries:
 
-Concurrency and ordering
-------------------------
-All work for a node runs in tasks of that node's :meth:`~InMemoryTransport.serve`
-task group; nothing outlives ``serve``. A node handles its work in *lanes*:
+* ``"message"``: a data-transfer message sent on its own (``payload`` is
+  the message);
+* a graphsync frame (``payload`` is the frame's bytes). The engine sends one
+  request or one response per message: ``"request"`` a new request (a
+  channel's data request, a restart's, or a receiver's resume of a paused
+  one), ``"update"`` an update request (a data-transfer message riding the
+  request), ``"cancel"`` a cancel request (a receiver that cancels or
+  pauses), ``"blocks"`` a response that carries block data, ``"response"``
+  any other response (a data-transfer message riding the data, "paused",
+  the end of a request, blocks announced but not sent).
 
-* one lane per channel id: every packet of the channel (from the peer) and
-  every local step (opening, each step of the sender's pump, the
-  ``on_disconnected`` notice) is a work item of the lane, handled one at a
-  time, in order. So the callbacks of one channel on one node never run
-  concurrently and come in the order the packets were sent, while a slow
-  callback on one channel never holds up another channel;
-* one lane per sending peer for messages sent without a channel
-  (:meth:`InMemoryTransport.send_message`). Such a message is handled only
-  after every channel packet the same peer sent before it has been handled
-  (so a "Complete" message never overtakes the last block). Channel packets
-  do not wait for earlier channel-less messages.
+A frame is described (decoded once, when sent) so that fault rules and tests
+can aim at it without decoding: the request id, the channel, the
+data-transfer message it carries, a response's status and error text and
+its metadata entries (:class:`Link`: each block's index in the sender's walk
+of the request, its CID, whether the frame carries its data), a request's
+root and do-not-send-first-blocks count. The description is for aiming; what
+is delivered is ``payload``.
 
-A lane's task ends as soon as the lane is empty, and the lane is forgotten.
-The sender's pump sends one block per work item and re-queues itself behind
-whatever arrived meanwhile (a pause, a cancel), so control packets are seen
-between blocks. There is no flow control: blocks are queued to the receiver
-as fast as the sender's callbacks allow.
+Sending checks reachability at once (both nodes serving, not disconnected,
+not partitioned apart) and raises :class:`~transport.base.PeerUnreachable`
+otherwise; then the fault rules apply (:meth:`InMemoryNetwork.drop`,
+:meth:`~InMemoryNetwork.delay`, :meth:`~InMemoryNetwork.duplicate`,
+:meth:`~InMemoryNetwork.corrupt`, :meth:`~InMemoryNetwork.tamper`). Each
+directed link is FIFO: a delayed packet holds back every packet behind it on
+the same link. A disconnect, a partition or a node going offline loses what
+the links involved still hold, and every engine on either side hears of the
+lost peer (:meth:`~transport.graphsync.engine.GraphsyncEngine.peer_lost`:
+its channels with that peer end with ``on_disconnected``).
 
-Channels
---------
-A channel's transport state is dropped as soon as it ends (completed,
-rejected, cancelled, failed, disconnected), so :meth:`cleanup_channel` has
-little left to do; packets still arriving for a channel that ended, or for an
-older request of the same channel (each :meth:`open_channel` makes a new
-request id), are ignored, except data-transfer messages (``"message"`` and
-``"response"`` packets), which are always handed to the Manager.
-
-Each side may hold the channel (:meth:`pause_channel` or a ``pause``
-decision); the sender pumps only while neither side holds it, and each side's
-:meth:`resume_channel` releases only its own hold.
-
-Callback exceptions are not swallowed: one propagates out of ``serve``.
+Graphsync runs over reliable streams, so a duplicated, corrupted or tampered
+frame is a broken peer as the engine sees it: it refuses what it cannot use
+(a block it did not ask for next ends the request with a receive error), and
+the Manager recovers as it would from a faulty peer. Duplicated requests
+that arrive back to back, and a duplicated end of a request, change nothing.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
-import anyio.lowlevel
 
 from datatransfer.ipld.block import Block
 from datatransfer.ipld.blockstore import Blockstore
 from datatransfer.ipld.cid import CID
-from datatransfer.ipld.errors import IPLDError
-from datatransfer.ipld.selector import Selector, Traverser, parse_selector
+from datatransfer.messages import MessageType, TransferRequest, TransferResponse, from_node
 from datatransfer.types import ChannelID, PeerID
-from transport.base import (
-    PROCEED,
-    Decision,
-    PeerUnreachable,
-    Transport,
-    TransportEvents,
-    UnknownTransportChannel,
-)
+from transport.base import PeerUnreachable
 from transport.carrier import EngineCarrier
-from transport.graphsync.engine import GraphsyncEngine
+from transport.graphsync.engine import EXTENSION_ERROR, GraphsyncEngine
 from transport.graphsync.framing import encode_frame, split_frames
-from transport.graphsync.message import GraphsyncWireError
-from transport.walk import Receiving as _Receiver
-from transport.walk import Sending as _Sender
-from transport.walk import Walk as _Channel
-from transport.walk import next_to_receive, next_to_send
+from transport.graphsync.message import (
+    EXTENSION_DATA_TRANSFER,
+    EXTENSION_DO_NOT_SEND_FIRST_BLOCKS,
+    GraphsyncMessage,
+    GraphsyncWireError,
+    RawBlock,
+    decode_do_not_send_first_blocks,
+    decode_message,
+)
+from transport.graphsync.status import LinkAction, RequestType, ResponseStatus
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup, TaskStatus
+    from anyio.abc import TaskGroup
 
 __all__ = [
     "PACKET_KINDS",
-    "BlockPayload",
     "InMemoryNetwork",
-    "InMemoryTransport",
+    "InMemoryNode",
+    "Link",
     "NetworkStats",
     "Packet",
-    "RequestPayload",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Every packet kind.
-PACKET_KINDS = (
-    "message",
-    "request",
-    "response",
-    "block",
-    "complete",
-    "cancel",
-    "pause",
-    "resume",
-    "graphsync",
-)
+#: Every packet kind (see the module docs).
+PACKET_KINDS = ("message", "request", "update", "cancel", "blocks", "response")
 
 
 # -- packets ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RequestPayload:
-    """Payload of a ``"request"`` packet: what the receiver asks for."""
+class Link(NamedTuple):
+    """One metadata entry of a response: the block at ``index`` in the
+    sender's walk of the request (from 1, counting the blocks it announces
+    without sending, as a restart's skipped ones; 0 if the network did not
+    see the request), its ``cid``, and whether the frame carries its data."""
 
-    root: CID
-    selector: Selector
-    message: Any
-    skip_blocks: int
-
-
-@dataclass(frozen=True, slots=True)
-class BlockPayload:
-    """Payload of a ``"block"`` packet; ``index`` counts from 1."""
-
-    cid: CID
-    data: bytes
     index: int
+    cid: CID
+    sent: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Packet:
-    """One unit crossing the in-memory network.
+    """One unit crossing the in-memory network (see the module docs).
 
-    ``payload`` by kind: ``message`` / ``response``: the data-transfer
-    message; ``request``: :class:`RequestPayload`; ``block``:
-    :class:`BlockPayload`; ``complete``: None on success or the error text;
-    ``cancel``: the reason text; ``pause`` / ``resume``: None.
-    ``channel_id`` is None only for a message sent with
-    :meth:`InMemoryTransport.send_message`. ``request_id`` identifies the data
-    request a channel packet belongs to (0 for a channel-less message).
+    ``payload``: the data-transfer message of a ``"message"``, the frame's
+    bytes of any other kind. The rest describes it: ``message`` the
+    data-transfer message it carries (on its own, or in a request's or a
+    response's extension); ``channel_id`` the channel it belongs to when
+    known; ``request_id`` the graphsync request (None for a ``"message"``);
+    ``status`` and ``error`` of a response; ``links`` a response's metadata
+    entries; ``root`` and ``skip_blocks`` (do-not-send-first-blocks) of a
+    new request.
     """
 
     kind: str
     src: PeerID
     dst: PeerID
-    channel_id: ChannelID | None
     payload: Any = None
-    request_id: int = 0
+    channel_id: ChannelID | None = None
+    request_id: bytes | None = None
+    message: Any = None
+    status: ResponseStatus | None = None
+    error: str | None = None
+    links: tuple[Link, ...] = ()
+    root: CID | None = None
+    skip_blocks: int = 0
 
     @property
-    def index(self) -> int | None:
-        """The block index of a ``"block"`` packet, else None."""
-        return self.payload.index if self.kind == "block" else None
+    def blocks(self) -> tuple[Link, ...]:
+        """The entries whose block data the frame carries."""
+        return tuple(link for link in self.links if link.sent)
 
     @property
-    def cid(self) -> CID | None:
-        """The block CID of a ``"block"`` packet, else None."""
-        return self.payload.cid if self.kind == "block" else None
+    def indices(self) -> tuple[int, ...]:
+        """The walk indices of the blocks the frame carries."""
+        return tuple(link.index for link in self.links if link.sent)
+
+    @property
+    def cids(self) -> tuple[CID, ...]:
+        """The CIDs of the blocks the frame carries."""
+        return tuple(link.cid for link in self.links if link.sent)
+
+    @property
+    def terminal(self) -> bool:
+        """A response that ends its request (completed, rejected, cancelled, failed)."""
+        return self.status is not None and self.status.is_terminal
 
 
 @dataclass
@@ -191,9 +179,10 @@ class NetworkStats:
     """Packet counters by kind.
 
     ``sent``: accepted by the network (reachable at send time);
-    ``delivered``: handled by the destination node; ``dropped``: lost to a
-    drop rule, a disconnect, a partition or a node going offline;
-    ``duplicated`` / ``delayed`` / ``tampered``: touched by those rules.
+    ``delivered``: handed to the destination's engine; ``dropped``: lost to
+    a drop rule, a disconnect, a partition or a node going offline;
+    ``duplicated`` / ``delayed`` / ``tampered``: touched by those rules
+    (``corrupt`` counts as tampered).
     """
 
     sent: Counter[str] = field(default_factory=Counter)
@@ -226,17 +215,55 @@ class _Rule:
     arg: Any = None
 
 
-def _corrupt_block(packet: Packet) -> Packet:
-    data = packet.payload.data
-    bad = data[:-1] + bytes([data[-1] ^ 0xFF]) if data else b"\x00"
-    return replace(packet, payload=replace(packet.payload, data=bad))
+def _corrupt_blocks(packet: Packet) -> Packet:
+    """The frame with a byte of every block's data flipped (prefixes kept:
+    the receiver hashes the data into other CIDs than those announced)."""
+    [body] = split_frames(packet.payload)
+    msg = decode_message(body, verify_blocks=False)
+    bad = tuple(
+        RawBlock(b.prefix, b.data[:-1] + bytes([b.data[-1] ^ 0xFF]) if b.data else b"\x00")
+        for b in msg.blocks
+    )
+    return replace(packet, payload=encode_frame(replace(msg, blocks=bad)))
+
+
+def _channel_of(src: PeerID, dst: PeerID, message: Any) -> ChannelID | None:
+    """The channel a data-transfer message from ``src`` to ``dst`` names: a
+    request comes from the initiator, a response from the responder."""
+    if isinstance(message, TransferRequest):
+        if message.type == MessageType.RestartExistingChannelRequest:
+            return message.restart_channel
+        return ChannelID(src, dst, message.transfer_id)
+    if isinstance(message, TransferResponse):
+        return ChannelID(dst, src, message.transfer_id)
+    return None
+
+
+def _dt_message(extensions: dict[str, Any]) -> Any:
+    node = extensions.get(EXTENSION_DATA_TRANSFER)
+    if node is None:
+        return None
+    try:
+        return from_node(node)
+    except Exception:  # noqa: BLE001 - described as carrying none; the engine refuses it
+        return None
+
+
+@dataclass
+class _Walk:
+    """What the network saw of one graphsync request: its root and channel,
+    and the index of the last entry its responder announced."""
+
+    root: CID | None
+    channel_id: ChannelID | None
+    position: int = 0
 
 
 # -- the network --------------------------------------------------------------
 
 
 class InMemoryNetwork:
-    """Many :class:`InMemoryTransport` nodes in one process.
+    """Many :class:`InMemoryNode` nodes in one process.
 
     Topology and fault methods are synchronous and may be called at any time
     from the event loop's thread (tests, event callbacks). Nodes are
@@ -244,46 +271,36 @@ class InMemoryNetwork:
     """
 
     def __init__(self) -> None:
-        self._nodes: dict[PeerID, InMemoryTransport] = {}
+        self._nodes: dict[PeerID, InMemoryNode] = {}
         self._cut: set[frozenset[PeerID]] = set()
         self._partitions: list[tuple[frozenset[PeerID], frozenset[PeerID]]] = []
         self._rules: list[_Rule] = []
-        self._request_ids = itertools.count(1)
+        #: (requester, responder, request id) -> what was seen of that request.
+        self._walks: dict[tuple[PeerID, PeerID, bytes], _Walk] = {}
         self.stats = NetworkStats()
 
     # -- nodes ----------------------------------------------------------------
 
-    def transport(self, peer_id: PeerID | bytes, blockstore: Blockstore) -> InMemoryTransport:
-        """Create the transport of node ``peer_id`` (one per peer id)."""
+    def transport(self, peer_id: PeerID | bytes, blockstore: Blockstore,
+                  **options: Any) -> InMemoryNode:
+        """Create node ``peer_id`` (one per peer id): the graphsync engine
+        on ``blockstore``, carried by this network. ``options`` go to
+        :class:`~transport.graphsync.engine.GraphsyncEngine` (e.g.
+        ``max_block_bytes=1`` for one block per message)."""
         peer = PeerID(peer_id)
         if peer in self._nodes:
             raise ValueError(f"a transport for {peer} already exists")
-        node = InMemoryTransport(self, peer, blockstore)
+        node = InMemoryNode(self, peer, blockstore, options)
         self._nodes[peer] = node
         return node
 
-    def engine(self, peer_id: PeerID | bytes, blockstore: Blockstore,
-               **options: Any) -> EngineCarrier:
-        """Create node ``peer_id`` on the real graphsync engine (the one the
-        libp2p transport carries): its transport carries the engine's frames
-        and data-transfer messages over this network, under the same
-        reachability and fault rules (``"graphsync"`` packets hold a frame's
-        bytes). ``options`` go to
-        :class:`~transport.graphsync.engine.GraphsyncEngine`."""
-        peer = PeerID(peer_id)
-        if peer in self._nodes:
-            raise ValueError(f"a transport for {peer} already exists")
-        node = _EngineNode(self, peer, blockstore, options)
-        self._nodes[peer] = node  # type: ignore[assignment]
-        return node
-
     @property
-    def nodes(self) -> dict[PeerID, InMemoryTransport]:
+    def nodes(self) -> dict[PeerID, InMemoryNode]:
         return dict(self._nodes)
 
     def is_online(self, peer: PeerID) -> bool:
         node = self._nodes.get(peer)
-        return node is not None and node._online
+        return node is not None and node.online
 
     def reachable(self, a: PeerID, b: PeerID) -> bool:
         """Whether a packet from ``a`` to ``b`` would be accepted now."""
@@ -352,25 +369,88 @@ class InMemoryNetwork:
         count: int | None = None,
     ) -> None:
         """Replace matching packets by ``fn(packet)`` (None drops it); the
-        result must keep the same ``src`` and ``dst``."""
+        result must keep the same ``src`` and ``dst``. :meth:`frame` builds a
+        graphsync frame to put in a packet's place."""
         self._rules.append(_Rule("tamper", predicate, count, fn))
 
     def corrupt(self, predicate: Predicate | None = None, count: int | None = None) -> None:
-        """Flip a byte of matching ``"block"`` packets' data (CID unchanged)."""
+        """Flip a byte of the data of every block in matching ``"blocks"``
+        frames (the CIDs they announce are unchanged)."""
 
         def match(packet: Packet) -> bool:
-            return packet.kind == "block" and (predicate is None or predicate(packet))
+            return packet.kind == "blocks" and (predicate is None or predicate(packet))
 
-        self.tamper(_corrupt_block, match, count)
+        self.tamper(_corrupt_blocks, match, count)
 
     def clear_faults(self) -> None:
         """Remove every drop/delay/duplicate/tamper rule."""
         self._rules.clear()
 
-    # -- internals ------------------------------------------------------------
+    # -- describing frames ----------------------------------------------------
 
-    def _new_request_id(self) -> int:
-        return next(self._request_ids)
+    def frame(self, src: PeerID, dst: PeerID, msg: GraphsyncMessage) -> Packet:
+        """The packet carrying graphsync message ``msg`` from ``src`` to
+        ``dst``, described (a tamper rule's replacement, or a frame a test
+        sends itself). It changes nothing the network knows of the requests
+        (the indices of its entries are those the walks stand at)."""
+        return self._describe(PeerID(src), PeerID(dst), msg, track=False)
+
+    def _describe(self, src: PeerID, dst: PeerID, msg: GraphsyncMessage, *,
+                  track: bool) -> Packet:
+        payload = encode_frame(msg)
+        if msg.responses:
+            return self._describe_response(src, dst, msg, payload, track)
+        if not msg.requests:
+            return Packet("response", src, dst, payload)
+        req = msg.requests[0]
+        key = (src, dst, req.id)
+        walk = self._walks.get(key)
+        kind = {RequestType.NEW: "request", RequestType.UPDATE: "update",
+                RequestType.CANCEL: "cancel"}[req.type]
+        message = _dt_message(req.extensions)
+        chid = walk.channel_id if walk is not None else None
+        skip = 0
+        if req.type is RequestType.NEW:
+            chid = _channel_of(src, dst, message) or chid
+            if walk is None and track:
+                # a resume sends the same request again: the walk goes on
+                self._walks[key] = _Walk(req.root, chid)
+            if EXTENSION_DO_NOT_SEND_FIRST_BLOCKS in req.extensions:
+                try:
+                    skip = decode_do_not_send_first_blocks(
+                        req.extensions[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS])
+                except Exception:  # noqa: BLE001 - malformed: described as none
+                    skip = 0
+        return Packet(kind, src, dst, payload, chid, req.id, message, root=req.root,
+                      skip_blocks=skip)
+
+    def _describe_response(self, src: PeerID, dst: PeerID, msg: GraphsyncMessage,
+                           payload: bytes, track: bool) -> Packet:
+        rsp = msg.responses[0]
+        key = (dst, src, rsp.request_id)
+        walk = self._walks.get(key)
+        carried = {b.cid for b in msg.blocks if isinstance(b, Block)}
+        position = walk.position if walk is not None else 0
+        links = []
+        for link, action in rsp.metadata:
+            if walk is not None:
+                # a walk starts at the root, which no block below it can be
+                position = 1 if link == walk.root else position + 1
+            sent = action is LinkAction.PRESENT and link in carried
+            links.append(Link(position, link, sent))
+        if walk is not None and track:
+            walk.position = position
+            if rsp.status.is_terminal:
+                del self._walks[key]
+        error = rsp.extensions.get(EXTENSION_ERROR)
+        return Packet(
+            "blocks" if msg.blocks else "response", src, dst, payload,
+            walk.channel_id if walk is not None else None, rsp.request_id,
+            _dt_message(rsp.extensions), rsp.status,
+            error if isinstance(error, str) else None, tuple(links),
+        )
+
+    # -- internals ------------------------------------------------------------
 
     def _send(self, packet: Packet) -> None:
         src, dst = packet.src, packet.dst
@@ -420,16 +500,25 @@ class InMemoryNetwork:
         for _ in range(copies):
             node._accept(packet, delay)
 
+    def _forget_walks(self, a: PeerID, b: PeerID | None = None) -> None:
+        """Forget the requests between ``a`` and ``b`` (any peer if None):
+        they ended with the connection."""
+        for key in [k for k in self._walks
+                    if a in k[:2] and (b is None or b in k[:2])]:
+            del self._walks[key]
+
     def _sever(self, a: PeerID, b: PeerID, why: str) -> None:
+        self._forget_walks(a, b)
         node_a, node_b = self._nodes.get(a), self._nodes.get(b)
-        if node_a is not None and node_a._online:
+        if node_a is not None and node_a.online:
             node_a._sever_peer(b, f"{why}: lost connection to {b}")
-        if node_b is not None and node_b._online:
+        if node_b is not None and node_b.online:
             node_b._sever_peer(a, f"{why}: lost connection to {a}")
 
     def _node_offline(self, peer: PeerID) -> None:
+        self._forget_walks(peer)
         for other, node in self._nodes.items():
-            if other != peer and node._online:
+            if other != peer and node.online:
                 node._sever_peer(peer, f"peer {peer} went offline")
 
 
@@ -497,72 +586,28 @@ class _Inbox:
             self.drop(src)
 
 
-class _Item:
-    """One unit of work of a lane."""
-
-    __slots__ = ("run", "src", "packet", "finished", "waiter")
-
-    def __init__(
-        self,
-        run: Callable[[], Awaitable[None]],
-        src: PeerID | None = None,
-        packet: Packet | None = None,
-    ) -> None:
-        self.run = run
-        self.src = src
-        self.packet = packet
-        self.finished = False
-        self.waiter: anyio.Event | None = None
-
-    async def wait(self) -> None:
-        if not self.finished:
-            if self.waiter is None:
-                self.waiter = anyio.Event()
-            await self.waiter.wait()
+# -- the nodes ------------------------------------------------------------------
 
 
-class _Lane:
-    __slots__ = ("key", "items", "running", "last_from", "is_channel")
+class InMemoryNode(EngineCarrier):
+    """One node of an :class:`InMemoryNetwork`: a
+    :class:`~transport.graphsync.engine.GraphsyncEngine` whose messages cross
+    the network as packets (see the module docs). Online while it serves."""
 
-    def __init__(self, key: Any, is_channel: bool) -> None:
-        self.key = key
-        self.items: deque[_Item] = deque()
-        self.running = False
-        #: The last queued-or-running packet item from each peer (channel lanes).
-        self.last_from: dict[PeerID, _Item] = {}
-        self.is_channel = is_channel
+    def __init__(self, network: InMemoryNetwork, peer: PeerID, blockstore: Blockstore,
+                 options: dict[str, Any]) -> None:
+        async def send(dst: PeerID, msg: GraphsyncMessage) -> None:
+            network._send(network._describe(peer, PeerID(dst), msg, track=True))
 
+        async def send_dt(dst: PeerID, message: Any) -> None:
+            dst = PeerID(dst)
+            network._send(Packet("message", peer, dst, message, _channel_of(peer, dst, message),
+                                 message=message))
 
-def _is_request(message: Any) -> bool:
-    return any(cls.__name__ == "TransferRequest" for cls in type(message).__mro__)
-
-
-# -- the transport --------------------------------------------------------------
-
-
-class InMemoryTransport(Transport):
-    """One node of an :class:`InMemoryNetwork`; see the module docs."""
-
-    supports_pause = True
-
-    def __init__(self, network: InMemoryNetwork, peer_id: PeerID, blockstore: Blockstore) -> None:
+        super().__init__(GraphsyncEngine(peer, blockstore, send, send_dt, **options))
         self._net = network
-        self._peer_id = peer_id
-        self.blockstore = blockstore
         self._online = False
-        self._serving = False
-        self._tg: TaskGroup | None = None
-        self._events: TransportEvents | None = None
-        self._channels: dict[ChannelID, _Channel] = {}
-        self._lanes: dict[Any, _Lane] = {}
-        self._inbox = _Inbox(network.stats, self._dispatch)
-        self._last_request_from: dict[PeerID, int] = {}
-
-    # -- introspection (tests) -------------------------------------------------
-
-    @property
-    def peer_id(self) -> PeerID:
-        return self._peer_id
+        self._inbox = _Inbox(network.stats, self._deliver)
 
     @property
     def network(self) -> InMemoryNetwork:
@@ -570,556 +615,16 @@ class InMemoryTransport(Transport):
 
     @property
     def online(self) -> bool:
+        """Serving: packets to and from this node are accepted."""
         return self._online
 
-    @property
-    def active_channels(self) -> frozenset[ChannelID]:
-        """Channels this node currently moves data for."""
-        return frozenset(self._channels)
-
     def resources(self) -> dict[str, int]:
-        """Sizes of the per-channel / per-link structures (all 0 when idle)."""
-        return {
-            "channels": len(self._channels),
-            "lanes": len(self._lanes),
-            "inbox": len(self._inbox),
-        }
+        """The engine's per-channel structures, and the links holding
+        delayed packets for this node (all 0 when idle)."""
+        return {**super().resources(), "inbox": len(self._inbox)}
 
     def is_idle(self) -> bool:
-        return not (self._channels or self._lanes or self._inbox)
-
-    # -- serving ----------------------------------------------------------------
-
-    async def serve(
-        self,
-        events: TransportEvents,
-        *,
-        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        if self._serving:
-            raise RuntimeError(f"transport {self._peer_id} is already serving")
-        self._serving = True
-        try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                self._events = events
-                self._online = True
-                task_status.started()
-                try:
-                    await anyio.sleep_forever()
-                finally:
-                    self._go_offline()
-        finally:
-            self._serving = False
-            self._tg = None
-            self._events = None
-
-    def _go_offline(self) -> None:
-        self._online = False
-        self._net._node_offline(self._peer_id)
-        stats = self._net.stats
-        self._inbox.drop_all()
-        for lane in self._lanes.values():
-            for item in lane.items:
-                if item.packet is not None:
-                    stats.dropped[item.packet.kind] += 1
-                item.finished = True
-                if item.waiter is not None:
-                    item.waiter.set()
-            lane.items.clear()
-            lane.last_from.clear()
-        self._lanes.clear()
-        for state in self._channels.values():
-            state.traverser.close()
-        self._channels.clear()
-        self._last_request_from.clear()
-
-    # -- delivery ---------------------------------------------------------------
-
-    def _accept(self, packet: Packet, delay: float) -> None:
-        """Take a packet off the network (called in the sender's context)."""
-        self._inbox.accept(packet, delay, self._tg, self._online)
-
-    def _dispatch(self, packet: Packet) -> None:
-        src = packet.src
-        if packet.kind == "request":
-            # Request ids grow, and a link is FIFO: an old id is a duplicate.
-            if packet.request_id <= self._last_request_from.get(src, 0):
-                self._net.stats.delivered[packet.kind] += 1
-                return
-            self._last_request_from[src] = packet.request_id
-        if packet.channel_id is not None:
-            self._enqueue(
-                packet.channel_id, _Item(partial(self._handle, packet), src, packet), True
-            )
-            return
-        barrier = [
-            lane.last_from[src]
-            for lane in self._lanes.values()
-            if lane.is_channel and src in lane.last_from
-        ]
-        item = _Item(partial(self._handle_message, packet, barrier), src, packet)
-        self._enqueue(("msg", src), item, False)
-
-    def _enqueue(self, key: Any, item: _Item, is_channel: bool = True) -> None:
-        if not self._online:
-            if item.packet is not None:
-                self._net.stats.dropped[item.packet.kind] += 1
-            return
-        lane = self._lanes.get(key)
-        if lane is None:
-            lane = self._lanes[key] = _Lane(key, is_channel)
-        lane.items.append(item)
-        if item.src is not None and is_channel:
-            lane.last_from[item.src] = item
-        if not lane.running:
-            lane.running = True
-            assert self._tg is not None
-            self._tg.start_soon(self._run_lane, lane)
-
-    async def _run_lane(self, lane: _Lane) -> None:
-        delivered = self._net.stats.delivered
-        try:
-            while lane.items:
-                item = lane.items.popleft()
-                try:
-                    if item.packet is not None:
-                        delivered[item.packet.kind] += 1
-                    await item.run()
-                finally:
-                    self._finish(lane, item)
-        finally:
-            lane.running = False
-            if self._lanes.get(lane.key) is lane:
-                del self._lanes[lane.key]
-
-    @staticmethod
-    def _finish(lane: _Lane, item: _Item) -> None:
-        item.finished = True
-        if item.waiter is not None:
-            item.waiter.set()
-        if item.src is not None and lane.last_from.get(item.src) is item:
-            del lane.last_from[item.src]
-
-    def _local(self, channel_id: ChannelID, run: Callable[[], Awaitable[None]]) -> None:
-        self._enqueue(channel_id, _Item(run), True)
-
-    def _sever_peer(self, peer: PeerID, reason: str) -> None:
-        """The connection with ``peer`` is gone: lose what is in flight from
-        it, end every channel with it (``on_disconnected`` via its lane)."""
-        stats = self._net.stats
-        self._inbox.drop(peer)
-        for lane in self._lanes.values():
-            if not any(item.src == peer for item in lane.items):
-                continue
-            kept: deque[_Item] = deque()
-            for item in lane.items:
-                if item.src == peer:
-                    if item.packet is not None:
-                        stats.dropped[item.packet.kind] += 1
-                    self._finish(lane, item)
-                else:
-                    kept.append(item)
-            lane.items = kept
-        for state in [s for s in self._channels.values() if s.peer == peer]:
-            self._remove(state)
-            self._local(state.channel_id, partial(self._notify_disconnected, state, reason))
-
-    async def _notify_disconnected(self, state: _Channel, reason: str) -> None:
-        assert self._events is not None
-        current = self._channels.get(state.channel_id)
-        if current is not None and current is not state:
-            return  # a newer request (a restart) replaced this one: old news
-        await self._events.on_disconnected(state.channel_id, reason)
-
-    # -- channel state helpers --------------------------------------------------
-
-    def _current(self, state: _Channel) -> bool:
-        return self._channels.get(state.channel_id) is state
-
-    def _remove(self, state: _Channel) -> None:
-        if self._channels.get(state.channel_id) is state:
-            del self._channels[state.channel_id]
-        state.traverser.close()
-
-    def _for_packet(self, packet: Packet) -> _Channel | None:
-        assert packet.channel_id is not None
-        state = self._channels.get(packet.channel_id)
-        if state is None or state.peer != packet.src or state.request_id != packet.request_id:
-            return None
-        return state
-
-    def _packet(self, state: _Channel, kind: str, payload: Any = None) -> Packet:
-        return Packet(kind, self._peer_id, state.peer, state.channel_id, payload, state.request_id)
-
-    def _try_send(self, packet: Packet) -> bool:
-        """Best-effort send; False if the peer is unreachable."""
-        try:
-            self._net._send(packet)
-        except PeerUnreachable:
-            return False
-        return True
-
-    async def _send_or_lose(self, state: _Channel, kind: str, payload: Any = None) -> bool:
-        """Send on behalf of a live channel; if the peer cannot be reached the
-        channel ends with ``on_disconnected``. Returns whether it was sent."""
-        try:
-            self._net._send(self._packet(state, kind, payload))
-        except PeerUnreachable as exc:
-            if self._current(state):
-                self._remove(state)
-                assert self._events is not None
-                await self._events.on_disconnected(state.channel_id, str(exc))
-            return False
-        return True
-
-    def _require_online(self) -> None:
-        if not self._online:
-            raise PeerUnreachable(f"transport {self._peer_id} is not running")
-
-    # -- packet handlers ----------------------------------------------------------
-
-    async def _handle_message(self, packet: Packet, barrier: list[_Item]) -> None:
-        for item in barrier:
-            await item.wait()
-        assert self._events is not None
-        await self._events.on_message(packet.src, packet.payload)
-
-    async def _handle(self, packet: Packet) -> None:
-        events = self._events
-        assert events is not None and packet.channel_id is not None
-        kind = packet.kind
-        if kind == "message":
-            await events.on_message(packet.src, packet.payload)
-        elif kind == "response":
-            if _is_request(packet.payload):
-                await events.on_message(packet.src, packet.payload)
-            else:
-                await events.on_response_received(packet.channel_id, packet.payload)
-        elif kind == "request":
-            await self._on_request(packet)
-        elif kind == "block":
-            state = self._for_packet(packet)
-            if isinstance(state, _Receiver):
-                await self._on_block(state, packet.payload)
-        elif kind == "complete":
-            state = self._for_packet(packet)
-            if isinstance(state, _Receiver):
-                await self._on_complete(state, packet.payload)
-        elif kind == "cancel":
-            state = self._for_packet(packet)
-            if state is not None:
-                self._remove(state)
-                await events.on_request_cancelled(state.channel_id, packet.payload)
-        elif kind == "pause":
-            state = self._for_packet(packet)
-            if isinstance(state, _Sender):
-                state.remote_hold = True
-        elif kind == "resume":
-            state = self._for_packet(packet)
-            if isinstance(state, _Sender):
-                state.remote_hold = False
-                self._kick(state)
-        else:  # pragma: no cover - only our own kinds are ever sent
-            log.warning("unknown packet kind %r", kind)
-
-    # -- the data sender ----------------------------------------------------------
-
-    async def _on_request(self, packet: Packet) -> None:
-        events = self._events
-        assert events is not None and packet.channel_id is not None
-        chid = packet.channel_id
-        request: RequestPayload = packet.payload
-        old = self._channels.get(chid)
-        if old is not None:
-            if old.peer != packet.src:
-                # Someone else's channel id: refuse without bothering the Manager.
-                self._try_send(
-                    Packet(
-                        "complete",
-                        self._peer_id,
-                        packet.src,
-                        chid,
-                        "channel id in use",
-                        packet.request_id,
-                    )
-                )
-                return
-            self._remove(old)  # a new request (restart) replaces the old one
-        traverser = Traverser(
-            request.root,
-            request.selector,
-            skip_first_blocks=request.skip_blocks,
-            verify=False,
-            visits=False,
-        )
-        state = _Sender(chid, packet.src, packet.request_id, traverser)
-        self._channels[chid] = state
-        decision: Decision = (
-            await events.on_request_received(chid, packet.src, request.message) or PROCEED
-        )
-        if not self._current(state):
-            return
-        if decision.message is not None:
-            if not await self._send_or_lose(state, "response", decision.message):
-                return
-        if not decision.accept:
-            self._remove(state)
-            self._try_send(self._packet(state, "complete", "request rejected"))
-            return
-        state.pumping = True
-        if decision.pause:
-            state.local_hold = True
-        self._kick(state)
-
-    def _kick(self, state: _Sender) -> None:
-        """Queue a pump step if the channel may send and none is queued."""
-        if state.pumping and not state.held and not state.pump_active and self._current(state):
-            state.pump_active = True
-            self._local(state.channel_id, partial(self._pump, state))
-
-    async def _pump(self, state: _Sender) -> None:
-        """One step of the sender: decide on, then send, the next block."""
-        events = self._events
-        assert events is not None
-        chid = state.channel_id
-        if not self._current(state):
-            return
-        if state.held:
-            state.pump_active = False
-            return
-        if state.pending is None:
-            step = next_to_send(state.traverser, self.blockstore)
-            if not isinstance(step, tuple):
-                # The traversal ended (step is None) or failed (the error).
-                self._remove(state)
-                self._try_send(self._packet(state, "complete", step))
-                await events.on_channel_completed(chid, step)
-                return
-            state.pending = step
-            state.decided = False
-        request, data = state.pending
-        index = request.index + 1
-        if not state.decided:
-            decision: Decision = (
-                await events.on_data_queued(chid, request.cid, len(data), index) or PROCEED
-            )
-            if not self._current(state):
-                return
-            if decision.message is not None:
-                if not await self._send_or_lose(state, "response", decision.message):
-                    return
-            if not decision.accept:
-                self._remove(state)
-                self._try_send(self._packet(state, "cancel", "cancelled by the data sender"))
-                return
-            state.decided = True
-            if decision.pause:
-                state.local_hold = True
-        if state.held:
-            state.pump_active = False
-            return
-        if not await self._send_or_lose(state, "block", BlockPayload(request.cid, data, index)):
-            return
-        state.pending = None
-        state.decided = False
-        await events.on_data_sent(chid, request.cid, len(data), index)
-        if not self._current(state):
-            return
-        if state.held:
-            state.pump_active = False
-            return
-        # Requeue behind whatever arrived meanwhile, and let others run.
-        self._local(chid, partial(self._pump, state))
-        await anyio.lowlevel.checkpoint()
-
-    # -- the data receiver ------------------------------------------------------
-
-    async def _start_receiver(self, state: _Receiver) -> None:
-        assert self._events is not None
-        if not self._current(state):
-            return
-        await self._events.on_channel_opened(state.channel_id)
-        if not self._current(state):
-            return
-        error = next_to_receive(state, self.blockstore)
-        if error is not None:
-            await self._receive_failed(state, error)
-
-    async def _receive_failed(self, state: _Receiver, reason: str) -> None:
-        assert self._events is not None
-        self._remove(state)
-        self._try_send(self._packet(state, "cancel", f"receiver error: {reason}"))
-        await self._events.on_receive_data_error(state.channel_id, reason)
-
-    async def _on_block(self, state: _Receiver, block: BlockPayload) -> None:
-        events = self._events
-        assert events is not None
-        chid = state.channel_id
-        index, cid, data = block.index, block.cid, block.data
-        if index <= state.last_index:
-            return  # a duplicate of a block already held
-        expect = state.expect
-        if expect is None or index != expect.index + 1 or cid != expect.cid:
-            wanted = "nothing" if expect is None else f"{expect.cid} at index {expect.index + 1}"
-            await self._receive_failed(
-                state, f"unexpected block {cid} at index {index} (expected {wanted})"
-            )
-            return
-        try:
-            verified = Block(cid, data)  # the one hash of this block on this node
-        except IPLDError:
-            await self._receive_failed(state, f"block {index} does not match its CID {cid}")
-            return
-        try:
-            self.blockstore.put_many((verified,))
-        except Exception as exc:  # noqa: BLE001 - e.g. a closed store
-            await self._receive_failed(state, f"cannot store block {cid}: {exc}")
-            return
-        state.last_index = index
-        state.expect = None
-        state.traverser.provide(data)
-        decision: Decision = await events.on_data_received(chid, cid, len(data), index) or PROCEED
-        if not self._current(state):
-            return
-        if decision.message is not None:
-            if not await self._send_or_lose(state, "message", decision.message):
-                return
-        if not decision.accept:
-            self._remove(state)
-            self._try_send(self._packet(state, "cancel", "cancelled by the data receiver"))
-            return
-        if decision.pause and not state.local_hold:
-            state.local_hold = True
-            if not await self._send_or_lose(state, "pause"):
-                return
-        error = next_to_receive(state, self.blockstore)
-        if error is not None:
-            await self._receive_failed(state, error)
-            return
-        if state.traversal_done and state.sender_done:  # pragma: no cover - complete comes last
-            self._remove(state)
-            await events.on_channel_completed(chid, None)
-
-    async def _on_complete(self, state: _Receiver, error: str | None) -> None:
-        assert self._events is not None
-        chid = state.channel_id
-        if error is not None:
-            self._remove(state)
-            await self._events.on_channel_completed(chid, error)
-            return
-        state.sender_done = True
-        if state.traversal_done:
-            self._remove(state)
-            await self._events.on_channel_completed(chid, None)
-            return
-        expect = state.expect
-        missing = "?" if expect is None else f"{expect.cid} (index {expect.index + 1})"
-        await self._receive_failed(
-            state, f"the sender completed but block {missing} was never received"
-        )
-
-    # -- Transport API -------------------------------------------------------------
-
-    async def send_message(self, peer: PeerID, message: Any) -> None:
-        self._require_online()
-        self._net._send(Packet("message", self._peer_id, PeerID(peer), None, message))
-
-    async def open_channel(
-        self,
-        data_sender: PeerID,
-        channel_id: ChannelID,
-        root: CID,
-        selector: Any,
-        message: Any,
-        skip_blocks: int = 0,
-    ) -> None:
-        self._require_online()
-        data_sender = PeerID(data_sender)
-        if not isinstance(selector, Selector):
-            selector = parse_selector(selector)
-        traverser = Traverser(
-            root, selector, skip_first_blocks=skip_blocks, verify=False, visits=False
-        )
-        if not self._net.reachable(self._peer_id, data_sender):
-            raise PeerUnreachable(f"{data_sender} is unreachable from {self._peer_id}")
-        old = self._channels.get(channel_id)
-        if old is not None:
-            self._remove(old)  # reopening replaces the old request, silently
-        request_id = self._net._new_request_id()
-        state = _Receiver(channel_id, data_sender, request_id, traverser, skip_blocks)
-        self._channels[channel_id] = state
-        # Queued before the request leaves, so on_channel_opened precedes any
-        # event caused by the sender's answer.
-        self._local(channel_id, partial(self._start_receiver, state))
-        try:
-            self._net._send(
-                self._packet(state, "request", RequestPayload(root, selector, message, skip_blocks))
-            )
-        except BaseException:
-            self._remove(state)
-            raise
-
-    async def close_channel(self, channel_id: ChannelID) -> None:
-        state = self._channels.get(channel_id)
-        if state is None:
-            return
-        self._remove(state)
-        self._try_send(self._packet(state, "cancel", f"cancelled by {self._peer_id}"))
-
-    def _get(self, channel_id: ChannelID) -> _Channel:
-        state = self._channels.get(channel_id)
-        if state is None:
-            raise UnknownTransportChannel(f"no open data request for channel {channel_id}")
-        return state
-
-    async def pause_channel(self, channel_id: ChannelID) -> None:
-        state = self._get(channel_id)
-        if state.local_hold:
-            return
-        state.local_hold = True
-        if isinstance(state, _Receiver):
-            self._try_send(self._packet(state, "pause"))
-
-    async def resume_channel(self, channel_id: ChannelID, message: Any = None) -> None:
-        state = self._get(channel_id)
-        if message is not None:
-            self._net._send(self._packet(state, "message", message))
-        state.local_hold = False
-        if isinstance(state, _Receiver):
-            self._try_send(self._packet(state, "resume"))
-        else:
-            assert isinstance(state, _Sender)
-            self._kick(state)
-
-    async def cleanup_channel(self, channel_id: ChannelID) -> None:
-        await self.close_channel(channel_id)
-
-
-# -- the graphsync engine on the in-memory network ----------------------------------------
-
-
-class _EngineNode(EngineCarrier):
-    """A :class:`~transport.graphsync.engine.GraphsyncEngine` carried by the
-    network: what it sends crosses the network as packets (``"graphsync"``:
-    the frame's bytes, as a libp2p stream carries them; ``"message"``: a
-    data-transfer message on its own), under the same reachability and fault
-    rules as any packet; links deliver in order, a delayed packet holding back
-    those behind it."""
-
-    def __init__(self, network: InMemoryNetwork, peer: PeerID, blockstore: Blockstore,
-                 options: dict[str, Any]) -> None:
-        async def send(dst: PeerID, msg: Any) -> None:
-            network._send(Packet("graphsync", peer, PeerID(dst), None, encode_frame(msg)))
-
-        async def send_dt(dst: PeerID, message: Any) -> None:
-            network._send(Packet("message", peer, PeerID(dst), None, message))
-
-        super().__init__(GraphsyncEngine(peer, blockstore, send, send_dt, **options))
-        self._net = network
-        self._peer = peer
-        self._online = False
-        self._inbox = _Inbox(network.stats, self._deliver)
+        return super().is_idle() and not self._inbox
 
     def _attach(self) -> None:
         self._online = True
@@ -1127,20 +632,21 @@ class _EngineNode(EngineCarrier):
     def _detach(self) -> None:
         self._online = False
         self._inbox.drop_all()
-        self._net._node_offline(self._peer)
+        self._net._node_offline(self.peer_id)
 
     def _accept(self, packet: Packet, delay: float) -> None:
         self._inbox.accept(packet, delay, self._tg, self._online)
 
     def _deliver(self, packet: Packet) -> None:
-        if packet.kind == "graphsync":
-            try:
-                for payload in split_frames(packet.payload):
-                    self.engine.handle_frame(packet.src, payload)
-            except GraphsyncWireError:
-                pass  # counted and refused by the engine (a stream reset on libp2p)
-        else:
+        self._net.stats.delivered[packet.kind] += 1
+        if packet.kind == "message":
             self.engine.handle_dt_message(packet.src, packet.payload)
+            return
+        try:
+            for payload in split_frames(packet.payload):
+                self.engine.handle_frame(packet.src, payload)
+        except GraphsyncWireError:
+            pass  # counted and refused by the engine (a stream reset on libp2p)
 
     def _sever_peer(self, peer: PeerID, reason: str) -> None:
         self._inbox.drop(peer)

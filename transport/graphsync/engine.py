@@ -7,11 +7,11 @@ arrives through :meth:`GraphsyncEngine.handle_message` (or
 Data-transfer messages that travel on their own go through an async
 ``send_dt(peer, message)`` function and arrive through
 :meth:`GraphsyncEngine.handle_dt_message`. :mod:`transport.libp2p.transport`
-plugs it into a libp2p host; tests plug two engines together in memory.
+plugs it into a libp2p host; :mod:`transport.inmem` carries it over an
+in-memory network with fault injection.
 
-Semantics are those of :mod:`transport.inmem` (see :mod:`transport.base`);
-on the wire they map onto graphsync as go-data-transfer's graphsync
-transport does:
+Semantics are those :mod:`transport.base` sets out; on the wire they map
+onto graphsync as go-data-transfer's graphsync transport does:
 
 * the data receiver sends a request (type ``n``) with the root, the
   selector node, the data-transfer message in ``fil/data-transfer/1.1`` and,
@@ -91,6 +91,10 @@ transport does:
   at a time; further requests wait in that peer's FIFO queue (as in
   go-graphsync) and are admitted as served ones end; only when the queue
   holds ``max_queued_per_peer`` requests is a new one answered 31 Busy;
+* a data-transfer message arriving on its own is handed over only after
+  every new request the same peer sent before it was served (the Manager
+  asked about it), so that a Cancel sent right after opening a channel
+  never overtakes the request that opens it;
 * a "Complete" data-transfer response arriving on its own for a channel whose
   data request is still live here is held back until that request ends (so
   it never overtakes the last block on the other stream), at most
@@ -110,8 +114,8 @@ Block events on the sender follow Go's hooks: ``on_data_queued`` as each
 block joins the outgoing message, ``on_data_sent`` for all of a message's
 blocks once the message was handed to the network; so with several blocks
 per message the sender's queued/sent events interleave per message, not per
-block (``max_block_bytes=1`` gives one block per message, and exactly the
-in-memory transport's event order).
+block (``max_block_bytes=1`` gives one block per message: queued, sent,
+queued, sent...).
 """
 
 from __future__ import annotations
@@ -352,6 +356,9 @@ class GraphsyncEngine(Transport):
         self._waiting: dict[PeerID, deque[GraphsyncRequest]] = {}
         self._lanes: dict[ChannelID, _Lane] = {}
         self._held: dict[ChannelID, list[tuple[PeerID, Any]]] = {}
+        #: New requests from each peer queued on lanes and not served yet:
+        #: set as each is served (a peer's later messages wait for them).
+        self._unserved: dict[PeerID, set[anyio.Event]] = {}
         #: Channels we send whose requester cancelled the data request (a
         #: go-graphsync requester's pause): the peer, until the next request
         #: or the channel's cleanup.
@@ -412,6 +419,7 @@ class GraphsyncEngine(Transport):
         self._lanes.clear()
         self._held.clear()
         self._parked.clear()
+        self._unserved.clear()
         self.backlog_bytes = 0
         if self._backlog_drained is not None:
             self._backlog_drained.set()
@@ -667,8 +675,11 @@ class GraphsyncEngine(Transport):
             if len(held) == 1:
                 self._tg.start_soon(self._release_held, chid, self._channels[chid])
             return
+        # after the requests the same peer sent before it (a Cancel must not
+        # overtake the request that opens its channel)
+        earlier = tuple(self._unserved.get(sender, ()))
         key: Any = ("msg", sender)
-        self._enqueue(key, partial(self._deliver_message, sender, message))
+        self._enqueue(key, partial(self._deliver_after, earlier, sender, message))
 
     def _related_live_channel(self, sender: PeerID, message: Any) -> ChannelID | None:
         if not isinstance(message, TransferResponse) or not message.is_complete:
@@ -718,6 +729,12 @@ class GraphsyncEngine(Transport):
         if current is not None and current is not state:
             return  # a newer request (a restart) replaced it: old news
         await self._events.on_disconnected(state.channel_id, reason)
+
+    async def _deliver_after(self, earlier: tuple[anyio.Event, ...], sender: PeerID,
+                             message: Any) -> None:
+        for served in earlier:
+            await served.wait()
+        await self._deliver_message(sender, message)
 
     async def _deliver_message(self, sender: PeerID, message: Any) -> None:
         assert self._events is not None
@@ -776,7 +793,22 @@ class GraphsyncEngine(Transport):
         state.selector_node = req.selector
         # Admitted now (counts against the limit); serving waits for its lane.
         self._incoming[(sender, req.id)] = state
-        self._enqueue(chid, partial(self._on_request, state, message))
+        served = anyio.Event()
+        self._unserved.setdefault(sender, set()).add(served)
+        self._enqueue(chid, partial(self._serve_request, state, message, served))
+
+    async def _serve_request(self, state: _Sender, message: Any, served: anyio.Event) -> None:
+        """:meth:`_on_request`, then release the peer's messages that arrived
+        after this request (see :meth:`handle_dt_message`)."""
+        try:
+            await self._on_request(state, message)
+        finally:
+            served.set()
+            unserved = self._unserved.get(state.peer)
+            if unserved is not None:
+                unserved.discard(served)
+                if not unserved:
+                    del self._unserved[state.peer]
 
     def _admit_waiting(self, peer: PeerID) -> None:
         """A served request of ``peer`` ended: admit the oldest waiting one."""
