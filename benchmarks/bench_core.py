@@ -55,7 +55,7 @@ def run(report: Reporter, quick: bool) -> None:
     import test_manager_property
 
     steps = 30
-    manager_rate = _examples_per_second(test_manager_property.EngineManagersMachine,
+    manager_rate = _examples_per_second(test_manager_property.ManagersMachine,
                                         3 if quick else 10, steps)
     core_rate = _examples_per_second(test_core_property.CoreMachine,
                                      50 if quick else 300, steps)

@@ -149,6 +149,9 @@ class Recorder:
     async def on_data_sent(self, channel_id, cid, size, index):
         await self._event("on_data_sent", channel_id, cid, size, index)
 
+    async def on_data_skipped(self, channel_id, cid, size, index):
+        await self._event("on_data_skipped", channel_id, cid, size, index)
+
     async def on_data_received(self, channel_id, cid, size, index):
         return await self._event("on_data_received", channel_id, cid, size, index) or PROCEED
 

@@ -448,6 +448,77 @@ async def test_hard_crash_store_behind_blockstore_counts_once(tmp_path: Path) ->
 
 
 @pytest.mark.anyio
+async def test_sender_crash_store_behind_counts_skipped_blocks_once(tmp_path: Path) -> None:
+    """The sender writes its progress every ``save_progress_every`` blocks;
+    a crash may lose the last few. The receiver's restart skips every block
+    it holds, and the engine reports each skipped block to the sender
+    (``on_data_skipped``), which counts those its store lacked: the sender's
+    bytes come out exact, not short of the blocks sent before the crash."""
+    j, k = 3, 9
+    async with world(tmp_path) as w:
+        a, b = w.node("a", replace(CFG, max_restarts=20)), w.node("b")
+        chid, root, total, order = await pull_until_gate(w, a, b, j)
+        n = len(order)
+        await until(lambda: b.stored(chid).record.sent_index == j)
+        snapshot = tmp_path / "b-at-j.db"
+        src = sqlite3.connect(b.db)
+        dst = sqlite3.connect(snapshot)
+        src.backup(dst)
+        src.close()
+        dst.close()
+        b.gate.release()
+        b.gate.arm(k + 1)
+        await b.gate.reached.wait()
+        await until(lambda: a.state(chid).received_index == k)
+        await b.stop()
+        b.gate.release()
+        await b.start(db=snapshot)  # the store as it was at block j
+        assert b.state(chid).sent_index == j
+        sa = await a.m.wait(chid, timeout=10)
+        sb = await b.m.wait(chid, timeout=10)
+        assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
+        assert w.wire.requests(a.peer)[-1].skip_blocks == k
+        assert sa.received == total and sa.received_index == n
+        assert (sb.sent, sb.queued, sb.sent_index) == (total, total, n)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("pull", [True, False])
+async def test_progress_is_not_written_per_block(tmp_path: Path, pull: bool) -> None:
+    """Neither side writes its channel record for every block: progress is
+    written every ``save_progress_every`` blocks and with status changes."""
+    cfg = replace(CFG, tick=60.0, save_progress_every=8)
+    async with world(tmp_path) as w:
+        a, b = w.node("a", cfg), w.node("b", cfg)
+        await a.start()
+        await b.start()
+        saves: dict[str, int] = {"a": 0, "b": 0}
+        for node in (a, b):
+            save = node.m.store.save
+
+            def counted(ch: Any, *args: Any, _save: Any = save, _name: str = node.name,
+                        **kw: Any) -> None:
+                saves[_name] += 1
+                _save(ch, *args, **kw)
+
+            node.m.store.save = counted  # type: ignore[method-assign]
+        src, dst = (b, a) if pull else (a, b)
+        root, total, order = make_dag(src.blockstore, leaves=40, leaf_size=100, fanout=8)
+        n = len(order)
+        if pull:
+            chid = await a.m.open_pull_channel(b.peer, voucher(), root, ALL)
+        else:
+            chid = await a.m.open_push_channel(b.peer, voucher(), root, ALL)
+        sa = await a.m.wait(chid, timeout=10)
+        sb = await b.m.wait(chid, timeout=10)
+        assert (sa.status, sb.status) == (S.Completed, S.Completed)
+        # a handful of status changes, plus one write per 8 blocks
+        for name in ("a", "b"):
+            assert saves[name] <= 12 + n // 8, (name, saves, n)
+        assert n > 40
+
+
+@pytest.mark.anyio
 async def test_responder_restarted_on_same_store_serves_the_restart(tmp_path: Path) -> None:
     """The server exits mid-pull and comes back on its store: the initiator's
     restart finds the channel and the server sends only the missing blocks."""
