@@ -286,6 +286,18 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             await w.close()
 
 
+def copy_store(node: Node, to: Path) -> Path:
+    """A copy of the node's channel store as it is now (to start from after
+    a crash that lost what came later)."""
+    src, dst = sqlite3.connect(node.db), sqlite3.connect(to)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    return to
+
+
 def dag(node: Node, leaves: int = 16, leaf_size: int = 300) -> tuple[CID, int, list[CID]]:
     return make_dag(node.blockstore, leaves=leaves, leaf_size=leaf_size, fanout=4)
 
@@ -423,12 +435,7 @@ async def test_hard_crash_store_behind_blockstore_counts_once(tmp_path: Path) ->
         n = len(order)
         # progress reaches the store at the watchdog's next tick
         await until(lambda: a.stored(chid).record.received_index == j)
-        snapshot = tmp_path / "a-at-j.db"
-        src = sqlite3.connect(a.db)
-        dst = sqlite3.connect(snapshot)
-        src.backup(dst)
-        src.close()
-        dst.close()
+        snapshot = copy_store(a, tmp_path / "a-at-j.db")
         b.gate.release()
         b.gate.arm(k + 1)
         await b.gate.reached.wait()
@@ -460,12 +467,7 @@ async def test_sender_crash_store_behind_counts_skipped_blocks_once(tmp_path: Pa
         chid, root, total, order = await pull_until_gate(w, a, b, j)
         n = len(order)
         await until(lambda: b.stored(chid).record.sent_index == j)
-        snapshot = tmp_path / "b-at-j.db"
-        src = sqlite3.connect(b.db)
-        dst = sqlite3.connect(snapshot)
-        src.backup(dst)
-        src.close()
-        dst.close()
+        snapshot = copy_store(b, tmp_path / "b-at-j.db")
         b.gate.release()
         b.gate.arm(k + 1)
         await b.gate.reached.wait()
