@@ -34,7 +34,6 @@ from transport.graphsync.message import (
     GraphsyncMessage,
     GraphsyncWireError,
     decode_message,
-    encode_message,
     encode_message_segments,
 )
 
@@ -81,8 +80,10 @@ def _prefix(n: int, max_size: int | None) -> bytes:
 
 
 def encode_frame(msg: GraphsyncMessage, *, max_size: int | None = MAX_FRAME) -> bytes:
-    """:func:`encode_message` then :func:`frame`: what Go's ``ToNet`` writes."""
-    return frame(encode_message(msg), max_size=max_size)
+    """:func:`encode_message` then :func:`frame`: what Go's ``ToNet`` writes
+    (joined from :func:`encode_frame_pieces`: each block's data is copied
+    once, not once per step)."""
+    return b"".join(encode_frame_pieces(msg, max_size=max_size))
 
 
 def encode_frame_pieces(msg: GraphsyncMessage, *, max_size: int | None = MAX_FRAME) -> list[bytes]:
@@ -197,10 +198,23 @@ class FrameDecoder:
 
 
 def split_frames(data: bytes | bytearray | memoryview, *, max_size: int = MAX_FRAME) -> list[bytes]:
-    """All frame payloads in ``data``, which must end on a frame boundary."""
-    dec = FrameDecoder(max_size)
-    frames = dec.feed(data)
-    dec.close()
+    """All frame payloads in ``data``, which must end on a frame boundary
+    (each payload copied once, straight out of ``data``)."""
+    view = memoryview(data).cast("B")
+    frames: list[bytes] = []
+    pos, end = 0, len(view)
+    while pos < end:
+        header = _Header(max_size)
+        length = None
+        while length is None:
+            if pos == end:
+                raise GraphsyncWireError("stream ended inside a frame")
+            length = header.push(view[pos])
+            pos += 1
+        if end - pos < length:
+            raise GraphsyncWireError("stream ended inside a frame")
+        frames.append(bytes(view[pos:pos + length]))
+        pos += length
     return frames
 
 
