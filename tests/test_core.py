@@ -121,3 +121,22 @@ def test_an_unanswerable_send_is_a_disconnect_and_arms_a_restart() -> None:
 class _FakeTransport:
     peer_id = ME
     supports_pause = True
+
+
+def test_a_block_costs_one_snapshot_and_no_write() -> None:
+    """A received block: its two events share one snapshot, and the record
+    is written only every ``save_progress_every`` blocks."""
+    core = _core(save_progress_every=3)
+    _, chid = _run(core, core.open(PEER, ("v", 1), ROOT, ALL_SELECTOR_NODE, is_pull=True))
+    _run(core, core.message(PEER, TransferResponse(type=MessageType.New, transfer_id=chid.id,
+                                                   accepted=True)))
+    writes = []
+    for index in (1, 2, 3):
+        effects, answer = _run(core, core.data_received(chid, 100, index))
+        publishes = [e for e in effects if isinstance(e, fx.Publish)]
+        assert [p.event for p in publishes] == [EventCode.DataReceived,
+                                                EventCode.DataReceivedProgress]
+        assert publishes[0].state is publishes[1].state
+        assert publishes[1].state.received == 100 * index
+        writes.append(sum(isinstance(e, fx.Persist) for e in effects))
+    assert writes == [0, 0, 1]

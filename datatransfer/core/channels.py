@@ -1063,15 +1063,7 @@ class ChannelCore:
         message = args.pop("message", None)
         rt = self._runtime[chid]
         if event in _COUNTER_EVENTS:
-            # a counter: applied at once, written every save_progress_every
-            # blocks (and with any status change, each tick, at the end)
-            apply(ch.record, event, **args)
-            ch.restarts = 0
-            rt.dirty = True
-            if event in _BLOCK_EVENTS:
-                rt.unsaved_blocks += 1
-                if rt.unsaved_blocks >= self.config.save_progress_every:
-                    yield from self._save(ch)
+            yield from self._count(ch, event, args)
         else:
             # compute the new record, store it, then apply it: a record the
             # store refuses leaves the channel exactly as it was
@@ -1106,11 +1098,38 @@ class ChannelCore:
             return False
         return True
 
+    def _count(self, ch: Channel, event: EventCode, args: dict[str, Any]) -> Steps:
+        """Apply a counter event (a block's index or bytes): in memory at
+        once, written every ``save_progress_every`` blocks (and with any
+        status change, each tick, at the end). Not published here."""
+        apply(ch.record, event, **args)
+        ch.restarts = 0
+        rt = self._runtime[ch.channel_id]
+        rt.dirty = True
+        if event in _BLOCK_EVENTS:
+            rt.unsaved_blocks += 1
+            if rt.unsaved_blocks >= self.config.save_progress_every:
+                yield from self._save(ch)
+
     def _progress(self, ch: Channel, index_event: EventCode, bytes_event: EventCode,
                   index: int, size: int) -> Steps:
-        yield from self._try_fire(ch, index_event, index=index)
-        if bytes_event in allowed_events(ch.record.status):
-            yield from self._try_fire(ch, bytes_event, delta=size)
+        """A block moved: its index event and its bytes event. While the
+        channel transfers (the common case) both are counted and then
+        published with one snapshot, taken once both are recorded (a block's
+        index and bytes go together); otherwise each is fired on its own."""
+        status = ch.record.status
+        allowed = allowed_events(status)
+        if status in CLEANUP_STATUSES or index_event not in allowed or bytes_event not in allowed:
+            yield from self._try_fire(ch, index_event, index=index)
+            if bytes_event in allowed_events(ch.record.status):
+                yield from self._try_fire(ch, bytes_event, delta=size)
+            return
+        yield from self._count(ch, index_event, {"index": index})
+        yield from self._count(ch, bytes_event, {"delta": size})
+        self._runtime[ch.channel_id].last_activity = self.now
+        state = self.snapshot(ch)
+        yield Publish(index_event, "", state)
+        yield Publish(bytes_event, "", state)
 
     def _moved_again(self, ch: Channel) -> None:
         """A block this side had counted already moved again (after a
