@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from _fixtures import IPLD
 from _processes import Proc
 from _relay import Relay
 from hypothesis import HealthCheck, settings
@@ -31,16 +32,10 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = SHARED / "fixtures" / "ipld"
-
-
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """The IPLD fixtures shipped beside the repository (../shared/fixtures/ipld)."""
-    if not FIXTURES.is_dir():
-        pytest.fail(f"IPLD fixtures not found at {FIXTURES}")
-    return FIXTURES
+    """The IPLD fixtures, from this repository (see ``tests/_fixtures.py``)."""
+    return IPLD
 
 
 @pytest.hookimpl(hookwrapper=True)

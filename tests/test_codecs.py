@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _fixtures import IPLD, fixture_files
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,13 +26,13 @@ _CODEC_OF_EXT = {"dag-cbor": DAG_CBOR, "dag-json": DAG_JSON, "dag-pb": DAG_PB}
 
 
 # Parametrisation happens at collection time, before fixtures exist, so the
-# folder is located here too; test_fixtures_present checks it is the same one
-# conftest's ``fixtures_dir`` returns.
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ipld"
+# folder is taken from _fixtures too; test_fixtures_present checks it is the
+# one conftest's ``fixtures_dir`` returns.
+FIXTURES = IPLD
 
 
 def _fixture_files(ext: str) -> list[Path]:
-    return sorted((FIXTURES / "codec").glob(f"*/*.{ext}"))
+    return fixture_files(f"codec/*/*.{ext}")
 
 
 def _id(path: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _fixtures import fixture_files
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,8 +18,7 @@ HASH = CID.parse("bafkqabiaaebagba")  # identity CID used by the fixtures
 V0 = CID.parse("QmWDtUQj38YLW8v3q4A6LwPn4vYKEbuKWpgSm6bjKW6Xfe")
 
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ipld"
-FIXTURE_FILES = sorted((FIXTURES / "codec").glob("*/*.dag-pb"))
+FIXTURE_FILES = fixture_files("codec/*/*.dag-pb")
 
 
 def test_fixtures_found():

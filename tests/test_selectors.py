@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _fixtures import IPLD, fixture_files
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,7 +53,7 @@ from datatransfer.ipld.unixfs.pb import DataType, UnixFSData
 
 # Parametrisation happens at collection time, before fixtures exist;
 # test_fixture_folder checks this is the folder conftest's fixtures_dir gives.
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ipld"
+FIXTURES = IPLD
 SELECTOR_FIXTURES = FIXTURES / "selectors"
 
 _TESTMARK = re.compile(r"^\[testmark\]:# \(([^)]+)\)\n```[^\n]*\n(.*?)^```", re.S | re.M)
@@ -66,9 +67,7 @@ def _testmark(path: Path) -> dict[str, str]:
 def _fixture_cases() -> list[tuple[str, str]]:
     cases = []
     for name in ("selector-fixtures-1.md", "selector-fixtures-adl.md"):
-        path = SELECTOR_FIXTURES / name
-        if not path.is_file():
-            continue
+        (path,) = fixture_files(f"selectors/{name}")
         labels = _testmark(path)
         for fixture in sorted({label.split("/", 1)[0] for label in labels}):
             cases.append((name, fixture))
