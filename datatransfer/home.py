@@ -6,6 +6,7 @@ Chosen in this order: an explicit path, then ``$DATATRANSFER_HOME``, then
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,66 @@ if TYPE_CHECKING:  # pragma: no cover
 ENV_VAR = "DATATRANSFER_HOME"
 DEFAULT_DIRNAME = ".datatransfer"
 BLOCKSTORE_FILE = "blocks.sqlite"
+LOCK_FILE = "node.lock"
+
+
+class HomeLocked(RuntimeError):
+    """Another process runs a node on this home (same identity, same stores)."""
+
+    def __init__(self, home: Path, pid: int | None) -> None:
+        who = f"process {pid}" if pid else "another process"
+        super().__init__(
+            f"the home {home} is held by {who}, which runs a node on it; stop that "
+            "process, or give this one another home (--home or $DATATRANSFER_HOME)")
+        self.home = home
+        self.pid = pid
+
+
+class HomeLock:
+    """An exclusive lock on a home, held while a node runs on it.
+
+    Two nodes on one home would share one peer id and one channel store;
+    the second is refused with :class:`HomeLocked` naming the holder's pid
+    (written in the lock file). The lock is an ``flock`` on ``node.lock``,
+    so it goes away with the process however it ends (``kill -9`` too).
+    Processes that only read or add blocks (``add``, ``cat``, ``ls``) do not
+    take it."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._fd: int | None = None
+
+    def acquire(self) -> HomeLock:
+        fd = os.open(self.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise HomeLocked(self.home, pid) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            os.close(fd)
+
+    def __enter__(self) -> HomeLock:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
 
 
 def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:

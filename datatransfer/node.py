@@ -55,7 +55,7 @@ from typing import Any
 import multiaddr
 
 from datatransfer.config import ManagerConfig
-from datatransfer.home import open_blockstore, resolve_home
+from datatransfer.home import HomeLock, open_blockstore, resolve_home
 from datatransfer.ipld import dagpb
 from datatransfer.ipld.cid import CID, DAG_PB
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
@@ -215,11 +215,14 @@ class Node:
 
     async def __aenter__(self) -> Node:
         from transport.libp2p import load_or_create_identity, open_host
+        from transport.libp2p.host import check_ports_free
         from transport.libp2p.transport import Libp2pTransport
 
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
+            stack.enter_context(HomeLock(self.home))  # one node per home
+            check_ports_free(self.listen)
             key = load_or_create_identity(self.home)
             self.blockstore = stack.enter_context(open_blockstore(self.home))
             self.channel_store = stack.enter_context(SqliteChannelStore(self.home / CHANNELS_FILE))

@@ -193,3 +193,41 @@ def test_node_on_wildcard_hands_out_dialable_addresses(tmp_path):
     assert addrs and all("/0.0.0.0/" not in a for a in addrs)
     assert any(a.startswith("/ip4/127.0.0.1/tcp/") for a in addrs)
     assert all(re.search(r"/p2p/\w+$", a) for a in addrs)
+
+
+def test_a_second_node_on_a_held_home_is_refused_naming_the_holder(tmp_path):
+    """Two nodes on one home would share one identity and one channel
+    store: the second process is refused, with the first one's pid."""
+    server = Server(tmp_path / "h1")
+    try:
+        second = run("serve", "--home", tmp_path / "h1", "--listen", "/ip4/127.0.0.1/tcp/0",
+                     ok=False, timeout=60)
+        assert second.returncode == 1, second.stderr
+        assert f"held by process {server.proc.pid}" in second.stderr, second.stderr
+        pull = run("pull", server.addr, "QmcVRfDDaMQWwCoE9LB3V5tRsDAUQ8FGDnwBgmiWip6WN6",
+                   "--home", tmp_path / "h1", ok=False)
+        assert pull.returncode == 1 and f"process {server.proc.pid}" in pull.stderr
+    finally:
+        assert server.stop() == 0
+    # the lock goes with the process: the home serves again
+    Server(tmp_path / "h1").stop()
+
+
+def test_a_node_killed_hard_leaves_no_lock_behind(tmp_path):
+    server = Server(tmp_path / "h1")
+    server.proc.kill()
+    server.proc.wait(timeout=20)
+    again = Server(tmp_path / "h1")
+    assert again.stop() == 0
+
+
+def test_serve_refuses_a_port_in_use(tmp_path):
+    server = Server(tmp_path / "h1")
+    try:
+        port = server.addr.split("/tcp/")[1].split("/")[0]
+        second = run("serve", "--home", tmp_path / "h2", "--listen",
+                     f"/ip4/127.0.0.1/tcp/{port}", ok=False)
+        assert second.returncode == 1, second.stderr
+        assert f"port {port} is in use" in second.stderr, second.stderr
+    finally:
+        assert server.stop() == 0

@@ -105,19 +105,21 @@ def serve(listen: tuple[str, ...], metrics_port: int | None, home: Path | None) 
         except Exception as exc:  # noqa: BLE001 - report, do not trace
             raise click.ClickException(f"cannot start node: {exc}") from None
         try:
-            addrs = node.addrs()
-            click.echo(addrs[0])
-            sys.stdout.flush()
-            for other in addrs[1:]:
-                click.echo(f"also listening on {other}", err=True)
-            if metrics_port is not None:
-                try:
-                    port = node.serve_metrics(metrics_port)
-                except OSError as exc:
-                    raise click.ClickException(
-                        f"cannot serve metrics on 127.0.0.1:{metrics_port}: {exc}") from None
-                click.echo(f"metrics: http://127.0.0.1:{port}/metrics", err=True)
+            # signals are taken before the address is printed: whoever reads
+            # it may stop the node at once
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                addrs = node.addrs()
+                click.echo(addrs[0])
+                sys.stdout.flush()
+                for other in addrs[1:]:
+                    click.echo(f"also listening on {other}", err=True)
+                if metrics_port is not None:
+                    try:
+                        port = node.serve_metrics(metrics_port)
+                    except OSError as exc:
+                        raise click.ClickException(
+                            f"cannot serve metrics on 127.0.0.1:{metrics_port}: {exc}") from None
+                    click.echo(f"metrics: http://127.0.0.1:{port}/metrics", err=True)
                 async for signum in signals:
                     click.echo(f"{signal.Signals(signum).name}: shutting down", err=True)
                     break

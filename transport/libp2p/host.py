@@ -19,8 +19,10 @@ Addresses: a *peer address* is a multiaddr ending in ``/p2p/<peer id>``, e.g.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -235,6 +237,41 @@ class _NoAutoDial(AutoConnector):
 CLOSE_TIMEOUT = 3.0
 #: How long of that the host may spend closing its connections gracefully.
 GRACEFUL_CLOSE = 1.5
+
+
+class PortInUse(OSError):
+    """A listen address's TCP port is taken by another listener."""
+
+
+def check_ports_free(listen: Sequence[str]) -> None:
+    """Refuse (:class:`PortInUse`) a listen multiaddr whose TCP port another
+    listener holds. py-libp2p listens with ``SO_REUSEPORT`` (for hole
+    punching), so a second node on a taken port would bind anyway and the
+    kernel would split the connections between the two; this probe binds
+    without it. Port 0 (any) is not checked."""
+    for addr in listen:
+        ma = multiaddr.Multiaddr(addr)
+        protocols = {p.name for p in ma.protocols()}
+        if "tcp" not in protocols:
+            continue
+        port = int(ma.value_for_protocol("tcp"))
+        if port == 0:
+            continue
+        family, ip = ((socket.AF_INET6, ma.value_for_protocol("ip6")) if "ip6" in protocols
+                      else (socket.AF_INET, ma.value_for_protocol("ip4")
+                            if "ip4" in protocols else "0.0.0.0"))
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((ip, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(errno.EADDRINUSE,
+                                f"cannot listen on {addr}: port {port} is in use "
+                                "(another node or program listens there)") from None
+            raise
+        finally:
+            probe.close()
 
 
 @asynccontextmanager
