@@ -38,8 +38,16 @@ class ManagerConfig:
     #: a restart (a new one, or one sent again: a restarted request skips what
     #: the receiver holds, so it moves only blocks the receiver lacked). So a
     #: node that restarts again and again keeps its channels as long as each
-    #: round moves data, and gives up on one that moves nothing.
-    max_restarts: int = 5
+    #: round moves data, and gives up on one that moves nothing. ``None``: no
+    #: count; :attr:`restart_window` bounds the restarts.
+    max_restarts: int | None = None
+    #: How long, in seconds, a channel keeps restarting while no data moves
+    #: (from the first restart that moved nothing; progress starts it anew)
+    #: before it fails. The backoff between tries is exponential, bounded by
+    #: :attr:`max_restart_backoff`, so a peer that is away for minutes (a
+    #: server being restarted, a network outage) finds its channels still
+    #: trying when it is back. ``None``: only :attr:`max_restarts` bounds them.
+    restart_window: float | None = 600.0
     #: First delay before an automatic restart; doubles with each attempt.
     restart_backoff: float = 0.2
     #: Upper bound of the restart delay.
@@ -73,6 +81,9 @@ class ManagerConfig:
     final_linger: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.max_restarts is None and self.restart_window is None:
+            raise ValueError("max_restarts and restart_window cannot both be None: a channel "
+                             "whose peer never comes back must end")
         if self.max_channels_per_peer is not None and self.max_channels_per_peer < 1:
             raise ValueError(
                 f"max_channels_per_peer must be at least 1 (or None), "

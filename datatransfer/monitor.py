@@ -83,11 +83,15 @@ def due(record: ChannelRecord, config: ManagerConfig, now: float, *, is_initiato
     return None
 
 
-def restart_delay(restarts: int, config: ManagerConfig) -> float | None:
+def restart_delay(restarts: int, config: ManagerConfig,
+                  stalled_for: float = 0.0) -> float | None:
     """Seconds to wait before the next restart of a channel that restarted
-    ``restarts`` times without progress; None once it should give up
-    (:attr:`ManagerConfig.max_restarts`). The delay doubles each time, up to
-    :attr:`ManagerConfig.max_restart_backoff`."""
-    if restarts >= config.max_restarts:
+    ``restarts`` times, for ``stalled_for`` seconds, without progress; None
+    once it should give up (:attr:`ManagerConfig.max_restarts` tries, or
+    :attr:`ManagerConfig.restart_window` seconds). The delay doubles each
+    time, up to :attr:`ManagerConfig.max_restart_backoff`."""
+    if config.max_restarts is not None and restarts >= config.max_restarts:
         return None
-    return min(config.restart_backoff * (2 ** restarts), config.max_restart_backoff)
+    if config.restart_window is not None and stalled_for >= config.restart_window:
+        return None
+    return min(config.restart_backoff * (2 ** min(restarts, 64)), config.max_restart_backoff)

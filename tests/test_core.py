@@ -140,3 +140,23 @@ def test_a_block_costs_one_snapshot_and_no_write() -> None:
         assert publishes[1].state.received == 100 * index
         writes.append(sum(isinstance(e, fx.Persist) for e in effects))
     assert writes == [0, 0, 1]
+
+
+def test_an_unreachable_peer_is_retried_for_the_restart_window_then_failed() -> None:
+    """Restarts go on, with a bounded backoff, for ``restart_window``
+    seconds of the driver's clock without progress; then the channel fails
+    saying why. However many tries that takes."""
+    core = _core(restart_window=30.0, max_restarts=None, restart_backoff=1.0,
+                 max_restart_backoff=2.0)
+    unreachable = {fx.Send: "peer unreachable", fx.IsConnected: False}
+    _, chid = _run(core, core.open(PEER, ("v", 1), ROOT, ALL_SELECTOR_NODE, is_pull=False))
+    effects, _ = _run(core, core.send_voucher(chid, ("v", 2)), outcomes=unreachable, now=0.0)
+    now, tries = 0.0, 0
+    while core.get(chid).record.status is not Status.Failing:
+        (armed,) = [e for e in effects if isinstance(e, fx.ArmRestart)]
+        assert armed.delay <= 2.0
+        now += armed.delay
+        tries += 1
+        effects, _ = _run(core, core.restart_due(chid), outcomes=unreachable, now=now)
+    assert 30.0 <= now < 33.0 and tries > 10
+    assert "gave up after" in core.get(chid).record.message

@@ -95,3 +95,15 @@ def test_once_due_a_timeout_stays_due_and_never_fires_early(
 def test_restart_delay_doubles_up_to_its_bound_then_gives_up():
     cfg = ManagerConfig(restart_backoff=0.5, max_restart_backoff=3.0, max_restarts=5)
     assert [restart_delay(n, cfg) for n in range(6)] == [0.5, 1.0, 2.0, 3.0, 3.0, None]
+
+
+def test_by_default_restarts_are_bounded_by_time_not_by_a_count():
+    """A peer away for minutes (a server restarting) finds the channel still
+    trying: by default restarts go on for 10 minutes without progress,
+    however many tries that takes, then give up."""
+    cfg = ManagerConfig()
+    assert cfg.max_restarts is None and cfg.restart_window == 600.0
+    assert restart_delay(1000, cfg, stalled_for=599.0) == cfg.max_restart_backoff
+    assert restart_delay(3, cfg, stalled_for=600.0) is None
+    with pytest.raises(ValueError):
+        ManagerConfig(max_restarts=None, restart_window=None)

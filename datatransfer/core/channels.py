@@ -119,6 +119,9 @@ class _Runtime:
     #: Progress events applied since the record was last saved.
     unsaved_blocks: int = 0
     restart_scheduled: bool = False
+    #: When this run of restarts without progress began (None: data moved
+    #: since); what ``restart_window`` bounds.
+    stalled_since: float | None = None
     #: The data request was opened (or served) and has not ended.
     data_open: bool = False
     #: Whether the channel is written to the store: False for a request that
@@ -1044,10 +1047,14 @@ class ChannelCore:
             return
         if not self.config.auto_restart and delay == 0.0:
             return
-        backoff = monitor.restart_delay(ch.restarts, self.config)
+        if rt.stalled_since is None:
+            rt.stalled_since = self.now
+        stalled_for = self.now - rt.stalled_since
+        backoff = monitor.restart_delay(ch.restarts, self.config, stalled_for)
         if backoff is None:
             yield from self._fail_here(
-                ch, f"gave up after {ch.restarts} restarts without progress: {reason}")
+                ch, f"gave up after {ch.restarts} restarts in {stalled_for:.0f} s without "
+                f"progress: {reason}")
             return
         rt.restart_scheduled = True
         yield ArmRestart(ch.channel_id, backoff if delay is None else delay)
@@ -1105,6 +1112,7 @@ class ChannelCore:
         apply(ch.record, event, **args)
         ch.restarts = 0
         rt = self._runtime[ch.channel_id]
+        rt.stalled_since = None
         rt.dirty = True
         if event in _BLOCK_EVENTS:
             rt.unsaved_blocks += 1
@@ -1144,6 +1152,7 @@ class ChannelCore:
         although the receiver advances every round."""
         rt = self._runtime[ch.channel_id]
         rt.last_activity = self.now
+        rt.stalled_since = None
         if ch.restarts:
             ch.restarts = 0
             rt.dirty = True
