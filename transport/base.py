@@ -101,9 +101,11 @@ class TransportEvents(Protocol):
 
     async def on_data_skipped(self, channel_id: ChannelID, cid: CID, size: int,
                               index: int) -> None:
-        """The sender left block ``index`` out of a restarted request: the
-        receiver holds it (nothing is sent; it lets the sender's counters
-        catch up with what it sent before a crash)."""
+        """A restarted request leaves block ``index`` out: the receiver
+        holds it. Reported to the sender as it walks past it, and to the
+        receiver for the held blocks beyond what its channel recorded (it
+        resumes from what its store holds). Nothing moves; it lets either
+        side's counters catch up with what moved before a crash."""
 
     async def on_data_received(
         self, channel_id: ChannelID, cid: CID, size: int, index: int

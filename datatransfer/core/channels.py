@@ -505,13 +505,18 @@ class ChannelCore:
             self._moved_again(ch)
 
     def data_skipped(self, channel_id: ChannelID, size: int, index: int) -> Steps:
-        """A restarted request left out block ``index`` (``size`` bytes)
-        because the receiver holds it: this node sent it before. Counted only
-        if this node has no record of it (a crash lost progress not yet
-        written, see ``save_progress_every``), so the sender's counters stay
-        exact across a crash too, and nothing is counted twice."""
+        """A restarted request leaves out block ``index`` (``size`` bytes)
+        because the receiver holds it: it moved before. Counted only if this
+        node has no record of it (a crash lost progress not yet written, see
+        ``save_progress_every``), so counters stay exact across a crash on
+        either side, and nothing is counted twice."""
         ch = self.channels.get(channel_id)
-        if ch is None or not ch.is_sender:
+        if ch is None:
+            return
+        if not ch.is_sender:
+            if index > ch.record.received_index:
+                yield from self._progress(ch, E.DataReceived, E.DataReceivedProgress, index,
+                                          size)
             return
         if index > ch.record.queued_index:
             yield from self._progress(ch, E.DataQueued, E.DataQueuedProgress, index, size)

@@ -135,7 +135,13 @@ from datatransfer.ipld.blockstore import Blockstore
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import BlockRequest, Selector, Traverser, parse_selector
 from datatransfer.ipld.selector.ast import selector_to_node
-from datatransfer.messages import TransferRequest, TransferResponse, from_node, to_node
+from datatransfer.messages import (
+    MessageType,
+    TransferRequest,
+    TransferResponse,
+    from_node,
+    to_node,
+)
 from datatransfer.refusals import Refusals
 from datatransfer.types import ChannelID, PeerID
 from transport.base import (
@@ -1309,10 +1315,19 @@ class GraphsyncEngine(Transport):
         else:
             selector_node = selector
             parsed = parse_selector(selector)
+        held: list[tuple[BlockRequest, bytes]] = []
+        if isinstance(message, TransferRequest) and message.type == MessageType.Restart:
+            # resume from what this store holds, not only from what the
+            # channel recorded (a crash may have lost the last records)
+            held = self._held_after(root, parsed, skip_blocks)
+            skip_blocks += len(held)
         traverser = self._traverser(root, parsed, skip_blocks)
         old = self._channels.get(channel_id)
         if old is not None:
             self._remove(old)
+        for request, data in held:  # received before: counted if the crash lost them
+            await self._events.on_data_skipped(channel_id, request.cid, len(data),
+                                               request.index + 1)
         ext: dict[str, Any] = {EXTENSION_DATA_TRANSFER: to_node(message)}
         if skip_blocks:
             ext[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS] = encode_do_not_send_first_blocks(skip_blocks)
@@ -1330,6 +1345,21 @@ class GraphsyncEngine(Transport):
             self._remove(state)
             raise
         self.stats.requests_sent += 1
+
+    def _held_after(self, root: CID, selector: Selector,
+                    skip: int) -> list[tuple[BlockRequest, bytes]]:
+        """The blocks after the first ``skip`` of the walk that this store
+        holds, up to the first one it lacks."""
+        walk = self._traverser(root, selector, 0)
+        held: list[tuple[BlockRequest, bytes]] = []
+        while True:
+            step = next_to_send(walk, self.blockstore)
+            if step is STEP:
+                continue
+            if not isinstance(step, tuple):
+                return held  # the walk ended, or a block is missing here
+            if step[0].index >= skip:
+                held.append(step)
 
     async def close_channel(self, channel_id: ChannelID) -> None:
         # (a requester that cancelled its request is told nothing: Go's neither)
