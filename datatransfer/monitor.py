@@ -42,18 +42,29 @@ class Due:
 
 
 def due(record: ChannelRecord, config: ManagerConfig, now: float, *, is_initiator: bool,
-        status_since: float, last_activity: float, data_open: bool = False) -> Due | None:
+        status_since: float, last_activity: float, data_open: bool = False,
+        restarts: int = 0) -> Due | None:
     """The timeout that has run out at ``now`` for the channel whose record
     is ``record`` (its status and its flags: paused by this node's
     application, paid while finalizing), if any. ``status_since``: when it
     entered its status; ``last_activity``: when data or a message last moved
-    on it (monotonic seconds); ``data_open``: its data request is open."""
+    on it (monotonic seconds); ``data_open``: its data request is open;
+    ``restarts``: restarts since data last moved."""
     status = record.status
     if is_ending(status) or record.app_paused:
         return None
     waited = now - max(last_activity, status_since)
     if status == Status.Requested and config.accept_timeout is not None:
         if now - status_since > config.accept_timeout:
+            if is_initiator and restarts:
+                # the request was replaced by a restart, which may have been
+                # lost (the answer to the request it replaced is no longer
+                # taken): ask again, within the restart budget, rather than
+                # fail a channel the peer may have served
+                if now - last_activity > config.accept_timeout:
+                    return Due(Action.RESTART, f"no answer for {config.accept_timeout:g} s "
+                               "to the restarted request")
+                return None
             return Due(Action.FAIL, f"timed out after {config.accept_timeout:g} s waiting "
                        "for the request to be accepted")
         return None

@@ -819,6 +819,31 @@ async def test_accept_lost_responder_channel_also_ends(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_lost_restart_of_an_answered_pull_is_asked_again(tmp_path: Path) -> None:
+    """Found by the property test: the client restarts a pull whose first
+    request the server is already serving, and the restart's request is
+    lost. The answers to the replaced request are not taken any more, so
+    the client hears nothing; rather than fail on the accept timeout (while
+    the server completes), it restarts again, and the server, which has
+    completed, serves the restart: both end Completed."""
+    cfg_a = replace(CFG, accept_timeout=0.3, max_restarts=5)
+    async with world(tmp_path) as w:
+        a, b = w.node("a", cfg_a), w.node("b")
+        await a.start()
+        await b.start()
+        root, total, order = dag(b, leaves=4)
+        w.net.delay(0.2, lambda p: p.src == b.peer, count=1)  # the first answers come late
+        chid = await a.m.open_pull_channel(b.peer, voucher(), root, ALL)
+        await until(lambda: chid in b.m.channels())
+        w.net.drop(lambda p: p.src == a.peer and p.kind == "request", count=1)
+        await a.m.restart_channel(chid)
+        sa = await a.m.wait(chid, timeout=10)
+        sb = await b.m.wait(chid, timeout=10)
+        assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
+        assert sa.received == total
+
+
+@pytest.mark.anyio
 async def test_client_exits_mid_transfer_server_channel_ends(tmp_path: Path) -> None:
     """The client leaves for good mid-pull: the server's channel does not stay
     Ongoing; it fails on its no-progress timeout with a message saying why."""

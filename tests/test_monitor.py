@@ -107,3 +107,15 @@ def test_by_default_restarts_are_bounded_by_time_not_by_a_count():
     assert restart_delay(3, cfg, stalled_for=600.0) is None
     with pytest.raises(ValueError):
         ManagerConfig(max_restarts=None, restart_window=None)
+
+
+def test_an_initiator_whose_restart_went_unanswered_restarts_again():
+    """A request replaced by a restart is no longer listened to; if the
+    restart is lost, the accept timeout asks again instead of failing."""
+    cfg = ManagerConfig(accept_timeout=10.0)
+    rec = ChannelRecord()  # Requested
+    kw = dict(is_initiator=True, status_since=0.0)
+    assert due(rec, cfg, 11.0, last_activity=0.0, **kw).action is Action.FAIL
+    assert due(rec, cfg, 11.0, last_activity=5.0, restarts=1, **kw) is None
+    found = due(rec, cfg, 16.0, last_activity=5.0, restarts=1, **kw)
+    assert found is not None and found.action is Action.RESTART

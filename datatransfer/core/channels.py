@@ -382,7 +382,8 @@ class ChannelCore:
             rt = self._runtime[ch.channel_id]
             found = monitor.due(ch.record, cfg, now, is_initiator=ch.is_initiator,
                                 status_since=rt.status_since,
-                                last_activity=rt.last_activity, data_open=rt.data_open)
+                                last_activity=rt.last_activity, data_open=rt.data_open,
+                                restarts=ch.restarts)
             if found is None:
                 continue
             if found.action is monitor.Action.FAIL:
