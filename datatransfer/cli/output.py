@@ -11,7 +11,6 @@ for with ``-`` (then every message, the channel id included, goes to stderr).
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -140,9 +139,9 @@ def open_output(path: Path | str) -> Iterator[IO[bytes]]:
     """Binary stdout for ``-``; else a file that appears at ``path`` only if
     the block completes (written next to it, then renamed over it)."""
     if is_stdout(path):
-        out = sys.stdout.buffer
-        yield out
-        out.flush()
+        with click.open_file("-", "wb") as out:  # binary stdout, left open
+            yield out
+            out.flush()
         return
     from datatransfer.cli.blocks import _atomic_output
 
