@@ -119,11 +119,11 @@ def test_serve_pull_push_ls_metrics_between_processes(tmp_path):
 
     for home, roles in ((h1, ("send (pull in)", "receive (push in)")),
                         (h2, ("receive (pull out)", "send (push out)"))):
-        listing = run("ls", "--home", home).stdout
+        listing = run("ls", "--all", "--home", home).stdout
         for role in roles:
             row = next(line for line in listing.splitlines() if role in line)
             assert "Completed" in row, listing
-    assert "Failed" in run("ls", "--home", h2).stdout
+    assert "Failed" in run("ls", "--all", "--home", h2).stdout
 
 
 def test_pull_reports_bad_or_unreachable_addresses(tmp_path):

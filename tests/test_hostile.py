@@ -266,4 +266,4 @@ def test_channel_flood_is_not_kept_for_a_departed_peer_across_a_restart(tmp_path
     assert server.wait(30) == 0, server.describe()
     dials = [line for line in server.stderr if "dial" in line.lower()]
     assert len(dials) <= 2, dials[:10]
-    assert run("ls", "--home", home).stdout.count("Failed") >= count
+    assert run("ls", "--all", "--home", home).stdout.count("Failed") >= count

@@ -62,7 +62,7 @@ def add(path: Path, home: Path) -> str:
 
 
 def ls_statuses(home: Path) -> str:
-    return run("ls", "--home", home).stdout
+    return run("ls", "--all", "--home", home).stdout
 
 
 def assert_ls(home: Path, role: str, status: str) -> None:

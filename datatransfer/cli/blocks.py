@@ -17,6 +17,7 @@ from typing import IO
 
 import click
 
+from datatransfer.cli.output import check_output, force_option, open_output
 from datatransfer.home import open_blockstore
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.errors import IPLDError
@@ -34,8 +35,8 @@ def _home_option(fn: Callable) -> Callable:
 def _parse_cid(text: str) -> CID:
     try:
         return CID.parse(text)
-    except IPLDError as exc:
-        raise click.BadParameter(str(exc), param_hint="CID") from None
+    except IPLDError:
+        raise click.BadParameter(f"not a CID: {text!r}", param_hint="CID") from None
 
 
 @contextmanager
@@ -105,24 +106,21 @@ def add(path: str, profile: str, home: Path | None) -> None:
     "-o",
     "--output",
     "output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     default=None,
-    help="Write to this file instead of stdout.",
+    help="Write to this file instead of stdout (- for stdout); refuses an existing "
+    "file unless --force.",
 )
+@force_option
 @_home_option
-def cat(cid: str, output: Path | None, home: Path | None) -> None:
+def cat(cid: str, output: Path | None, force: bool, home: Path | None) -> None:
     """Write the bytes of the UnixFS file CID."""
     from datatransfer.ipld.unixfs import export_file
 
     root = _parse_cid(cid)
-    with _errors(), open_blockstore(home) as store:
-        if output is None:
-            with click.open_file("-", "wb") as out:
-                export_file(root, store, out)
-                out.flush()
-        else:
-            with _atomic_output(output) as fh:
-                export_file(root, store, fh)
+    check_output(output, force, "'-o' / '--output'")
+    with _errors(), open_blockstore(home) as store, open_output(output or "-") as out:
+        export_file(root, store, out)
 
 
 @click.group("car")
@@ -132,15 +130,20 @@ def car() -> None:
 
 @car.command("export")
 @click.argument("cid")
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option(
     "--selector",
     default=None,
     help='Selector as JSON (default: everything, {"R":{"l":{"none":{}},":>":{"a":{">":{"@":{}}}}}}).',
 )
+@force_option
 @_home_option
-def car_export(cid: str, out: Path, selector: str | None, home: Path | None) -> None:
-    """Write the DAG under CID to the CAR file OUT."""
+def car_export(cid: str, out: Path, selector: str | None, force: bool,
+               home: Path | None) -> None:
+    """Write the DAG under CID to the CAR file OUT (- for stdout).
+
+    An existing OUT is refused unless --force.
+    """
     from datatransfer.ipld.car import export_car
 
     root = _parse_cid(cid)
@@ -150,7 +153,8 @@ def car_export(cid: str, out: Path, selector: str | None, home: Path | None) -> 
             node = json.loads(selector)
         except ValueError as exc:
             raise click.BadParameter(f"not JSON: {exc}", param_hint="--selector") from None
-    with _errors(), open_blockstore(home) as store, _atomic_output(out) as fh:
+    check_output(out, force, "OUT")
+    with _errors(), open_blockstore(home) as store, open_output(out) as fh:
         count = export_car(root, store, fh, selector=node)
     click.echo(f"exported {count} blocks", err=True)
 

@@ -11,21 +11,32 @@ group.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import random
+import re
 import signal
+import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import click
 
-from datatransfer.cli.blocks import _atomic_output, _home_option, _parse_cid
+from datatransfer.cli.blocks import _home_option, _parse_cid
+from datatransfer.cli.output import (
+    adopt_libp2p_logger,
+    check_output,
+    force_option,
+    is_stdout,
+    message,
+    open_output,
+)
 from datatransfer.config import ManagerConfig
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
@@ -40,14 +51,18 @@ INTERRUPTED = 130
 
 
 def _run(fn: Callable[[], Awaitable[Any]]) -> Any:
-    """Run ``fn`` under trio (py-libp2p needs it)."""
+    """Run ``fn`` under trio (py-libp2p needs it), py-libp2p's log records
+    going through the command line's one handler."""
+    import transport.libp2p  # noqa: F401 - imports libp2p, which resets its logger
+
+    adopt_libp2p_logger()
     return anyio.run(fn, backend="trio")
 
 
 def _stderr_console():  # type: ignore[no-untyped-def]
-    from rich.console import Console
+    from datatransfer.cli.output import console
 
-    return Console(stderr=True)
+    return console()
 
 
 def _parse_selector(text: str | None) -> Any:
@@ -64,13 +79,94 @@ def _parse_selector(text: str | None) -> Any:
     return node
 
 
-def _check_addr(addr: str) -> None:
-    from transport.libp2p import parse_peer_addr
+#: Multiaddr protocols naming a host to resolve, and the address family each asks for.
+_DNS = {"dns": 0, "dns4": socket.AF_INET, "dns6": socket.AF_INET6}
+
+
+def _check_addr(addr: str) -> str:
+    """Check a peer address (usage error, exit 2, when it is not one); return
+    its peer id (base58)."""
+    import multiaddr
+
+    def bad(why: str) -> click.BadParameter:
+        return click.BadParameter(why, param_hint="MULTIADDR")
 
     try:
-        parse_peer_addr(addr)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="MULTIADDR") from None
+        ma = multiaddr.Multiaddr(addr)
+        names = [p.name for p in ma.protocols()]
+    except Exception:  # noqa: BLE001 - the multiaddr parser raises many types
+        raise bad(f"not a multiaddr: {addr!r} (e.g. /ip4/192.0.2.1/tcp/4001/p2p/<peer id>)"
+                  ) from None
+    if not names or names[-1] != "p2p":
+        raise bad(f"the address must end in /p2p/<peer id>: {addr}")
+    if names[0] == "dnsaddr":
+        raise bad("/dnsaddr addresses are not supported; use /dns, /dns4, /dns6, /ip4 or /ip6")
+    if names[0] not in ("ip4", "ip6", *_DNS) or "tcp" not in names:
+        raise bad(f"only TCP addresses can be dialed (/ip4, /ip6 or /dns…/tcp/PORT): {addr}")
+    try:
+        return str(ma.value_for_protocol("p2p"))
+    except Exception:  # noqa: BLE001
+        raise bad(f"bad peer id in {addr}") from None
+
+
+async def _resolve_dns(addr: str) -> str:
+    """``addr`` with a leading /dns, /dns4 or /dns6 part replaced by the first
+    address the system resolver gives (py-libp2p's own resolver skips
+    /etc/hosts); other addresses unchanged. Raises ``click.ClickException``
+    when the name does not resolve."""
+    parts = addr.split("/")
+    if len(parts) < 3 or parts[1] not in _DNS:
+        return addr
+    host = parts[2]
+    try:
+        infos = await anyio.getaddrinfo(host, None, family=_DNS[parts[1]],
+                                        type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise click.ClickException(f"cannot resolve {host}: {exc.strerror or exc}") from None
+    if not infos:
+        raise click.ClickException(f"cannot resolve {host}: no address")
+    family, ip = infos[0][0], infos[0][4][0]
+    parts[1:3] = ["ip6" if family == socket.AF_INET6 else "ip4", str(ip)]
+    return "/".join(parts)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception behind it (causes, contexts, grouped ones)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend(getattr(e, "exceptions", None) or ())
+        todo.extend(getattr(e, "errors", None) or ())
+        todo.extend((e.__cause__, e.__context__))
+
+
+_OTHER_ID = re.compile(r"(?:remote_peer_id_from_pubkey=|Peer ID mismatch: expected \S+, got )"
+                       r"(\w+)")
+
+
+def _dial_failure(addr: str, peer: str, exc: BaseException) -> str:
+    """One line saying why dialing ``addr`` failed, without py-libp2p's words."""
+    causes = list(_causes(exc))
+    for e in causes:
+        m = _OTHER_ID.search(str(e))
+        if m and m.group(1) != peer:
+            return f"peer at {addr} is {m.group(1)}, not {peer}"
+    for e in causes:
+        if isinstance(e, TimeoutError) or type(e).__name__ == "TooSlowError":
+            return f"cannot reach {addr}: no answer in time"
+    for e in causes:
+        if isinstance(e, OSError) and (e.errno or e.strerror):
+            why = os.strerror(e.errno) if e.errno else str(e.strerror)
+            return f"cannot reach {addr}: {why.lower()}"
+    for e in causes:
+        if "handshake" in str(e).lower() or "security" in str(e).lower():
+            return f"cannot reach {addr}: the secure handshake failed"
+    return f"cannot reach {addr}: the connection failed"
 
 
 async def _watch_signals(scope: anyio.CancelScope, hit: list[int]) -> None:
@@ -200,11 +296,15 @@ async def _transfer(home: Path | None, addr: str, root: CID, selector: Any, *, p
                 if total is None:
                     failure.append(f"{root} is not in this home's block store")
             if not failure:
+                peer = _check_addr(addr)
                 try:
+                    dial = await _resolve_dns(addr)
                     opener = node.pull if pull else node.push
-                    chid = await opener(addr, root, selector)
+                    chid = await opener(dial, root, selector)
+                except click.ClickException as exc:
+                    failure.append(exc.message)
                 except Exception as exc:  # noqa: BLE001 - dial errors come in many types
-                    failure.append(f"cannot reach {addr}: {exc}")
+                    failure.append(_dial_failure(addr, peer, exc))
             if chid is not None:
                 state = await _follow(node, chid, root, total, "pull" if pull else "push",
                                       pull=pull, exact_total=selector is ALL_SELECTOR_NODE)
@@ -251,32 +351,65 @@ _listen_option = click.option(
 @click.command("pull")
 @click.argument("multiaddr")
 @click.argument("cid")
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Write the file (UnixFS) here once the pull completed.")
+@click.option("-o", "--output", "output",
+              type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help="Write the file (UnixFS) here once the pull completed (- for stdout).")
+@click.option("--car", "car", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              default=None,
+              help="Write a CARv1 of exactly the blocks the selector reached, root first, "
+              "in traversal order (- for stdout).")
+@force_option
 @click.option("--selector", default=None,
               help="Selector as (DAG-)JSON (default: the whole DAG).")
 @_listen_option
 @_home_option
-def pull(multiaddr: str, cid: str, output: Path | None, selector: str | None,
-         listen: tuple[str, ...], home: Path | None) -> None:
+def pull(multiaddr: str, cid: str, output: Path | None, car: Path | None, force: bool,
+         selector: str | None, listen: tuple[str, ...], home: Path | None) -> None:
     """Fetch the DAG under CID from the peer at MULTIADDR into this home.
 
-    Exits 0 only when the channel completed.
+    MULTIADDR ends in /p2p/<peer id> (as `serve` prints it). Exits 0 only
+    when the channel completed; the channel id is printed last (on stderr
+    when -o - or --car - puts data on stdout). Existing output files are
+    refused unless --force.
     """
+    _check_addr(multiaddr)
     root = _parse_cid(cid)
     sel = _parse_selector(selector)
-    _check_addr(multiaddr)
+    if is_stdout(output) and is_stdout(car):
+        raise click.UsageError("-o - and --car - cannot both write to stdout")
+    check_output(output, force, "'-o' / '--output'")
+    check_output(car, force, "'--car'")
     state, elapsed = _run(lambda: _transfer(home, multiaddr, root, sel, pull=True,
                                             listen=listen))
     _finish(state, elapsed, pull=True)
-    if output is not None:
+    if output is not None or car is not None:
         from datatransfer.cli.blocks import _errors
         from datatransfer.home import open_blockstore
         from datatransfer.ipld.unixfs import export_file
 
-        with _errors(), open_blockstore(home) as store, _atomic_output(output) as fh:
-            export_file(root, store, fh)
-    click.echo(str(state.channel_id))
+        with _errors(), open_blockstore(home) as store:
+            if car is not None:
+                with open_output(car) as fh:
+                    count = write_selected_car(root, sel, store, fh)
+                click.echo(f"wrote {count} blocks to {'stdout' if is_stdout(car) else car}",
+                           err=True)
+            if output is not None:
+                with open_output(output) as fh:
+                    export_file(root, store, fh)
+    message(str(state.channel_id), to_stdout=not (is_stdout(output) or is_stdout(car)))
+
+
+def write_selected_car(root: CID, selector: Any, blockstore: Any, out: Any) -> int:
+    """Stream a CARv1 with root ``root`` of the blocks the ``selector``
+    traversal from ``root`` loads, in load order, each once (as graphsync
+    sent them); return how many went in. Reads one block at a time."""
+    from datatransfer.ipld.blockstore import block_loader
+    from datatransfer.ipld.car import CarWriter
+    from datatransfer.ipld.selector import blocks, parse_selector
+
+    with CarWriter(out, [root], verify=False) as writer:
+        writer.put_many(blocks(root, parse_selector(selector), block_loader(blockstore)))
+        return writer.blocks_written
 
 
 @click.command("push")
@@ -290,11 +423,11 @@ def push(multiaddr: str, cid: str, selector: str | None, listen: tuple[str, ...]
          home: Path | None) -> None:
     """Send the DAG under CID from this home to the peer at MULTIADDR.
 
-    Exits 0 only when the channel completed.
+    MULTIADDR ends in /p2p/<peer id>. Exits 0 only when the channel completed.
     """
+    _check_addr(multiaddr)
     root = _parse_cid(cid)
     sel = _parse_selector(selector)
-    _check_addr(multiaddr)
     state, elapsed = _run(lambda: _transfer(home, multiaddr, root, sel, pull=False,
                                             listen=listen))
     _finish(state, elapsed, pull=False)
@@ -304,47 +437,118 @@ def push(multiaddr: str, cid: str, selector: str | None, listen: tuple[str, ...]
 # -- ls ------------------------------------------------------------------------------
 
 
-def _short(peer: Any) -> str:
-    text = str(peer)
-    return text if len(text) <= 12 else f"…{text[-6:]}"
+#: Characters of each peer id kept in a short channel id.
+SHORT_PEER = 8
+
+
+def short_channel_id(chid: ChannelID) -> str:
+    """``<initiator tail>-<responder tail>-<transfer id>``: the last
+    :data:`SHORT_PEER` characters of each peer id. Commands taking a channel
+    id accept it as well as the full ``<initiator>-<responder>-<id>``."""
+    return f"{str(chid.initiator)[-SHORT_PEER:]}-{str(chid.responder)[-SHORT_PEER:]}-{chid.id}"
+
+
+def match_channel(text: str, chid: ChannelID) -> bool:
+    """Whether ``text`` names ``chid``: its full form, or its short form (or
+    any longer tails of the two peer ids)."""
+    parts = text.strip().split("-")
+    if len(parts) != 3 or not parts[2].isdigit() or not parts[0] or not parts[1]:
+        return False
+    return (int(parts[2]) == chid.id and str(chid.initiator).endswith(parts[0])
+            and str(chid.responder).endswith(parts[1]))
+
+
+def _channel_row(ch: Any) -> dict[str, Any]:
+    chid = ch.channel_id
+    sending = ch.sender == ch.self_peer
+    return {
+        "id": short_channel_id(chid),
+        "channel_id": str(chid),
+        "initiator": str(chid.initiator),
+        "responder": str(chid.responder),
+        "transfer_id": chid.id,
+        "peer": str(ch.other_peer),
+        "kind": "pull" if ch.is_pull else "push",
+        "role": "initiator" if chid.initiator == ch.self_peer else "responder",
+        "sending": sending,
+        "root": str(ch.base_cid),
+        "status": ch.record.status.name,
+        "bytes": ch.record.sent if sending else ch.record.received,
+        "sent": ch.record.sent,
+        "received": ch.record.received,
+        "total_size": ch.total_size,
+        "message": ch.record.message,
+    }
 
 
 @click.command("ls")
+@click.argument("channels", nargs=-1, metavar="[CHANNEL]...")
+@click.option("-a", "--all", "show_all", is_flag=True, default=False,
+              help="Also list channels that ended (completed, failed, cancelled).")
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="Print a JSON array of channels (full and short ids, peers, root, "
+              "status, bytes) instead of a table.")
 @_home_option
-def ls(home: Path | None) -> None:
-    """List the channels in this home's channel store."""
+def ls(channels: tuple[str, ...], show_all: bool, as_json: bool, home: Path | None) -> None:
+    """List the channels in this home's channel store: the live ones, every
+    one with --all, or those named (full or short id, as the id column shows
+    it)."""
+    from datatransfer.store import SqliteChannelStore, StoreError
+
+    path = channels_path(home)
+    stored: list[Any] = []
+    if path.exists():
+        try:
+            with SqliteChannelStore(path) as store:
+                stored = list(store.all())
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from None
+    stored.sort(key=lambda ch: (str(ch.channel_id.initiator), ch.channel_id.id))
+    hidden = 0
+    if channels:
+        chosen = []
+        for text in channels:
+            found = [ch for ch in stored if match_channel(text, ch.channel_id)]
+            if not found:
+                raise click.ClickException(f"no channel {text} in {path.parent}")
+            if len(found) > 1:
+                raise click.ClickException(
+                    f"{text} names {len(found)} channels; give more of the peer ids")
+            chosen.extend(found)
+        stored = chosen
+    elif not show_all:
+        live = [ch for ch in stored if ch.record.status not in FINAL_STATUSES]
+        hidden = len(stored) - len(live)
+        stored = live
+    rows = [_channel_row(ch) for ch in stored]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if hidden:
+        click.echo(f"{hidden} ended channel{'s' if hidden > 1 else ''} not shown (--all lists "
+                   "them)", err=True)
+    if not rows:
+        click.echo("no channels" if not hidden else "no live channels", err=True)
+        return
+    _print_table(rows, f"channels in {path.parent}")
+
+
+def _print_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.console import Console
     from rich.filesize import decimal
     from rich.table import Table
 
-    from datatransfer.store import SqliteChannelStore, StoreError
-
-    path = channels_path(home)
-    if not path.exists():
-        click.echo("no channels", err=True)
-        return
-    try:
-        with SqliteChannelStore(path) as store:
-            channels = list(store.all())
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    if not channels:
-        click.echo("no channels", err=True)
-        return
-    channels.sort(key=lambda ch: (str(ch.channel_id.initiator), ch.channel_id.id))
-    table = Table(title=f"channels in {path.parent}")
-    for name in ("id", "peer", "direction", "status", "bytes", "message"):
-        table.add_column(name, overflow="fold",
+    table = Table(title=title)
+    for name in ("id", "peer", "direction", "root", "status", "bytes", "message"):
+        table.add_column(name, overflow="fold", no_wrap=name in ("id", "peer", "bytes"),
+                         min_width=16 if name == "root" else None,
                          justify="right" if name == "bytes" else "left")
-    for ch in channels:
-        chid = ch.channel_id
-        sending = ch.sender == ch.self_peer
-        kind = "pull" if ch.is_pull else "push"
-        role = "out" if chid.initiator == ch.self_peer else "in"
-        direction = f"{'send' if sending else 'receive'} ({kind} {role})"
-        moved = ch.record.sent if sending else ch.record.received
-        table.add_row(f"{_short(chid.initiator)}#{chid.id}", str(ch.other_peer), direction,
-                      ch.record.status.name, decimal(moved), ch.record.message)
+    for row in rows:
+        role = "out" if row["role"] == "initiator" else "in"
+        direction = f"{'send' if row['sending'] else 'receive'} ({row['kind']} {role})"
+        peer = row["peer"] if len(row["peer"]) <= 12 else f"…{row['peer'][-10:]}"
+        table.add_row(row["id"], peer, direction, row["root"], row["status"],
+                      decimal(row["bytes"]), row["message"])
     Console().print(table)
 
 
