@@ -170,6 +170,12 @@ def dialable_addr(addr: str) -> str:
     return "/".join(parts)
 
 
+def _selector_node(selector: Any) -> Any:
+    from datatransfer.ipld.selector import Selector, selector_to_node
+
+    return selector_to_node(selector) if isinstance(selector, Selector) else selector
+
+
 class Node:
     """One data-transfer node: identity, stores, libp2p host, transport and
     Manager, all from ``home`` (see the module docs).
@@ -293,6 +299,25 @@ class Node:
         return await connect(self.host, addr)
 
     # -- transfers -----------------------------------------------------------------
+
+    async def resume(self, addr: str, root: CID, selector: Any = ALL_SELECTOR_NODE, *,
+                     pull: bool = True) -> ChannelID | None:
+        """Connect to ``addr`` and restart this node's live channel with that
+        peer for the same root, selector and direction (one an interrupted
+        ``pull`` or ``push`` left in the home: a killed process, a server
+        that went away), so only what is missing moves; None when there is
+        none (open a new one then)."""
+        assert self.manager is not None
+        peer = await self.connect(addr)
+        want = _selector_node(selector)
+        for chid, state in sorted(self.manager.in_progress_channels().items(),
+                                  key=lambda item: item[0].id, reverse=True):
+            if (chid.initiator == self.peer_id and chid.responder == peer
+                    and state.is_pull == pull and state.base_cid == root
+                    and _selector_node(state.selector) == want):
+                await self.manager.restart_channel(chid)
+                return chid
+        return None
 
     async def pull(
         self, addr: str, root: CID, selector: Any = ALL_SELECTOR_NODE, voucher: Voucher | None = None

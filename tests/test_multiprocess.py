@@ -14,6 +14,7 @@ test process). All traffic stays on loopback.
 from __future__ import annotations
 
 import random
+import json
 import signal
 import sys
 import time
@@ -599,3 +600,36 @@ def test_channel_flood_is_refused_past_the_per_peer_limit_and_an_honest_pull_com
     out = tmp_path / "out.bin"
     run("cat", cid, "-o", out, "--home", honest_home)
     assert sha256(out) == digest
+
+
+# -- 9. an interrupted pull, run again, resumes ------------------------------------------
+
+
+def test_pull_killed_then_run_again_resumes_its_channel(tmp_path, procs):
+    """`datatransfer pull` killed (SIGKILL) mid-transfer leaves its channel
+    live in the home; the same command run again restarts that channel (no
+    second channel) and completes it with the file intact."""
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    src = tmp_path / "src.bin"
+    digest = make_file(src, 8 * MIB + 3, seed=71)
+    cid = add(src, server_home)
+    server, addr = node_serve(procs, server_home, "--slow", 0.05)
+    out = tmp_path / "out.bin"
+    client = procs([*CLI, "pull", addr, cid, "--home", str(client_home), "-o", str(out)])
+    server.expect(lambda w: w[0] == "STATE" and int(w[4]) >= 2 * MIB, timeout=60)
+    client.proc.send_signal(signal.SIGKILL)
+    client.wait(20)
+    before = json.loads(run("ls", "--all", "--json", "--home", client_home).stdout)
+    assert [c["status"] for c in before] == ["Ongoing"], before
+    again = run("pull", addr, cid, "--home", client_home, "-o", out, "--force")
+    assert "resuming channel" in again.stderr, again.stderr
+    after = json.loads(run("ls", "--all", "--json", "--home", client_home).stdout)
+    assert [(c["id"], c["status"]) for c in after] == [(before[0]["id"], "Completed")], after
+    assert sha256(out) == digest
+    from datatransfer.home import open_blockstore
+    from datatransfer.ipld.cid import CID
+    from datatransfer.node import dag_size
+
+    with open_blockstore(client_home) as store:
+        total = dag_size(CID.parse(cid), store)
+    assert after[0]["received"] == total  # every byte of the DAG counted once

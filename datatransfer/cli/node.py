@@ -286,6 +286,7 @@ async def _transfer(home: Path | None, addr: str, root: CID, selector: Any, *, p
     failure: list[str] = []
     state: ChannelState | None = None
     chid: ChannelID | None = None
+    resumed = False
     started = time.monotonic()
     try:
         async with anyio.create_task_group() as tg:
@@ -299,8 +300,13 @@ async def _transfer(home: Path | None, addr: str, root: CID, selector: Any, *, p
                 peer = _check_addr(addr)
                 try:
                     dial = await _resolve_dns(addr)
-                    opener = node.pull if pull else node.push
-                    chid = await opener(dial, root, selector)
+                    chid = await node.resume(dial, root, selector, pull=pull)
+                    resumed = chid is not None
+                    if chid is not None:
+                        click.echo(f"resuming channel {short_channel_id(chid)}", err=True)
+                    else:
+                        opener = node.pull if pull else node.push
+                        chid = await opener(dial, root, selector)
                 except click.ClickException as exc:
                     failure.append(exc.message)
                 except Exception as exc:  # noqa: BLE001 - dial errors come in many types
@@ -308,6 +314,15 @@ async def _transfer(home: Path | None, addr: str, root: CID, selector: Any, *, p
             if chid is not None:
                 state = await _follow(node, chid, root, total, "pull" if pull else "push",
                                       pull=pull, exact_total=selector is ALL_SELECTOR_NODE)
+                if resumed and state is not None and state.status == Status.Failed:
+                    # the peer no longer has it (refused the restart): start over
+                    click.echo(f"channel {short_channel_id(chid)} could not be resumed "
+                               f"({state.message}); opening a new one", err=True)
+                    opener = node.pull if pull else node.push
+                    chid = await opener(dial, root, selector)
+                    state = await _follow(node, chid, root, total,
+                                          "pull" if pull else "push", pull=pull,
+                                          exact_total=selector is ALL_SELECTOR_NODE)
             tg.cancel_scope.cancel()
     finally:
         if hit and chid is not None and node.manager is not None:
