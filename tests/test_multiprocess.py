@@ -13,8 +13,8 @@ test process). All traffic stays on loopback.
 
 from __future__ import annotations
 
-import random
 import json
+import random
 import signal
 import sys
 import time
