@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ProtocolError,
         Rejected,
         RetryValidation,
+        TrioRequired,
         Unsupported,
     )
     from datatransfer.manager import Manager
@@ -43,7 +44,8 @@ _HOME = {
     "ManagerConfig": "datatransfer.config",
     "Manager": "datatransfer.manager",
     **dict.fromkeys(("ChannelNotFound", "DataTransferError", "Pause", "ProtocolError",
-                     "Rejected", "RetryValidation", "Unsupported"), "datatransfer.errors"),
+                     "Rejected", "RetryValidation", "TrioRequired", "Unsupported"),
+                    "datatransfer.errors"),
     **dict.fromkeys(("ChannelID", "ChannelState", "Event", "PeerID", "TransferID"),
                     "datatransfer.types"),
     **dict.fromkeys(("NOT_HANDLED", "Voucher", "VoucherResult"), "registry"),
@@ -82,6 +84,7 @@ __all__ = [
     "RetryValidation",
     "Status",
     "TransferID",
+    "TrioRequired",
     "Unsupported",
     "Voucher",
     "VoucherResult",

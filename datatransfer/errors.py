@@ -62,3 +62,11 @@ class Unsupported(DataTransferError):
 class ProtocolError(DataTransferError):
     """A peer sent a message that is well-formed bytes but breaks the protocol
     (wrong channel, unexpected type, missing required field)."""
+
+
+class TrioRequired(DataTransferError, RuntimeError):
+    """A libp2p node (:class:`datatransfer.node.Node`) was used outside the
+    trio event loop: py-libp2p runs on trio only. Run the code that uses it
+    with ``trio.run(main)`` or ``anyio.run(main, backend="trio")``. (The
+    :class:`~datatransfer.manager.Manager` over the in-memory network runs
+    on asyncio as well.)"""

@@ -81,12 +81,81 @@ def _encode_result(result: Any) -> Encoded | None:
     return (result.type_id, result.to_node())
 
 
+# ------------------------------------------------------------------ argument checks
+#
+# The public calls check their arguments' types first, so a wrong one fails
+# at the call with a TypeError naming the argument and saying how to build
+# the right one, not later inside a task group.
+
+
+def _kind(value: object) -> str:
+    t = type(value)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def require_peer_id(value: object, name: str = "peer") -> PeerID:
+    """``value`` if it is a :class:`PeerID`; else a TypeError naming ``name``."""
+    if isinstance(value, PeerID):
+        return value
+    if isinstance(value, str):
+        hint = f"parse the printed form with PeerID.from_base58({value!r})"
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        hint = "wrap the raw multihash bytes with PeerID(data)"
+    else:
+        hint = "use manager.peer_id, a peer id from a channel, or PeerID.from_base58(text)"
+    raise TypeError(f"{name} must be a datatransfer.types.PeerID, not {_kind(value)}: {hint}")
+
+
+def require_cid(value: object, name: str = "base_cid") -> CID:
+    """``value`` if it is a :class:`~datatransfer.ipld.cid.CID`; else a
+    TypeError naming ``name`` and saying how to convert it."""
+    if isinstance(value, CID):
+        return value
+    if isinstance(value, str):
+        hint = f"parse the text with CID.parse({value!r})"
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        hint = "decode binary CIDs with CID.from_bytes(data)"
+    elif type(value).__module__.split(".")[0] == "multiformats":
+        hint = "convert it with CID.parse(str(cid)) or CID.from_bytes(bytes(cid))"
+    else:
+        hint = "build one with CID.parse(text), CID.from_bytes(data) or CID.of(block)"
+    raise TypeError(
+        f"{name} must be a datatransfer.ipld.cid.CID, not {_kind(value)}: {hint} "
+        "(from datatransfer.ipld.cid import CID)")
+
+
+def require_channel_id(value: object, name: str = "channel_id") -> ChannelID:
+    """``value`` if it is a :class:`ChannelID`; else a TypeError naming ``name``."""
+    if isinstance(value, ChannelID):
+        return value
+    raise TypeError(
+        f"{name} must be a datatransfer.types.ChannelID, not {_kind(value)}: use the id "
+        "open_pull_channel/open_push_channel returned, or one from manager.channels()")
+
+
+def require_voucher(value: object, name: str = "voucher") -> Voucher:
+    """``value`` if it is a :class:`~registry.Voucher` instance; else a
+    TypeError naming ``name``."""
+    if isinstance(value, Voucher):
+        return value
+    hint = (" (a class was passed: pass an instance)" if isinstance(value, type)
+            and issubclass(value, Voucher) else "")
+    raise TypeError(f"{name} must be a registry.Voucher instance, not {_kind(value)}{hint}")
+
+
 class Manager:
     """The data-transfer manager of one node.
 
     Use as ``async with Manager(transport, store=...) as manager:``. The
     transport decides the node's peer id; the store keeps channels across
     restarts (``":memory:"`` keeps them for this process only).
+
+    The public calls check their arguments' types before anything else: a
+    peer must be a :class:`PeerID`, a voucher a :class:`~registry.Voucher`,
+    a root a :class:`datatransfer.ipld.cid.CID` (not its text, not a
+    ``multiformats.CID``: convert with ``CID.parse``) and a channel id a
+    :class:`ChannelID`; anything else raises a ``TypeError`` naming the
+    argument.
     """
 
     def __init__(
@@ -188,10 +257,12 @@ class Manager:
 
     def channel_state(self, channel_id: ChannelID) -> ChannelState:
         """A snapshot of the channel; raises :class:`ChannelNotFound`."""
+        require_channel_id(channel_id)
         return self.core.snapshot(self._lookup(channel_id))
 
     def channel_status(self, channel_id: ChannelID) -> Status:
         """The channel's status, or ``ChannelNotFoundError`` for an unknown id."""
+        require_channel_id(channel_id)
         try:
             return self._lookup(channel_id).record.status
         except ChannelNotFound:
@@ -221,6 +292,7 @@ class Manager:
 
     def subscribe_channel(self, channel_id: ChannelID, subscriber: Subscriber) -> Unsubscribe:
         """Call ``subscriber(event, state)`` for every event of one channel."""
+        require_channel_id(channel_id)
         return self.events.subscribe_channel(channel_id, subscriber)
 
     async def wait(
@@ -233,6 +305,7 @@ class Manager:
         one) and return its snapshot; ``TimeoutError`` after ``timeout``. A
         channel that ends in a final status not among ``statuses`` never
         reaches them: its snapshot is returned then (check its ``status``)."""
+        require_channel_id(channel_id)
         wanted = frozenset(statuses)
         ch = self._lookup(channel_id)
         with anyio.fail_after(timeout if timeout is not None else math.inf):
@@ -260,6 +333,9 @@ class Manager:
         Returns once the request is sent; the channel then moves on its own
         (watch it with :meth:`subscribe` or :meth:`wait`).
         """
+        require_peer_id(peer)
+        require_voucher(voucher)
+        require_cid(base_cid)
         encoded = self._encode_voucher(voucher)
         return await self._run(self.core.open(peer, encoded, base_cid, selector, is_pull=False))
 
@@ -267,16 +343,22 @@ class Manager:
         self, peer: PeerID, voucher: Voucher, base_cid: CID, selector: Any
     ) -> ChannelID:
         """Ask ``peer`` for the blocks ``selector`` reaches from ``base_cid``."""
+        require_peer_id(peer)
+        require_voucher(voucher)
+        require_cid(base_cid)
         encoded = self._encode_voucher(voucher)
         return await self._run(self.core.open(peer, encoded, base_cid, selector, is_pull=True))
 
     async def send_voucher(self, channel_id: ChannelID, voucher: Voucher) -> None:
         """Send a new voucher to the responder (payment, final settlement)."""
+        require_channel_id(channel_id)
+        require_voucher(voucher)
         self._in_memory(channel_id, lambda ch: E.NewVoucher)
         await self._run(self.core.send_voucher(channel_id, self._encode_voucher(voucher)))
 
     async def close_channel(self, channel_id: ChannelID) -> None:
         """Cancel the channel on both sides."""
+        require_channel_id(channel_id)
         self._in_memory(channel_id, lambda ch: E.Cancel)
         await self._run(self.core.close(channel_id))
 
@@ -288,12 +370,14 @@ class Manager:
         for a voucher that passes validation: a paused request can never be
         accepted. (An initiator that pauses such a request has it failed by
         the responder at once, with a rejection.)"""
+        require_channel_id(channel_id)
         self._in_memory(channel_id, lambda ch: E.PauseInitiator if ch.is_initiator
                         else E.PauseResponder)
         await self._run(self.core.pause(channel_id))
 
     async def resume_channel(self, channel_id: ChannelID) -> None:
         """Release this side's pause."""
+        require_channel_id(channel_id)
         self._in_memory(channel_id, lambda ch: E.ResumeInitiator if ch.is_initiator
                         else E.ResumeResponder)
         await self._run(self.core.resume(channel_id))
@@ -301,6 +385,7 @@ class Manager:
     async def restart_channel(self, channel_id: ChannelID) -> None:
         """Reopen the data flow of a channel after a disconnect, skipping the
         blocks the receiver already holds. Final channels are left alone."""
+        require_channel_id(channel_id)
         if channel_id not in self.core.channels:
             self._lookup(channel_id)  # ChannelNotFound, or one that ended: nothing to do
             return

@@ -12,7 +12,11 @@
   :class:`~datatransfer.manager.Manager`.
 
 Use it as ``async with Node(home) as node:`` under the **trio** backend
-(py-libp2p is trio-only).
+(py-libp2p is trio-only): run the code that uses it with ``trio.run(main)``
+or ``anyio.run(main, backend="trio")``. Entered under any other event loop
+(asyncio) it raises :class:`~datatransfer.errors.TrioRequired` at once.
+Its public calls check their arguments' types first, as the Manager's do
+(a TypeError naming the argument).
 
 Vouchers. A request carries a voucher, and the responder accepts it only if
 it has a validator registered for the voucher's type. The command line uses
@@ -55,11 +59,12 @@ from typing import Any
 import multiaddr
 
 from datatransfer.config import ManagerConfig
+from datatransfer.errors import TrioRequired
 from datatransfer.home import HomeLock, open_blockstore, resolve_home
 from datatransfer.ipld import dagpb
 from datatransfer.ipld.cid import CID, DAG_PB
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
-from datatransfer.manager import Manager
+from datatransfer.manager import Manager, require_cid, require_voucher
 from datatransfer.store import ChannelStore, SqliteChannelStore
 from datatransfer.types import ChannelID, ChannelState, Event, PeerID
 from registry import Voucher
@@ -121,6 +126,29 @@ class AcceptAll:
 
 
 _DEFAULT = object()
+
+
+def _require_trio(what: str) -> None:
+    """Raise :class:`TrioRequired` unless running under trio (py-libp2p's
+    loop); under asyncio it would fail deep inside libp2p instead."""
+    import trio
+
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise TrioRequired(
+            f"{what} needs the trio event loop (py-libp2p runs on trio only); "
+            "run it with trio.run(main) or anyio.run(main, backend=\"trio\")") from None
+
+
+def _require_addr(addr: object) -> str:
+    """A peer address as text; TypeError naming ``addr`` otherwise."""
+    if isinstance(addr, multiaddr.Multiaddr):
+        return str(addr)
+    if isinstance(addr, str):
+        return addr
+    raise TypeError(f"addr must be a multiaddr string such as "
+                    f"'/ip4/127.0.0.1/tcp/4001/p2p/12D3Koo...', not {type(addr).__name__}")
 
 
 def dag_size(root: CID, blockstore: Any) -> int | None:
@@ -220,6 +248,7 @@ class Node:
     # -- lifecycle -----------------------------------------------------------------
 
     async def __aenter__(self) -> Node:
+        _require_trio("datatransfer.node.Node")
         from transport.libp2p import load_or_create_identity, open_host
         from transport.libp2p.host import check_ports_free
         from transport.libp2p.transport import Libp2pTransport
@@ -293,6 +322,8 @@ class Node:
         """Dial a peer address (``.../p2p/<peer id>``); return its peer id.
         Raises ValueError for a malformed address, OSError-like errors from
         libp2p when the dial fails."""
+        addr = _require_addr(addr)
+        self._require_started()
         from transport.libp2p import connect
 
         multiaddr.Multiaddr(addr)  # raises for garbage before libp2p does
@@ -307,6 +338,7 @@ class Node:
         ``pull`` or ``push`` left in the home: a killed process, a server
         that went away), so only what is missing moves; None when there is
         none (open a new one then)."""
+        require_cid(root, "root")
         assert self.manager is not None
         peer = await self.connect(addr)
         want = _selector_node(selector)
@@ -323,18 +355,36 @@ class Node:
         self, addr: str, root: CID, selector: Any = ALL_SELECTOR_NODE, voucher: Voucher | None = None
     ) -> ChannelID:
         """Connect to ``addr`` and open a pull of ``root`` (``selector``) with
-        ``voucher`` (default an :class:`OpenVoucher`)."""
-        assert self.manager is not None
+        ``voucher`` (default an :class:`OpenVoucher`). ``root`` must be a
+        :class:`~datatransfer.ipld.cid.CID` (``CID.parse(text)``); wrong types
+        raise TypeError naming the argument before anything is dialled."""
+        self._check_transfer(addr, root, voucher)
         peer = await self.connect(addr)
+        assert self.manager is not None
         return await self.manager.open_pull_channel(peer, voucher or OpenVoucher(), root, selector)
 
     async def push(
         self, addr: str, root: CID, selector: Any = ALL_SELECTOR_NODE, voucher: Voucher | None = None
     ) -> ChannelID:
-        """Connect to ``addr`` and offer it ``root`` (``selector``)."""
-        assert self.manager is not None
+        """Connect to ``addr`` and offer it ``root`` (``selector``); arguments
+        checked as :meth:`pull` checks them."""
+        self._check_transfer(addr, root, voucher)
         peer = await self.connect(addr)
+        assert self.manager is not None
         return await self.manager.open_push_channel(peer, voucher or OpenVoucher(), root, selector)
+
+    def _check_transfer(self, addr: object, root: object, voucher: object) -> None:
+        """The argument checks of :meth:`pull` and :meth:`push`, before any dial."""
+        _require_addr(addr)
+        require_cid(root, "root")
+        if voucher is not None:
+            require_voucher(voucher)
+        self._require_started()
+
+    def _require_started(self) -> None:
+        if self.manager is None:
+            raise RuntimeError("the node is not running: use it inside "
+                               "`async with Node(home) as node:` (under trio)")
 
     # -- metrics -------------------------------------------------------------------
 

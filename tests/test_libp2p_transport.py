@@ -31,7 +31,7 @@ from datatransfer.ipld.selector import ALL_SELECTOR_NODE
 from datatransfer.ipld.unixfs import import_file
 from datatransfer.manager import Manager
 from datatransfer.store import SqliteChannelStore
-from datatransfer.types import ChannelID
+from datatransfer.types import ChannelID, PeerID
 from transport.inmem import InMemoryNetwork
 from transport.libp2p import (
     RetryPolicy,
@@ -95,7 +95,7 @@ async def inmem_pair(**options: Any) -> AsyncIterator[tuple[Node, Node]]:
     async with AsyncExitStack() as stack:
         nodes = []
         for name in ("a", "b"):
-            peer = b"\x00\x08" + name.encode().ljust(8, b"_")
+            peer = PeerID(b"\x00\x08" + name.encode().ljust(8, b"_"))
             bs = MemoryBlockstore()
             nodes.append(await _node(stack, net.transport(peer, bs, **options), peer, bs))
         yield nodes[0], nodes[1]
