@@ -92,6 +92,12 @@ def check_command_line(code: str) -> None:
             if trial.exit_code != 0:
                 break
             command.append(word)
+        if not command and "COMMAND" in synopsis:  # the top-level options
+            usage = runner.invoke(main, ["--help"])
+            assert usage.exit_code == 0, usage.output
+            for option in re.findall(r"(?<![\w-])--?[a-z][a-z-]*", line.split("#", 1)[0]):
+                assert option in usage.output, f"datatransfer has no {option}"
+            continue
         assert command, f"no such command: {line}"
         usage = runner.invoke(main, [*command, "--help"])
         assert usage.exit_code == 0, usage.output
