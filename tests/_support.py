@@ -27,6 +27,14 @@ from transport.inmem import InMemoryNetwork
 
 ALL = ALL_SELECTOR_NODE
 
+#: How long a test waits for something it expects (a channel state, a line
+#: from a child process, a process's exit, a condition polled in a loop)
+#: before calling it a failure. Sized for a 2-core machine whose cores other
+#: processes keep busy, where the suite runs several times slower than on an
+#: idle one: a deadline only bounds how long a broken test hangs, it never
+#: decides whether a working one passes. Below pytest-timeout's 300 s a test.
+DEADLINE = 120.0
+
 
 @dataclass(frozen=True)
 class LabelVoucher(Voucher):
