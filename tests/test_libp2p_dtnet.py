@@ -471,7 +471,9 @@ async def test_silent_peer_times_out_each_attempt(tmp_path: Path) -> None:
                     await a.net.send_message(mute, cancel_request(1))
                 elapsed = anyio.current_time() - start
                 tg.cancel_scope.cancel()
-            assert 2 * retry.open_timeout <= elapsed < 2 * retry.open_timeout + 2
+            # two attempts, each waited out its open_timeout (without one
+            # the send would hang until the deadline above)
+            assert elapsed >= 2 * retry.open_timeout
             assert len(accepted) == 2
             good = cancel_response(1)
             await a.net.send_message(b.peer_id, good, wait_for_receipt=True)
