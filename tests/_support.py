@@ -236,22 +236,37 @@ def make_dag(
 
 @dataclass
 class Recorder:
-    """Collects every (event, state) a node's subscribers see."""
+    """Collects every (event, state) a node's subscribers see. Subscribed
+    with :meth:`watch`, it reads only once the Manager's event bus delivered
+    what was published so far (the bus delivers on its own threads)."""
 
     events: list[tuple[Event, ChannelState]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    manager: Manager | None = None
+
+    @classmethod
+    def watch(cls, manager: Manager) -> Recorder:
+        rec = cls(manager=manager)
+        manager.subscribe(rec)
+        return rec
 
     def __call__(self, event: Event, state: ChannelState) -> None:
         with self.lock:
             self.events.append((event, state))
 
+    def _delivered(self) -> list[tuple[Event, ChannelState]]:
+        if self.manager is not None:
+            assert self.manager.events.flush(DEADLINE), "events not delivered"
+        with self.lock:
+            return list(self.events)
+
     def codes(self, chid: ChannelID) -> list[str]:
-        return [e.code.name for e, s in self.events if s.channel_id == chid]
+        return [e.code.name for e, s in self._delivered() if s.channel_id == chid]
 
     def statuses(self, chid: ChannelID) -> list[str]:
         """The distinct status sequence (consecutive repeats folded)."""
         out: list[str] = []
-        for _, s in self.events:
+        for _, s in self._delivered():
             if s.channel_id == chid and (not out or out[-1] != s.status.name):
                 out.append(s.status.name)
         return out
@@ -305,8 +320,7 @@ class Harness:
         manager.register_voucher_result_type(NoteResult)
         if setup is not None:
             setup(manager)
-        rec = Recorder()
-        manager.subscribe(rec)
+        rec = Recorder.watch(manager)
         await self.stack.enter_async_context(manager)
         node = Node(peer, manager, bs, rec)
         self.nodes[name] = node

@@ -862,8 +862,7 @@ async def manager_responder(reval: Any = None) -> AsyncIterator[SimpleNamespace]
     manager.register_voucher_type(LabelVoucher, ScriptedValidator())
     if reval is not None:
         manager.register_revalidator(LabelVoucher, reval)
-    rec = Recorder()
-    manager.subscribe(rec)
+    rec = Recorder.watch(manager)
     async with manager:
         yield SimpleNamespace(engine=engine, manager=manager, store=store, wire=wire, dt=dt,
                               rec=rec)

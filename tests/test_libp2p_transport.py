@@ -63,8 +63,7 @@ def _setup(manager: Manager, reval=None) -> None:  # type: ignore[no-untyped-def
 async def _node(stack: AsyncExitStack, transport, peer, bs, reval=None) -> Node:  # type: ignore[no-untyped-def]
     manager = Manager(transport, store=SqliteChannelStore(), config=FAST)
     _setup(manager, reval)
-    rec = Recorder()
-    manager.subscribe(rec)
+    rec = Recorder.watch(manager)
     await stack.enter_async_context(manager)
     return Node(peer, manager, bs, rec)
 
