@@ -145,7 +145,8 @@ class PayEveryN:
         return None
 
 
-async def pay_when_asked(manager: Manager, chid: ChannelID, timeout: float = 15) -> list[int]:
+async def pay_when_asked(manager: Manager, chid: ChannelID,
+                        timeout: float = DEADLINE) -> list[int]:
     """The initiator's side of :class:`PayEveryN`: pay whatever each voucher
     result asks ("pay N" / "final N") until the channel ends; returns the
     amounts paid, in order."""
@@ -333,4 +334,4 @@ async def harness(config: ManagerConfig = FAST):
     async with h.stack:
         yield h
     for node in h.nodes.values():
-        node.manager.events.flush(5)
+        node.manager.events.flush(DEADLINE)

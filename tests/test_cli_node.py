@@ -62,7 +62,7 @@ class Server:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=TIMEOUT)
 
 
 def test_demo_transfers_and_prints_a_rate():
@@ -182,7 +182,7 @@ def test_pull_stops_cleanly_on_sigint(tmp_path):
     finally:
         if client is not None and client.poll() is None:
             client.kill()
-            client.wait(timeout=10)
+            client.wait(timeout=TIMEOUT)
         server.proc.send_signal(signal.SIGCONT)
         server.kill()
 

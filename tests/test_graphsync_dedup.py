@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from _support import make_dag
+from _support import DEADLINE, make_dag
 from test_graphsync_engine import A, B, pair, pull_message, wait_done
 
 from datatransfer.ipld.block import Block
@@ -247,7 +247,7 @@ async def test_a_restart_between_two_engines_announces_the_skipped_blocks_and_re
         chid = ChannelID(A, B, 1)
         a.events.on_received = lambda i: Decision(accept=False) if i == k else Decision()
         await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             await b.events.finished(chid).wait()  # cancelled by A, or done before the cancel
         round_one = [e[1] for e in a.events.log if e[0] == "received"]
         assert round_one == list(range(1, k + 1))

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _support import FAST, Gate, LabelVoucher, Recorder, ScriptedValidator, make_dag
+from _support import DEADLINE, FAST, Gate, LabelVoucher, Recorder, ScriptedValidator, make_dag
 from trio.testing import MockClock
 
 from datatransfer.ipld.block import Block
@@ -172,7 +172,7 @@ def pull_message(tid: int = 1, root=None):  # type: ignore[no-untyped-def]
 
 
 async def wait_done(*pairs: tuple[Side, ChannelID]) -> None:
-    with anyio.fail_after(5):
+    with anyio.fail_after(DEADLINE):
         for side, chid in pairs:
             await side.events.finished(chid).wait()
     await anyio.sleep(0.01)
@@ -318,7 +318,7 @@ async def test_cancel_from_either_side(who):
         chid = ChannelID(A, B, 1)
         b.events.on_queued = lambda i: Decision(pause=True) if i == 3 else PROCEED  # holds
         await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while ("received", 2) not in a.events.log:
                 await anyio.sleep(0.01)
         if who == "receiver":
@@ -548,7 +548,7 @@ async def test_backlog_of_received_blocks_is_bounded():
         a.events.on_data_received = slow  # type: ignore[method-assign]
         chid = ChannelID(A, B, 1)
         await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             await blocked.wait()
         assert a.engine.backlog_bytes > 1000
         waited = anyio.Event()
@@ -719,7 +719,7 @@ async def test_responder_serves_a_go_graphsync_resume_from_the_skip_point():
         first = GraphsyncRequest.new(root, ALL_SELECTOR_NODE,
                                      extensions=_request_ext(pull_message(1, root), chid))
         b.engine.handle_message(A, GraphsyncMessage(requests=(first,)))
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while not any(r.status is ResponseStatus.PAUSED for m in b.wire for r in m.responses):
                 await anyio.sleep(0.01)
         assert [blk.cid for m in b.wire for blk in m.blocks] == order[:k]
@@ -884,7 +884,7 @@ async def _pull_then_go_cancel(b: Any, gate: Any, root: Any, chid: ChannelID) ->
                           voucher=LabelVoucher().to_node(), pull=True)
     first = GraphsyncRequest.new(root, ALL_SELECTOR_NODE, extensions=_request_ext(opening, chid))
     b.engine.handle_message(A, GraphsyncMessage(requests=(first,)))
-    with anyio.fail_after(5):
+    with anyio.fail_after(DEADLINE):
         await gate.reached.wait()
     b.engine.handle_message(A, GraphsyncMessage(requests=(GraphsyncRequest.cancel(first.id),)))
     return first
@@ -923,7 +923,7 @@ async def test_manager_responder_takes_a_go_requesters_pause_and_resume(responde
             assert [(r.request_id, r.status) for m in b.wire[wire_before:]
                     for r in m.responses] == [(first.id, ResponseStatus.PAUSED)]
             await b.manager.resume_channel(chid)
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while not any(r.status is ResponseStatus.COMPLETED_FULL
                           for m in b.wire for r in m.responses):
                 await anyio.sleep(0.01)
@@ -968,7 +968,7 @@ async def test_manager_responder_judges_other_messages_on_a_data_request(case):
             root, ALL_SELECTOR_NODE, id=first.id,
             extensions=_request_ext(message, ChannelID(A, B, message.transfer_id), skip=k))
         b.engine.handle_message(A, GraphsyncMessage(requests=(again,)))
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while not any(r.status.is_terminal for m in b.wire for r in m.responses):
                 await anyio.sleep(0.01)
         (last,) = [r for m in b.wire for r in m.responses if r.status.is_terminal]
@@ -980,7 +980,7 @@ async def test_manager_responder_judges_other_messages_on_a_data_request(case):
             assert last.status is ResponseStatus.REJECTED
             assert len([blk for m in b.wire for blk in m.blocks]) == k
         if case == "cancel":
-            await b.manager.wait(chid, timeout=5)
+            await b.manager.wait(chid, timeout=DEADLINE)
             assert b.manager.channel_status(chid) == S.Cancelled
         if case == "unknown-channel":
             assert b.manager.channel_status(chid) == S.Ongoing

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _support import DEADLINE
 from libp2p.network.stream.exceptions import StreamError
 
 from datatransfer.ipld import dagcbor
@@ -54,7 +55,7 @@ from transport.libp2p import (
 from transport.libp2p.dtnet import _ItemScanner
 
 LOCAL = ("/ip4/127.0.0.1/tcp/0",)
-TIMEOUT = 15
+TIMEOUT = DEADLINE
 FAST_RETRY = RetryPolicy(attempts=3, min_delay=0.05, max_delay=0.2, factor=2.0, open_timeout=3.0)
 
 ALL_SELECTOR = {"R": {"l": {"none": {}}, ":>": {"a": {">": {"@": {}}}}}}

@@ -14,6 +14,7 @@ import anyio
 import pytest
 from _support import (
     ALL,
+    DEADLINE,
     Gate,
     LabelVoucher,
     PayEveryN,
@@ -35,7 +36,7 @@ def anyio_backend(request):
 async def ended(*pairs) -> list:
     out = []
     for node, chid in pairs:
-        out.append(await node.manager.wait(chid, timeout=15))
+        out.append(await node.manager.wait(chid, timeout=DEADLINE))
     return out
 
 
@@ -80,7 +81,7 @@ async def pull_held(h, at: int, leaves: int):  # type: ignore[no-untyped-def]
     b = await h.node("b", setup=validating(gate, LabelVoucher))
     root, size, order = make_dag(b.blockstore, leaves=leaves)
     chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         await gate.reached.wait()
     return a, b, gate, chid, size, order
 
