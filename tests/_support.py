@@ -164,6 +164,15 @@ async def pay_when_asked(manager: Manager, chid: ChannelID,
             await anyio.sleep(0.005)
 
 
+async def quiesce(seconds: float = 0.05) -> None:
+    """Let the other tasks of this event loop act: ``seconds`` pass, then
+    every other task waits (on an event, a timer, a stream), so what they were
+    about to do is done however slow or busy the machine. For a test that
+    checks what did (or did not) happen meanwhile."""
+    await anyio.sleep(seconds)
+    await anyio.wait_all_tasks_blocked()
+
+
 class IgnoreAll:
     """A revalidator that handles no channel."""
 

@@ -23,6 +23,7 @@ from _support import (
     ScriptedValidator,
     harness,
     make_dag,
+    quiesce,
 )
 
 from datatransfer.config import ManagerConfig
@@ -87,14 +88,14 @@ async def test_a_paused_initiator_is_not_failed_for_lack_of_progress() -> None:
                          config=replace(QUIET, no_progress_timeout=0.1))
         root, size, _ = make_dag(b.blockstore, leaves=4)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("pause"), root, ALL)
-        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
         await a.manager.pause_channel(chid)
-        await b.manager.wait(chid, {S.BothPaused}, timeout=5)
+        await b.manager.wait(chid, {S.BothPaused}, timeout=DEADLINE)
         # many no-progress periods pass on the responder's clock
-        await anyio.sleep(1.0)
+        await quiesce(1.0)
         assert b.manager.channel_status(chid) is S.BothPaused
         await a.manager.resume_channel(chid)
-        await b.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await b.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
         assert b.manager.channel_state(chid).message != "the other peer stopped answering"
 
 

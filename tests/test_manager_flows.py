@@ -22,6 +22,7 @@ from _support import (
     harness,
     make_dag,
     pay_when_asked,
+    quiesce,
     validating,
 )
 
@@ -370,10 +371,10 @@ async def test_pause_holds_the_data_until_resumed():
             await gate.reached.wait()
         await a.manager.pause_channel(chid)
         gate.open.set()
-        await anyio.sleep(0.2)
+        await quiesce(0.2)
         held = a.manager.channel_state(chid).received_index
         assert held <= 3  # the block in flight may land; nothing after it
-        await anyio.sleep(0.2)
+        await quiesce(0.2)
         assert a.manager.channel_state(chid).received_index == held
         assert a.manager.channel_status(chid) == S.InitiatorPaused
         await a.manager.resume_channel(chid)

@@ -21,6 +21,7 @@ from _support import (
     ScriptedValidator,
     harness,
     make_dag,
+    quiesce,
 )
 
 from datatransfer.ipld import dagcbor
@@ -238,13 +239,13 @@ async def test_a_request_waiting_for_a_valid_voucher_is_not_stored_until_accepte
         b = await h.node("b", setup=serving(validator))
         root, _, _ = make_dag(b.blockstore, leaves=2)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("retry"), root, ALL)
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while chid not in b.manager.in_progress_channels():
                 await anyio.sleep(0.005)
-        await anyio.sleep(0.1)
+        await quiesce(0.1)
         assert b.manager.store.load(chid) is None  # in memory only
         await a.manager.send_voucher(chid, LabelVoucher("ok"))
-        assert (await a.manager.wait(chid, timeout=5)).status == S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status == S.Completed
         assert b.manager.store.load(chid) is not None  # validated: stored
 
 
@@ -308,6 +309,6 @@ async def test_a_local_failure_does_not_dial_a_peer_that_is_gone():
         # timeout; the initiator's cancel never arrives: fail it as a timeout does
         await b.manager._run(b.manager.core._fail_here(b.manager.core.channels[chid],
                                                        "timed out (test)"))
-        assert (await b.manager.wait(chid, timeout=5)).status == S.Failed
-        await anyio.sleep(0.1)
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status == S.Failed
+        await quiesce(0.1)
         assert spy.sent == []  # not told: no dial for a peer that is gone

@@ -75,6 +75,7 @@ from _support import (
     ScriptedValidator,
     harness,
     make_dag,
+    quiesce,
 )
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import strategies as st
@@ -889,7 +890,7 @@ async def test_voucher_arriving_after_the_responder_completed_is_ignored():
         late = TransferRequest(type=MessageType.Voucher, transfer_id=chid.id,
                                voucher=Payment(5).to_node(), voucher_type=Payment.type_id)
         await a.manager.transport.send_message(b.peer, late)
-        await anyio.sleep(0.05)
+        await quiesce(0.05)
         assert b.manager.channel_status(chid) is S.Completed
         # b still serves
         again = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root,
@@ -1130,7 +1131,7 @@ async def test_voucher_arriving_while_the_responder_completes_is_ignored():
         cleanup = transport.cleanup_channel
 
         async def slow_cleanup(chid: ChannelID) -> None:
-            await anyio.sleep(0.2)
+            await quiesce(0.2)
             await cleanup(chid)
 
         transport.cleanup_channel = slow_cleanup  # type: ignore[method-assign]
@@ -1160,7 +1161,7 @@ async def test_cancel_after_success_is_refused():
         cleanup = transport.cleanup_channel
 
         async def slow_cleanup(chid: ChannelID) -> None:
-            await anyio.sleep(0.2)
+            await quiesce(0.2)
             await cleanup(chid)
 
         transport.cleanup_channel = slow_cleanup  # type: ignore[method-assign]

@@ -35,6 +35,7 @@ from _support import (
     Recorder,
     ScriptedValidator,
     make_dag,
+    quiesce,
 )
 
 from datatransfer.config import ManagerConfig
@@ -631,7 +632,7 @@ async def test_auto_restart_off_waits_for_restart_channel(tmp_path: Path) -> Non
         b.gate.release()
         await a.start(config=manual)
         sent_before = len(w.wire.packets)
-        await anyio.sleep(0.25)
+        await quiesce(0.25)
         assert a.state(chid).status == S.Ongoing
         assert [p for p in w.wire.packets[sent_before:] if p.src == a.peer] == []
         assert a.m.in_progress_channels().keys() == {chid}
@@ -670,7 +671,7 @@ async def test_initiator_pause_survives_restart(tmp_path: Path) -> None:
 
         await a.start(config=short)
         mark = len(w.wire.packets)
-        await anyio.sleep(0.35)  # > 3 no-progress timeouts
+        await quiesce(0.35)  # > 3 no-progress timeouts
         st = a.state(chid)
         assert st.status == S.InitiatorPaused and st.received_index == held
         assert [p for p in w.wire.packets[mark:] if p.src == a.peer] == []
@@ -705,7 +706,7 @@ async def test_responder_pause_survives_restart(tmp_path: Path) -> None:
         assert (stored.record.status, stored.record.app_paused) == (S.ResponderPaused, True)
         await b.start(config=replace(patient, no_progress_timeout=0.1))
         await until(lambda: b.codes(chid).count("Restart") >= 1)
-        await anyio.sleep(0.3)  # > no-progress timeout of the paused side
+        await quiesce(0.3)  # > no-progress timeout of the paused side
         assert b.state(chid).status == S.ResponderPaused
         assert a.state(chid).status == S.ResponderPaused
         assert a.state(chid).received_index == k
@@ -742,7 +743,7 @@ async def test_final_channels_listed_after_restart(tmp_path: Path) -> None:
         await b.stop()
         await a.start()
         await b.start()
-        await anyio.sleep(0.05)
+        await quiesce(0.05)
         after_a, after_b = a.m.channels(), b.m.channels()
         assert {c: s.status for c, s in after_a.items()} == {ok: S.Completed, bad: S.Failed}
         assert {c: s.status for c, s in after_b.items()} == {ok: S.Completed}
@@ -970,11 +971,11 @@ async def test_stale_disconnect_notice_after_manual_restart(tmp_path: Path) -> N
         w.net.disconnect(a.peer, b.peer)
         w.net.connect(a.peer, b.peer)
         await a.m.restart_channel(chid)  # before the notice was handled
-        await anyio.sleep(0.15)  # several restart backoffs, b still held
+        await quiesce(0.15)  # several restart backoffs, b still held
         assert len(w.wire.restart_requests(a.peer)) == 1
         b.gate.release()
-        sa = await a.m.wait(chid, timeout=5)
-        sb = await b.m.wait(chid, timeout=5)
+        sa = await a.m.wait(chid, timeout=DEADLINE)
+        sb = await b.m.wait(chid, timeout=DEADLINE)
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         assert len(w.wire.restart_requests(a.peer)) == 1
         assert w.wire.blocks(b.peer) == list(range(1, n + 1))
@@ -991,10 +992,10 @@ async def test_repeated_disconnect_notices_restart_once(tmp_path: Path) -> None:
         for why in ("disconnected", "send failed", "disconnected again"):
             await a.m.transport_events.on_disconnected(chid, why)
         await until(lambda: len(w.wire.requests(a.peer)) == 2)
-        await anyio.sleep(0.1)  # several backoffs: nothing else is scheduled
+        await quiesce(0.1)  # several backoffs: nothing else is scheduled
         b.gate.release()
-        sa = await a.m.wait(chid, timeout=5)
-        sb = await b.m.wait(chid, timeout=5)
+        sa = await a.m.wait(chid, timeout=DEADLINE)
+        sb = await b.m.wait(chid, timeout=DEADLINE)
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         assert len(w.wire.restart_requests(a.peer)) == 1
         assert sa.received == total and sb.sent == total

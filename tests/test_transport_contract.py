@@ -21,6 +21,7 @@ from _support import (
     harness,
     make_dag,
     pay_when_asked,
+    quiesce,
     validating,
 )
 
@@ -93,9 +94,9 @@ async def test_pause_holds_the_data_and_resume_finishes_it(who):
         pauser = a if who == "initiator" else b
         await pauser.manager.pause_channel(chid)
         paused = S.InitiatorPaused if who == "initiator" else S.ResponderPaused
-        await a.manager.wait(chid, {paused}, timeout=10)
+        await a.manager.wait(chid, {paused}, timeout=DEADLINE)
         gate.open.set()
-        await anyio.sleep(0.2)
+        await quiesce(0.2)
         held = a.manager.channel_state(chid).received_index
         assert held < len(order)  # nothing flows past the pause
         await pauser.manager.resume_channel(chid)
@@ -133,7 +134,7 @@ async def test_a_cut_mid_pull_restarts_and_counts_each_byte_once():
         a, b, gate, chid, size, order = await pull_held(h, at=4, leaves=10)
         h.net.disconnect(a.peer, b.peer)
         gate.open.set()
-        await anyio.sleep(0.05)
+        await quiesce(0.05)
         h.net.connect(a.peer, b.peer)
         sa, sb = await ended((a, chid), (b, chid))
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
