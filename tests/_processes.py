@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _support import DEADLINE
+
 _SCRIPT = Path(sys.executable).with_name("datatransfer")
 CLI = (
     [str(_SCRIPT)]
@@ -27,7 +29,8 @@ CLI = (
 )
 PROCNODE = [sys.executable, str(Path(__file__).with_name("_procnode.py"))]
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
-TIMEOUT = 60
+#: The deadline of every wait on a child process (a line, an exit, a run).
+TIMEOUT = DEADLINE
 MIB = 1024 * 1024
 
 
@@ -151,6 +154,52 @@ class Proc:
                     f.close()
                 except OSError:
                     pass
+
+
+def wait_until(cond: Callable[[], object], what: str, timeout: float = TIMEOUT,
+               interval: float = 0.05) -> None:
+    """Poll ``cond`` until it holds; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def catches_signal(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler installed for ``signum`` (Linux:
+    the SigCgt mask of /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def tcp_connected(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds an established TCP connection to
+    127.0.0.1:``port`` (Linux: its socket inodes in /proc/net/tcp)."""
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+        rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    want = f"0100007F:{port:04X}"
+    for row in rows:
+        cols = row.split()
+        if cols[2] == want and cols[3] == "01" and cols[9] in inodes:
+            return True
+    return False
 
 
 def make_file(path: Path, size: int, seed: int) -> str:

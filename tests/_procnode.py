@@ -54,7 +54,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _support import NoteResult, PayEveryN, Payment  # noqa: E402
+from _support import DEADLINE, NoteResult, PayEveryN, Payment  # noqa: E402
 
 from datatransfer.config import ManagerConfig  # noqa: E402
 from datatransfer.ipld.cid import CID  # noqa: E402
@@ -372,7 +372,7 @@ def main() -> None:
     s.add_argument("--pay-interval", type=int, default=0)
     s.add_argument("--slow", type=float, default=0.0)
     s.add_argument("--max-restarts", type=int, default=5)
-    s.add_argument("--pull-timeout", type=float, default=60.0)
+    s.add_argument("--pull-timeout", type=float, default=DEADLINE)
     s.add_argument("--no-dial", action="store_true")
     s.add_argument("--max-channels-per-peer", type=int, default=None)
     s.add_argument("--max-queued-per-peer", type=int, default=None)
@@ -382,7 +382,7 @@ def main() -> None:
         p.add_argument("--home", required=True)
         p.add_argument("--addr", required=True)
         p.add_argument("--cid", required=True)
-        p.add_argument("--timeout", type=float, default=60.0)
+        p.add_argument("--timeout", type=float, default=DEADLINE)
         p.add_argument("--max-restarts", type=int, default=20)
         p.add_argument("--max-restart-backoff", type=float, default=1.0)
         p.add_argument("--only-via", action="store_true")

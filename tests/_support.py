@@ -27,6 +27,14 @@ from transport.inmem import InMemoryNetwork
 
 ALL = ALL_SELECTOR_NODE
 
+#: How long a test waits for something it expects (a channel state, a line
+#: from a child process, a process's exit, a condition polled in a loop)
+#: before calling it a failure. Sized for a 2-core machine whose cores other
+#: processes keep busy, where the suite runs several times slower than on an
+#: idle one: a deadline only bounds how long a broken test hangs, it never
+#: decides whether a working one passes. Below pytest-timeout's 300 s a test.
+DEADLINE = 120.0
+
 
 @dataclass(frozen=True)
 class LabelVoucher(Voucher):
@@ -137,7 +145,8 @@ class PayEveryN:
         return None
 
 
-async def pay_when_asked(manager: Manager, chid: ChannelID, timeout: float = 15) -> list[int]:
+async def pay_when_asked(manager: Manager, chid: ChannelID,
+                        timeout: float = DEADLINE) -> list[int]:
     """The initiator's side of :class:`PayEveryN`: pay whatever each voucher
     result asks ("pay N" / "final N") until the channel ends; returns the
     amounts paid, in order."""
@@ -153,6 +162,15 @@ async def pay_when_asked(manager: Manager, chid: ChannelID, timeout: float = 15)
                 paid.append(amount)
                 await manager.send_voucher(chid, Payment(amount))
             await anyio.sleep(0.005)
+
+
+async def quiesce(seconds: float = 0.05) -> None:
+    """Let the other tasks of this event loop act: ``seconds`` pass, then
+    every other task waits (on an event, a timer, a stream), so what they were
+    about to do is done however slow or busy the machine. For a test that
+    checks what did (or did not) happen meanwhile."""
+    await anyio.sleep(seconds)
+    await anyio.wait_all_tasks_blocked()
 
 
 class IgnoreAll:
@@ -228,22 +246,37 @@ def make_dag(
 
 @dataclass
 class Recorder:
-    """Collects every (event, state) a node's subscribers see."""
+    """Collects every (event, state) a node's subscribers see. Subscribed
+    with :meth:`watch`, it reads only once the Manager's event bus delivered
+    what was published so far (the bus delivers on its own threads)."""
 
     events: list[tuple[Event, ChannelState]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    manager: Manager | None = None
+
+    @classmethod
+    def watch(cls, manager: Manager) -> Recorder:
+        rec = cls(manager=manager)
+        manager.subscribe(rec)
+        return rec
 
     def __call__(self, event: Event, state: ChannelState) -> None:
         with self.lock:
             self.events.append((event, state))
 
+    def _delivered(self) -> list[tuple[Event, ChannelState]]:
+        if self.manager is not None:
+            assert self.manager.events.flush(DEADLINE), "events not delivered"
+        with self.lock:
+            return list(self.events)
+
     def codes(self, chid: ChannelID) -> list[str]:
-        return [e.code.name for e, s in self.events if s.channel_id == chid]
+        return [e.code.name for e, s in self._delivered() if s.channel_id == chid]
 
     def statuses(self, chid: ChannelID) -> list[str]:
         """The distinct status sequence (consecutive repeats folded)."""
         out: list[str] = []
-        for _, s in self.events:
+        for _, s in self._delivered():
             if s.channel_id == chid and (not out or out[-1] != s.status.name):
                 out.append(s.status.name)
         return out
@@ -297,8 +330,7 @@ class Harness:
         manager.register_voucher_result_type(NoteResult)
         if setup is not None:
             setup(manager)
-        rec = Recorder()
-        manager.subscribe(rec)
+        rec = Recorder.watch(manager)
         await self.stack.enter_async_context(manager)
         node = Node(peer, manager, bs, rec)
         self.nodes[name] = node
@@ -311,4 +343,4 @@ async def harness(config: ManagerConfig = FAST):
     async with h.stack:
         yield h
     for node in h.nodes.values():
-        node.manager.events.flush(5)
+        node.manager.events.flush(DEADLINE)

@@ -14,6 +14,7 @@ import math
 import pytest
 import trio
 import trio.testing
+from _support import DEADLINE
 
 from transport.libp2p import (
     AdmissionGuard,
@@ -75,15 +76,15 @@ async def test_silent_connections_do_not_lock_out_an_honest_peer(tmp_path):
         port = int(server.get_addrs()[0].value_for_protocol("tcp"))
         # 60 connections from one address that never start the handshake
         silent = await _silent_sockets(port, 60, "127.0.0.2")
-        with trio.fail_after(30):
+        with trio.fail_after(DEADLINE):
             while sum(guard.refused.values()) < 56:
                 await trio.sleep(0.01)
         assert guard.pending <= 4
         async with open_host(_key(tmp_path, "client"), (LOOPBACK,)) as client:
-            with trio.fail_after(30):
+            with trio.fail_after(DEADLINE):
                 await connect(client, peer_addrs(server)[0])
         # the silent ones are closed after the handshake deadline
-        with trio.fail_after(30):
+        with trio.fail_after(DEADLINE):
             for sock in silent:
                 while await sock.receive_some(1024):
                     pass
@@ -99,11 +100,11 @@ async def test_closed_connections_give_their_slot_back(tmp_path):
         network = server.get_network()
         for i in range(4):
             async with open_host(_key(tmp_path, f"client{i}"), (LOOPBACK,)) as client:
-                with trio.fail_after(30):
+                with trio.fail_after(DEADLINE):
                     await connect(client, peer_addrs(server)[0])
                     while guard.established != 1:
                         await trio.sleep(0.01)
-        with trio.fail_after(30):
+        with trio.fail_after(DEADLINE):
             while guard.established or guard.pending:
                 await trio.sleep(0.01)
             # py-libp2p's own inbound slots are free again (it would keep

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _support import DEADLINE
 
 from datatransfer.ipld import multihash
 from datatransfer.ipld.blockstore import (
@@ -353,7 +354,7 @@ def _run_and_kill(path: Path, first: int, wait_for: str, delay: float) -> set[in
         cwd=REPO,
     )
     done: set[int] = set()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + DEADLINE
     try:
         assert proc.stdout is not None
         seen_done = 0

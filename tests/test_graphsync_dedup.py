@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from _support import make_dag
+from _support import DEADLINE, make_dag, quiesce
 from test_graphsync_engine import A, B, pair, pull_message, wait_done
 
 from datatransfer.ipld.block import Block
@@ -94,7 +94,7 @@ async def test_the_receiver_loads_blocks_a_go_sender_announces_but_does_not_send
         _copy(b.store, a.store, [order[0], order[2]])
         chid = ChannelID(A, B, 1)
         await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
-        await anyio.sleep(0.05)
+        await quiesce(0.05)
         rid = a.wire[0].requests[0].id
         action = LinkAction.DUPLICATE_NOT_SENT if how == "d" else LinkAction.PRESENT
         meta = (
@@ -126,7 +126,7 @@ async def test_malformed_extension_values_are_refused_before_the_manager_is_aske
         req = GraphsyncRequest.new(root, ALL_SELECTOR_NODE, extensions={
             EXTENSION_DATA_TRANSFER: to_node(pull_message(1, root)), **ext})
         b.engine.handle_message(A, GraphsyncMessage(requests=(req,)))
-        await anyio.sleep(0.05)
+        await quiesce(0.05)
         assert b.events.log == []
         (rsp,) = b.wire[-1].responses
         assert rsp.request_id == req.id and rsp.status is ResponseStatus.REJECTED
@@ -191,7 +191,7 @@ async def test_a_restart_completes_against_a_go_sender_that_announces_the_skippe
         chid = ChannelID(A, B, 1)
         await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root),
                                     skip_blocks=k)
-        await anyio.sleep(0.05)
+        await quiesce(0.05)
         rid = a.wire[0].requests[0].id
         done = ResponseStatus.COMPLETED_FULL
         if split == "one message":
@@ -221,7 +221,7 @@ async def test_a_skipped_block_announced_out_of_order_fails_the_restart(wrong):
         chid = ChannelID(A, B, 1)
         await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root),
                                     skip_blocks=k)
-        await anyio.sleep(0.05)
+        await quiesce(0.05)
         rid = a.wire[0].requests[0].id
         stranger = Block.of(b"not in this DAG").cid
         bad = stranger if wrong == "unknown cid" else order[2]
@@ -247,7 +247,7 @@ async def test_a_restart_between_two_engines_announces_the_skipped_blocks_and_re
         chid = ChannelID(A, B, 1)
         a.events.on_received = lambda i: Decision(accept=False) if i == k else Decision()
         await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             await b.events.finished(chid).wait()  # cancelled by A, or done before the cancel
         round_one = [e[1] for e in a.events.log if e[0] == "received"]
         assert round_one == list(range(1, k + 1))
@@ -283,7 +283,7 @@ async def test_announcements_without_blocks_count_against_the_receive_backlog():
         chid = ChannelID(A, B, 1)
         await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root),
                                     skip_blocks=11)
-        await anyio.sleep(0.05)
+        await quiesce(0.05)
         rid = a.wire[0].requests[0].id
         a.engine.handle_message(B, _go_response(rid, order, (), ResponseStatus.COMPLETED_FULL))
         assert a.engine.backlog_bytes == 11 * METADATA_ENTRY_CHARGE > a.engine.max_backlog_bytes

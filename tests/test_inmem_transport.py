@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _support import DEADLINE
 
 from datatransfer.ipld import dagcbor
 from datatransfer.ipld.blockstore import MemoryBlockstore
@@ -52,7 +53,7 @@ S_PEER = PeerID(b"\x00\x04send")  # the data sender
 X_PEER = PeerID(b"\x00\x04xtra")
 PULL = ChannelID(R_PEER, S_PEER, 1)  # receiver initiates
 PUSH = ChannelID(S_PEER, R_PEER, 7)  # sender initiates
-TIMEOUT = 10
+TIMEOUT = DEADLINE
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -244,7 +245,7 @@ class Pair:
 
     async def settle(self) -> None:
         """Wait until both nodes hold no per-channel state, lane or inbox."""
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while not (self.S.is_idle() and self.R.is_idle()):
                 await anyio.sleep(0.001)
         for node in (self.S, self.R):
@@ -271,7 +272,7 @@ async def request_ended(node: InMemoryNode) -> None:
     """Until ``node`` moves no data any more: its request was cancelled by
     the receiver (go-data-transfer's graphsync transport tells its Manager
     nothing of that), or it finished first."""
-    with anyio.fail_after(5):
+    with anyio.fail_after(DEADLINE):
         while node.active_channels:
             await anyio.sleep(0.001)
 
@@ -292,7 +293,7 @@ def hold_sender_until_cancelled(p: Pair, at: int) -> None:
 
     async def hold(chid, cid, size, index):
         if index == at:
-            with anyio.fail_after(5):
+            with anyio.fail_after(DEADLINE):
                 while not p.net.stats.sent["cancel"]:
                     await anyio.sleep(0.001)
 
@@ -302,7 +303,7 @@ def hold_sender_until_cancelled(p: Pair, at: int) -> None:
 async def wait_parked(node: InMemoryNode) -> None:
     """Until ``node``'s engine holds a channel whose requester cancelled
     (go-data-transfer's graphsync transport tells its Manager nothing)."""
-    with anyio.fail_after(5):
+    with anyio.fail_after(DEADLINE):
         while node.resources()["parked"] != 1:
             await anyio.sleep(0.001)
 
@@ -698,7 +699,7 @@ async def test_unknown_channel_and_cleanup():
         await p.s_ev.wait("on_request_received", chid)
         assert p.S.active_channels == {chid}
         await p.R.cleanup_channel(chid)
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while p.S.active_channels:
                 await anyio.sleep(0.001)
         await p.S.cleanup_channel(chid)
@@ -929,7 +930,7 @@ async def test_node_whose_serve_is_cancelled_goes_offline():
             await p.s_ev.wait("on_data_sent", PULL, count=5)
             assert p.net.is_online(S_PEER)
             s_scope.cancel()
-            with anyio.fail_after(1):
+            with anyio.fail_after(DEADLINE):
                 await s_done.wait()  # serve returns promptly
             assert not p.net.is_online(S_PEER) and not p.S.online
             assert not any(p.S.resources().values()), p.S.resources()
@@ -969,7 +970,7 @@ async def test_no_task_outlives_serve():
             await tg.start(p.R.serve, p.r_ev)
             await p.pull()
             await p.r_ev.wait("on_data_received", PULL, count=6)
-            with anyio.fail_after(5):  # block 9 waits on its link
+            with anyio.fail_after(DEADLINE):  # block 9 waits on its link
                 while not p.R.resources()["inbox"]:
                     await anyio.sleep(0.001)
             assert len(anyio.get_running_tasks()) > baseline + 2

@@ -22,12 +22,22 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _processes import LOOPBACK, MIB, PROCNODE, Proc, make_file, run, sha256, split_addr
+from _processes import (
+    LOOPBACK,
+    MIB,
+    PROCNODE,
+    TIMEOUT,
+    Proc,
+    make_file,
+    run,
+    sha256,
+    split_addr,
+    wait_until,
+)
 
 from datatransfer.home import open_blockstore
 from datatransfer.ipld import dagpb
@@ -85,7 +95,7 @@ def gonode() -> Path:
     return target
 
 
-def _line(proc: Proc, pred: Callable[[list[str]], bool], timeout: float = 60) -> list[str]:
+def _line(proc: Proc, pred: Callable[[list[str]], bool], timeout: float = TIMEOUT) -> list[str]:
     """The first stdout line, read already or still to come, for which
     ``pred`` holds (the order of records between two processes is not fixed,
     so a test may look for one after reading past it)."""
@@ -96,13 +106,13 @@ def _line(proc: Proc, pred: Callable[[list[str]], bool], timeout: float = 60) ->
     return proc.expect(pred, timeout=timeout)
 
 
-def _word(proc: Proc, word: str, timeout: float = 60) -> list[str]:
+def _word(proc: Proc, word: str, timeout: float = TIMEOUT) -> list[str]:
     return _line(proc, lambda w: w[0] == word, timeout=timeout)
 
 
 def go_serve(start: Callable[..., Proc], gonode: Path, *extra: object) -> tuple[Proc, str]:
     p = start([str(gonode), "serve", "-listen", LOOPBACK, *map(str, extra)], stdin=True)
-    return p, _word(p, "ADDR", timeout=30)[1]
+    return p, _word(p, "ADDR")[1]
 
 
 def go_run(start: Callable[..., Proc], gonode: Path, *args: object) -> Proc:
@@ -112,7 +122,7 @@ def go_run(start: Callable[..., Proc], gonode: Path, *args: object) -> Proc:
 def py_serve(start: Callable[..., Proc], home: Path, *extra: object) -> tuple[Proc, str]:
     p = start([*PROCNODE, "serve", "--home", str(home), "--listen", LOOPBACK, *map(str, extra)],
               stdin=True)
-    return p, _word(p, "ADDR", timeout=30)[1]
+    return p, _word(p, "ADDR")[1]
 
 
 def py_run(start: Callable[..., Proc], cmd: str, home: Path, addr: str, cid: str,
@@ -125,14 +135,14 @@ def add(path: Path, home: Path, profile: str) -> str:
     return run("add", path, "--home", home, "--profile", profile).stdout.split()[-1]
 
 
-def py_final(serve: Proc, timeout: float = 60) -> list[str]:
+def py_final(serve: Proc, timeout: float = TIMEOUT) -> list[str]:
     """The Python serve's first channel to end: ``STATE initiator id status
     sent received received_index``."""
     return _line(serve, lambda w: w[0] == "STATE" and w[3] in ("Completed", "Failed", "Cancelled"),
                  timeout=timeout)
 
 
-def go_final(serve: Proc, timeout: float = 60) -> list[str]:
+def go_final(serve: Proc, timeout: float = TIMEOUT) -> list[str]:
     """The Go serve's first channel to end: ``STATE chid status sent recv``."""
     return _line(serve, lambda w: w[0] == "STATE" and w[2] in ("Completed", "Failed", "Cancelled"),
                  timeout=timeout)
@@ -428,7 +438,7 @@ def test_python_pull_restarts_after_a_cut_against_go(tmp_path, procs, gonode, fi
     assert int(before[5]) < LARGE // 2, client.describe()  # mid-transfer
     assert relay.cut() >= 1, relay.cut_counts
     try:
-        done = _word(client, "DONE", timeout=90)
+        done = _word(client, "DONE")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- Go:\n{serve.describe()}") from None
     assert client.wait() == 0, client.describe() + serve.describe()
@@ -484,15 +494,14 @@ def test_go_pull_restarts_after_a_cut_python_serves(tmp_path, procs, gonode, fil
     relay.hold_after("down", 3 * MIB)  # our data stops reaching Go after 3 MiB
     client = go_run(procs, gonode, "pull", relay.addr(peer), cid, "-restart-backoff", "200ms",
                     "-only-via=true")
-    deadline = time.monotonic() + 60
-    while _go_received(client) < MIB:
-        assert time.monotonic() < deadline and client.proc.poll() is None, client.describe()
-        time.sleep(0.05)
+    wait_until(lambda: _go_received(client) >= MIB or client.proc.poll() is not None,
+               f"Go to receive 1 MiB\n{client.describe()}")
+    assert client.proc.poll() is None, client.describe()
     arrived = _go_received(client)
     assert arrived < LARGE // 2, client.describe()  # mid-transfer
     assert relay.cut() >= 1, relay.cut_counts
     try:
-        done = _word(client, "DONE", timeout=90)
+        done = _word(client, "DONE")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- Python:\n{serve.describe()}") from None
     assert done[1] == "Completed", client.describe() + serve.describe()

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 from _support import (
+    DEADLINE,
     FAST,
     LabelVoucher,
     Node,
@@ -63,8 +64,7 @@ def _setup(manager: Manager, reval=None) -> None:  # type: ignore[no-untyped-def
 async def _node(stack: AsyncExitStack, transport, peer, bs, reval=None) -> Node:  # type: ignore[no-untyped-def]
     manager = Manager(transport, store=SqliteChannelStore(), config=FAST)
     _setup(manager, reval)
-    rec = Recorder()
-    manager.subscribe(rec)
+    rec = Recorder.watch(manager)
     await stack.enter_async_context(manager)
     return Node(peer, manager, bs, rec)
 
@@ -85,7 +85,7 @@ async def libp2p_pair(tmp_path: Path, reval=None, **options) -> AsyncIterator[tu
         await connect(hosts[0], peer_addrs(hosts[1])[0])
         yield nodes[0], nodes[1]
         for node in nodes:
-            node.manager.events.flush(5)
+            node.manager.events.flush(DEADLINE)
 
 
 @asynccontextmanager
@@ -100,7 +100,7 @@ async def inmem_pair(**options: Any) -> AsyncIterator[tuple[Node, Node]]:
             nodes.append(await _node(stack, net.transport(peer, bs, **options), peer, bs))
         yield nodes[0], nodes[1]
         for node in nodes:
-            node.manager.events.flush(5)
+            node.manager.events.flush(DEADLINE)
 
 
 def make_file(size: int, seed: int = 1) -> bytes:
@@ -110,11 +110,11 @@ def make_file(size: int, seed: int = 1) -> bytes:
 async def settle(*nodes: Node, chid: ChannelID) -> None:
     for node in nodes:
         try:
-            await node.manager.wait(chid, timeout=15)
+            await node.manager.wait(chid, timeout=DEADLINE)
         except ChannelNotFound:
             pass
     for node in nodes:
-        assert node.manager.events.flush(5)
+        assert node.manager.events.flush(DEADLINE)
 
 
 def read_back(bs: MemoryBlockstore, root) -> bytes:  # type: ignore[no-untyped-def]
@@ -185,14 +185,14 @@ async def test_cancel_mid_transfer_over_libp2p(tmp_path, who):
         root, size, _ = make_dag(b.blockstore, leaves=8)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
         await a.manager.wait(chid, {__import__("statemachine").Status.ResponderPaused},
-                             timeout=10)
+                             timeout=DEADLINE)
         canceller = a if who == "a" else b
         await canceller.manager.close_channel(chid)
         await settle(a, b, chid=chid)
         for node in (a, b):
             assert node.manager.channel_state(chid).status.name == "Cancelled"
         assert a.manager.channel_state(chid).received < size
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while not (a.manager.transport.is_idle() and b.manager.transport.is_idle()):
                 await anyio.sleep(0.02)
 
@@ -207,7 +207,7 @@ async def test_oversized_frame_resets_the_stream_and_the_node_keeps_serving(tmp_
         host_a = a.manager.transport.host
         stream = await host_a.new_stream(libp2p_id(b.peer), [GRAPHSYNC_PROTOCOL])
         await stream.write(encode_uvarint(MAX_FRAME + 1) + b"\x00" * 64)
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while b.manager.transport.stats.bad_frames == 0:
                 await anyio.sleep(0.02)
         try:
@@ -277,12 +277,12 @@ async def test_connection_loss_mid_pull_restarts_and_skips_held_blocks(tmp_path)
 
         a.manager.transport.engine._send_gs = spy
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
-        with anyio.fail_after(10):
+        with anyio.fail_after(DEADLINE):
             await gate.reached.wait()
             while a.manager.channel_state(chid).received_index < k:
                 await anyio.sleep(0.01)
         await a.manager.transport.host.get_network().close_peer(libp2p_id(b.peer))
-        with anyio.fail_after(10):
+        with anyio.fail_after(DEADLINE):
             while "Disconnected" not in a.recorder.codes(chid):
                 await anyio.sleep(0.01)
         gate.release.set()
@@ -339,7 +339,7 @@ async def test_receiver_pause_does_not_wait_for_the_senders_answers(tmp_path):
         root, size, order = make_dag(b.blockstore, leaves=16)
         sent = _count_sent(b.manager)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
-        with anyio.fail_after(10):
+        with anyio.fail_after(DEADLINE):
             await gate.reached.wait()
         dtnet = a.manager.transport.dtnet
         handed_over = dtnet.stats.sent
@@ -350,14 +350,14 @@ async def test_receiver_pause_does_not_wait_for_the_senders_answers(tmp_path):
         assert not held.release.is_set()
         assert a.manager.channel_state(chid).status.name == "InitiatorPaused"
         gate.release.set()
-        with anyio.fail_after(10):  # b takes the cancel; what it sent before lands
+        with anyio.fail_after(DEADLINE):  # b takes the cancel; what it sent before lands
             while not (b.manager.transport.resources()["parked"] == 1
                        and a.manager.channel_state(chid).received_index == len(sent)):
                 await anyio.sleep(0.01)
             assert held.waiting >= 1  # the pause message's stream, waiting for b
         held.release.set()
         await b.manager.wait(chid, {__import__("statemachine").Status.InitiatorPaused},
-                             timeout=10)
+                             timeout=DEADLINE)
         assert len(sent) < len(order)  # held back while paused
         await a.manager.resume_channel(chid)
         await settle(a, b, chid=chid)
@@ -391,12 +391,12 @@ async def test_optimistic_message_sends_stay_ordered_and_a_refusal_is_counted(tm
         net_b.start()
         peer_b = peer_id_of(hb)
         await connect(ha, peer_addrs(hb)[0])
-        with anyio.fail_after(10):  # identify tells a what b speaks
+        with anyio.fail_after(DEADLINE):  # identify tells a what b speaks
             while net_a._known_protocol(peer_b) is None:
                 await anyio.sleep(0.01)
         for i in range(1, 6):
             await net_a.send_message(peer_b, update_request(i, paused=bool(i % 2)))
-        with anyio.fail_after(10):
+        with anyio.fail_after(DEADLINE):
             while len(got) < 5:
                 await anyio.sleep(0.01)
         assert got == [1, 2, 3, 4, 5]
@@ -449,7 +449,7 @@ async def test_pause_and_resume_over_libp2p_send_nothing_twice(tmp_path, script,
         a.manager.transport.engine._send_gs = spy
         sent = _count_sent(b.manager)  # every block b hands to the network
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
-        with anyio.fail_after(10):
+        with anyio.fail_after(DEADLINE):
             await gate.reached.wait()
         nodes = {"a": a, "b": b}
         racing = "a.pause!" in script
@@ -459,7 +459,7 @@ async def test_pause_and_resume_over_libp2p_send_nothing_twice(tmp_path, script,
             await (manager.pause_channel if action == "pause" else manager.resume_channel)(chid)
             gate.release.set()
             if step == "a.pause":  # let what b sent before the cancel land
-                with anyio.fail_after(10):
+                with anyio.fail_after(DEADLINE):
                     while not (b.manager.transport.resources()["parked"] == 1
                                and a.manager.channel_state(chid).received_index
                                == b.manager.channel_state(chid).sent_index):
@@ -467,7 +467,7 @@ async def test_pause_and_resume_over_libp2p_send_nothing_twice(tmp_path, script,
             if expected != "Ongoing":
                 for node in (a, b):
                     await node.manager.wait(
-                        chid, {__import__("statemachine").Status[expected]}, timeout=10)
+                        chid, {__import__("statemachine").Status[expected]}, timeout=DEADLINE)
         await settle(a, b, chid=chid)
         for node in (a, b):
             seen = node.recorder.statuses(chid)

@@ -16,12 +16,14 @@ import anyio
 import pytest
 from _support import (
     ALL,
+    DEADLINE,
     FAST,
     LabelVoucher,
     NoteResult,
     ScriptedValidator,
     harness,
     make_dag,
+    quiesce,
 )
 
 from datatransfer.config import ManagerConfig
@@ -65,13 +67,13 @@ async def test_responder_giving_up_on_a_paused_initiator_announces_it() -> None:
                          config=replace(QUIET, peer_pause_timeout=0.2))
         root, _, _ = make_dag(b.blockstore, leaves=4)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("pause"), root, ALL)
-        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
         await a.manager.pause_channel(chid)
         assert a.manager.channel_status(chid) is S.BothPaused
-        sb = await b.manager.wait(chid, timeout=5)
+        sb = await b.manager.wait(chid, timeout=DEADLINE)
         assert (sb.status, sb.message) == (
             S.Failed, "the other peer paused the channel and did not resume it within 0.2 s")
-        sa = await a.manager.wait(chid, timeout=5)
+        sa = await a.manager.wait(chid, timeout=DEADLINE)
         assert (sa.status, sa.message) == (S.Cancelled, "cancelled by the other peer")
 
 
@@ -86,14 +88,14 @@ async def test_a_paused_initiator_is_not_failed_for_lack_of_progress() -> None:
                          config=replace(QUIET, no_progress_timeout=0.1))
         root, size, _ = make_dag(b.blockstore, leaves=4)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("pause"), root, ALL)
-        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
         await a.manager.pause_channel(chid)
-        await b.manager.wait(chid, {S.BothPaused}, timeout=5)
+        await b.manager.wait(chid, {S.BothPaused}, timeout=DEADLINE)
         # many no-progress periods pass on the responder's clock
-        await anyio.sleep(1.0)
+        await quiesce(1.0)
         assert b.manager.channel_status(chid) is S.BothPaused
         await a.manager.resume_channel(chid)
-        await b.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await b.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
         assert b.manager.channel_state(chid).message != "the other peer stopped answering"
 
 
@@ -109,11 +111,11 @@ async def test_a_paused_initiator_that_is_gone_is_not_waited_for() -> None:
                          config=replace(QUIET, no_progress_timeout=0.2))
         root, _, _ = make_dag(b.blockstore, leaves=4)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("pause"), root, ALL)
-        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
         await a.manager.pause_channel(chid)
-        await b.manager.wait(chid, {S.BothPaused}, timeout=5)
+        await b.manager.wait(chid, {S.BothPaused}, timeout=DEADLINE)
         h.net.disconnect(a.peer, b.peer)
-        sb = await b.manager.wait(chid, timeout=5)
+        sb = await b.manager.wait(chid, timeout=DEADLINE)
         assert (sb.status, sb.message) == (
             S.Failed, "no progress for 0.2 s: the other peer stopped answering")
 
@@ -140,16 +142,16 @@ async def test_unreachable_peer_does_not_hold_the_watchdog() -> None:
         a.manager.transport.send_message = send_message  # type: ignore[method-assign]
         root, _, _ = make_dag(a.blockstore, leaves=2)
         first = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL)
-        s1 = await a.manager.wait(first, timeout=5)
+        s1 = await a.manager.wait(first, timeout=DEADLINE)
         assert s1.status is S.Failed
         assert s1.message == "timed out after 0.1 s waiting for the request to be accepted"
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while not hanging:
                 await anyio.sleep(0.005)
         second = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL)
-        s2 = await a.manager.wait(second, timeout=5)
+        s2 = await a.manager.wait(second, timeout=DEADLINE)
         assert s2.status is S.Failed and s2.message == s1.message
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while len(hanging) < 2:
                 await anyio.sleep(0.005)
         assert [m.transfer_id for m in hanging] == [first.id, second.id]
@@ -176,15 +178,15 @@ async def test_initiator_pausing_a_request_awaiting_a_voucher_fails_it_at_once(
         root, _, _ = make_dag(source.blockstore, leaves=4)
         open_channel = a.manager.open_pull_channel if pull else a.manager.open_push_channel
         chid = await open_channel(b.peer, LabelVoucher("retry"), root, ALL)
-        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
         assert b.manager.channel_status(chid) is S.Requested
         await a.manager.pause_channel(chid)
-        sb = await b.manager.wait(chid, timeout=5)
+        sb = await b.manager.wait(chid, timeout=DEADLINE)
         assert sb.status is S.Failed
         assert sb.message == (
             "the initiator paused the request before it was accepted (it waited for a "
             "voucher that passes validation); a paused request cannot be accepted")
-        sa = await a.manager.wait(chid, timeout=5)
+        sa = await a.manager.wait(chid, timeout=DEADLINE)
         assert (sa.status, sa.message) == (S.Failed, "rejected by the responder")
         assert "Accept" not in b.recorder.codes(chid)
         assert sa.received == 0 and sb.received == 0
@@ -199,13 +201,13 @@ async def test_responder_cannot_pause_a_request_awaiting_a_voucher() -> None:
         b = await h.node("b", setup=validating)
         root, size, _ = make_dag(b.blockstore, leaves=4)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("retry"), root, ALL)
-        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
         with pytest.raises(Unsupported, match="before accepting it"):
             await b.manager.pause_channel(chid)
         assert b.manager.channel_status(chid) is S.Requested
         await a.manager.send_voucher(chid, LabelVoucher("ok"))
-        sa = await a.manager.wait(chid, timeout=5)
-        sb = await b.manager.wait(chid, timeout=5)
+        sa = await a.manager.wait(chid, timeout=DEADLINE)
+        sb = await b.manager.wait(chid, timeout=DEADLINE)
         assert (sa.status, sb.status) == (S.Completed, S.Completed)
         assert sa.received == size
         assert b.manager.channel_state(chid).last_voucher_result == NoteResult("accepted")
@@ -247,7 +249,7 @@ def test_node_setup_registers_custom_vouchers_before_serving(tmp_path: Any) -> N
             assert server.manager is not None and client.manager is not None
             root, _, _ = make_dag(server.blockstore, leaves=3, leaf_size=100)
             chid = await client.pull(server.addrs()[0], root, ALL, LabelVoucher("ok"))
-            state = await client.manager.wait(chid, timeout=20)
+            state = await client.manager.wait(chid, timeout=DEADLINE)
             return state, server.manager.channel_state(chid)
 
     client_state, server_state = anyio.run(main, backend="trio")

@@ -11,6 +11,7 @@ import anyio
 import pytest
 from _support import (
     ALL,
+    DEADLINE,
     Gate,
     IgnoreAll,
     LabelVoucher,
@@ -21,6 +22,7 @@ from _support import (
     harness,
     make_dag,
     pay_when_asked,
+    quiesce,
     validating,
 )
 
@@ -50,11 +52,11 @@ async def settle(*nodes: Node, chid: ChannelID) -> None:
     """Wait until both sides are final, then until subscribers caught up."""
     for node in nodes:
         try:
-            await node.manager.wait(chid, timeout=5)
+            await node.manager.wait(chid, timeout=DEADLINE)
         except ChannelNotFound:
             pass
     for node in nodes:
-        assert node.manager.events.flush(5)
+        assert node.manager.events.flush(DEADLINE)
 
 
 def assert_holds_dag(node: Node, cids: list[CID]) -> None:
@@ -178,7 +180,7 @@ async def test_retry_validation_waits_for_another_voucher():
         root, size, order = make_dag(b.blockstore, leaves=4)
         n = len(order)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("retry"), root, ALL)
-        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
         assert b.manager.channel_status(chid) == S.Requested
         assert a.manager.channel_state(chid).last_voucher_result == NoteResult(
             "send another voucher")
@@ -203,8 +205,8 @@ async def test_accept_and_pause_then_a_voucher_resumes():
         root, size, order = make_dag(b.blockstore, leaves=4)
         n = len(order)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("pause"), root, ALL)
-        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
-        await b.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
+        await b.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
         assert a.manager.channel_state(chid).received == 0
         await a.manager.send_voucher(chid, Payment(0))
         await settle(a, b, chid=chid)
@@ -336,7 +338,7 @@ async def test_pause_and_resume_in_any_order(script, middle):
         b = await h.node("b", setup=validating(gate, LabelVoucher))
         root, size, order = make_dag(b.blockstore, leaves=8)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             await gate.reached.wait()
         nodes = {"a": a, "b": b}
         for step, expected in zip(script, middle, strict=True):
@@ -346,7 +348,7 @@ async def test_pause_and_resume_in_any_order(script, middle):
             gate.open.set()
             if expected != "Ongoing":
                 for node in (a, b):
-                    await node.manager.wait(chid, {S[expected]}, timeout=5)
+                    await node.manager.wait(chid, {S[expected]}, timeout=DEADLINE)
         await settle(a, b, chid=chid)
         for node in (a, b):
             seen = node.recorder.statuses(chid)
@@ -365,14 +367,14 @@ async def test_pause_holds_the_data_until_resumed():
         b = await h.node("b", setup=validating(gate, LabelVoucher))
         root, size, order = make_dag(b.blockstore, leaves=8)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             await gate.reached.wait()
         await a.manager.pause_channel(chid)
         gate.open.set()
-        await anyio.sleep(0.2)
+        await quiesce(0.2)
         held = a.manager.channel_state(chid).received_index
         assert held <= 3  # the block in flight may land; nothing after it
-        await anyio.sleep(0.2)
+        await quiesce(0.2)
         assert a.manager.channel_state(chid).received_index == held
         assert a.manager.channel_status(chid) == S.InitiatorPaused
         await a.manager.resume_channel(chid)
@@ -401,10 +403,10 @@ async def test_responder_update_and_cancel_are_shaped_as_go_sends_them():
         transport.send_message = send_message
         root, _, _ = make_dag(b.blockstore, leaves=8)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             await gate.reached.wait()
         await b.manager.pause_channel(chid)
-        await a.manager.wait(chid, {S.ResponderPaused}, timeout=5)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
         await b.manager.close_channel(chid)
         gate.open.set()
         await settle(a, b, chid=chid)
@@ -424,7 +426,7 @@ async def test_cancel_mid_transfer_from_either_side(who):
         b = await h.node("b", setup=validating(gate, LabelVoucher))
         root, size, order = make_dag(b.blockstore, leaves=8)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             await gate.reached.wait()
         canceller = a if who == "a" else b
         await canceller.manager.close_channel(chid)
@@ -542,7 +544,7 @@ async def test_wait_for_a_status_a_channel_can_no_longer_reach_returns_its_end()
         b = await h.node("b", setup=validating())
         root, _, _ = make_dag(b.blockstore, leaves=2)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("reject"), root, ALL)
-        with anyio.fail_after(10):
+        with anyio.fail_after(DEADLINE):
             state = await a.manager.wait(chid, {S.Ongoing})
         assert state.status == S.Failed
 
@@ -592,7 +594,7 @@ async def test_a_request_waiting_for_validation_is_stored_once_the_app_resumes_i
         b = await h.node("b", store=store, setup=validating())
         root, _, _ = make_dag(b.blockstore, leaves=2)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("retry"), root, ALL)
-        with anyio.fail_after(10):
+        with anyio.fail_after(DEADLINE):
             while chid not in b.manager.channels():
                 await anyio.sleep(0.01)
         assert store.load(chid) is None  # waiting for a voucher: not stored

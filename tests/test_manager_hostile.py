@@ -15,11 +15,13 @@ import anyio
 import pytest
 from _support import (
     ALL,
+    DEADLINE,
     FAST,
     LabelVoucher,
     ScriptedValidator,
     harness,
     make_dag,
+    quiesce,
 )
 
 from datatransfer.ipld import dagcbor
@@ -213,7 +215,7 @@ async def test_a_record_the_store_refuses_is_not_applied():
         b = await h.node("b", setup=serving(ScriptedValidator()), store=store)
         root, _, _ = make_dag(a.blockstore, leaves=2)
         chid = await a.manager.open_push_channel(b.peer, LabelVoucher("pause"), root, ALL)
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while b.manager.channel_status(chid) != S.ResponderPaused:
                 await anyio.sleep(0.005)
         before = b.manager.channel_state(chid)
@@ -227,7 +229,7 @@ async def test_a_record_the_store_refuses_is_not_applied():
         assert store.load(chid).record == stored
         store.failing = False
         await b.manager.close_channel(chid)
-        assert (await b.manager.wait(chid, timeout=5)).status == S.Cancelled
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status == S.Cancelled
 
 
 async def test_a_request_waiting_for_a_valid_voucher_is_not_stored_until_accepted():
@@ -237,13 +239,13 @@ async def test_a_request_waiting_for_a_valid_voucher_is_not_stored_until_accepte
         b = await h.node("b", setup=serving(validator))
         root, _, _ = make_dag(b.blockstore, leaves=2)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("retry"), root, ALL)
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while chid not in b.manager.in_progress_channels():
                 await anyio.sleep(0.005)
-        await anyio.sleep(0.1)
+        await quiesce(0.1)
         assert b.manager.store.load(chid) is None  # in memory only
         await a.manager.send_voucher(chid, LabelVoucher("ok"))
-        assert (await a.manager.wait(chid, timeout=5)).status == S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status == S.Completed
         assert b.manager.store.load(chid) is not None  # validated: stored
 
 
@@ -254,8 +256,8 @@ async def test_ended_channels_leave_memory_and_stay_queryable_from_the_store():
         b = await h.node("b", setup=serving())
         root, _, _ = make_dag(b.blockstore, leaves=3)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("ok"), root, ALL)
-        assert (await a.manager.wait(chid, timeout=5)).status == S.Completed
-        with anyio.fail_after(5):
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status == S.Completed
+        with anyio.fail_after(DEADLINE):
             while chid in b.manager.core.channels or chid in a.manager.core.channels:
                 await anyio.sleep(0.01)
         for node in (a, b):
@@ -263,7 +265,7 @@ async def test_ended_channels_leave_memory_and_stay_queryable_from_the_store():
             assert node.manager.channel_state(chid).status == S.Completed
             assert chid in node.manager.channels()
             assert chid not in node.manager.in_progress_channels()
-            assert (await node.manager.wait(chid, timeout=1)).status == S.Completed
+            assert (await node.manager.wait(chid, timeout=DEADLINE)).status == S.Completed
         # a restart for it (the initiator lost the end) brings it back and is
         # answered as for any completed channel
         again = restart_request(chid.id, base_cid=root, selector=ALL,
@@ -283,7 +285,7 @@ async def test_a_node_restarted_on_a_store_of_ended_channels_does_not_load_them(
         done = [await a.manager.open_pull_channel(b.peer, LabelVoucher("ok"), root, ALL)
                 for _ in range(3)]
         for chid in done:
-            assert (await a.manager.wait(chid, timeout=5)).status == S.Completed
+            assert (await a.manager.wait(chid, timeout=DEADLINE)).status == S.Completed
     async with harness() as h:
         b2 = await h.node("b", setup=serving(), store=store)
         assert b2.manager.core.channels == {}  # memory holds live channels only
@@ -297,7 +299,7 @@ async def test_a_local_failure_does_not_dial_a_peer_that_is_gone():
         b = await h.node("b", setup=serving(ScriptedValidator()))
         root, _, _ = make_dag(b.blockstore, leaves=2)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("pause"), root, ALL)
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while b.manager.channel_status(chid) != S.ResponderPaused:
                 await anyio.sleep(0.005)
         spy = Spy(b.manager.transport)
@@ -307,6 +309,6 @@ async def test_a_local_failure_does_not_dial_a_peer_that_is_gone():
         # timeout; the initiator's cancel never arrives: fail it as a timeout does
         await b.manager._run(b.manager.core._fail_here(b.manager.core.channels[chid],
                                                        "timed out (test)"))
-        assert (await b.manager.wait(chid, timeout=5)).status == S.Failed
-        await anyio.sleep(0.1)
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status == S.Failed
+        await quiesce(0.1)
         assert spy.sent == []  # not told: no dial for a peer that is gone

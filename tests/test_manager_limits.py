@@ -20,6 +20,7 @@ import anyio
 import pytest
 from _support import (
     ALL,
+    DEADLINE,
     FAST,
     LabelVoucher,
     Node,
@@ -53,7 +54,7 @@ def limited(n: int | None = LIMIT) -> ManagerConfig:
     return replace(FAST, max_channels_per_peer=n)
 
 
-async def until(pred, timeout: float = 5.0) -> None:
+async def until(pred, timeout: float = DEADLINE) -> None:
     with anyio.fail_after(timeout):
         while not pred():
             await anyio.sleep(0.002)
@@ -96,7 +97,7 @@ async def test_new_request_past_the_limit_is_rejected_unvalidated_and_unstored(p
 
         opener = a.manager.open_pull_channel if pull else a.manager.open_push_channel
         extra = await opener(b.peer, LabelVoucher("ok"), root, ALL)
-        state = await a.manager.wait(extra, timeout=5)
+        state = await a.manager.wait(extra, timeout=DEADLINE)
 
         assert state.status == S.Failed
         assert state.message == REFUSED
@@ -122,12 +123,12 @@ async def test_the_limit_is_per_peer():
         # another peer has its own quota
         await open_held(c, b, root, pull=True)
         refused = await a.manager.open_pull_channel(b.peer, LabelVoucher("ok"), root, ALL)
-        state = await a.manager.wait(refused, timeout=5)
+        state = await a.manager.wait(refused, timeout=DEADLINE)
         assert state.message == REFUSED
         # this node's own channels to the peer (as initiator) do not count
         root_a, _, _ = make_dag(a.blockstore, leaves=2, seed=3)
         mine = await b.manager.open_pull_channel(a.peer, LabelVoucher("ok"), root_a, ALL)
-        assert (await b.manager.wait(mine, timeout=5)).status == S.Completed
+        assert (await b.manager.wait(mine, timeout=DEADLINE)).status == S.Completed
 
 
 async def test_channels_that_end_make_room_again():
@@ -138,16 +139,16 @@ async def test_channels_that_end_make_room_again():
         root, size, _ = make_dag(b.blockstore, leaves=4)
         held = [await open_held(a, b, root, pull=True) for _ in range(LIMIT)]
         refused = await a.manager.open_pull_channel(b.peer, LabelVoucher("ok"), root, ALL)
-        assert (await a.manager.wait(refused, timeout=5)).message == REFUSED
+        assert (await a.manager.wait(refused, timeout=DEADLINE)).message == REFUSED
 
         await a.manager.close_channel(held[0])  # ends on b too: Cancelled
         await until(lambda: b.manager.channel_status(held[0]) in FINAL_STATUSES)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("ok"), root, ALL)
-        state = await a.manager.wait(chid, timeout=5)
+        state = await a.manager.wait(chid, timeout=DEADLINE)
         assert state.status == S.Completed and state.received == size
         # completed channels count no more than cancelled ones
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("ok"), root, ALL)
-        assert (await a.manager.wait(chid, timeout=5)).status == S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status == S.Completed
         assert [call[2] for call in validator.calls] == ["pause", "pause", "ok", "ok"]
 
 
@@ -160,7 +161,7 @@ async def test_restart_of_an_existing_channel_at_the_limit_is_served():
         held = [await open_held(a, b, root, pull=False) for _ in range(LIMIT)]
         await a.manager.restart_channel(held[0])
         await until(lambda: ("push", True, "pause") in validator.calls)
-        assert b.manager.events.flush(5)
+        assert b.manager.events.flush(DEADLINE)
         assert "Restart" in b.recorder.codes(held[0])
         assert b.manager.channel_status(held[0]) not in FINAL_STATUSES
         assert a.manager.channel_status(held[0]) not in FINAL_STATUSES
@@ -213,7 +214,7 @@ async def test_channels_loaded_from_the_store_count_and_restart(tmp_path: Path):
         async with b:
             assert set(b.in_progress_channels()) == set(held)
             extra = await a.open_push_channel(pb, LabelVoucher("ok"), root, ALL)
-            state = await a.wait(extra, timeout=5)
+            state = await a.wait(extra, timeout=DEADLINE)
             assert state.message == REFUSED
             assert all(is_restart for _, is_restart, _ in second.calls)
             assert extra not in b.channels()
@@ -259,4 +260,4 @@ async def test_requests_being_validated_count_against_the_limit():
         assert len(validator.calls) == LIMIT
         validator.gate.set()
         for chid in set(chids) - set(refused):
-            assert (await a.manager.wait(chid, timeout=5)).status == S.Completed
+            assert (await a.manager.wait(chid, timeout=DEADLINE)).status == S.Completed

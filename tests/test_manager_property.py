@@ -67,6 +67,7 @@ import anyio
 import hypothesis
 import pytest
 from _support import (
+    DEADLINE,
     LabelVoucher,
     NoteResult,
     PayEveryN,
@@ -74,6 +75,7 @@ from _support import (
     ScriptedValidator,
     harness,
     make_dag,
+    quiesce,
 )
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import strategies as st
@@ -113,10 +115,11 @@ CONFIG = ManagerConfig(
     send_timeout=1.0,
 )
 #: Longest a single operation on the event loop may take.
-OP_TIMEOUT = 10.0
+OP_TIMEOUT = DEADLINE
 #: Longest the channels may take to become final once the network is quiet:
-#: a few rounds of every timeout plus the whole restart backoff.
-SETTLE_TIMEOUT = 15.0
+#: a few rounds of every timeout plus the whole restart backoff (generous: a
+#: loaded machine).
+SETTLE_TIMEOUT = DEADLINE
 #: The application pays this much whenever a responder asks for money.
 ENOUGH = 10**12
 #: Statuses in which an initiator may be waiting for a voucher from its app.
@@ -671,7 +674,7 @@ class ManagersMachine(RuleBasedStateMachine):
         self.raise_crash()
         for box in self.nodes:
             assert box.manager is not None
-            assert box.manager.events.flush(5)
+            assert box.manager.events.flush(DEADLINE)
         self.check_events()
         assert not pending, "channels not final once quiet: {}\n{}".format(
             pending, "\n".join(self.history(info) for info in self.infos
@@ -826,7 +829,7 @@ class ManagersMachine(RuleBasedStateMachine):
         return "\n".join(lines)
 
     def check_transports_idle(self) -> None:
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + DEADLINE
         while True:
             busy = {box.name: self.call(box.transport.resources) for box in self.nodes
                     if not self.call(box.transport.is_idle)}
@@ -865,10 +868,10 @@ def _validating(manager: Manager) -> None:
 
 async def _wait_known(manager: Manager, chid: ChannelID) -> ChannelState:
     """Wait until the responder knows the channel, then until it is final."""
-    with anyio.fail_after(5):
+    with anyio.fail_after(DEADLINE):
         while manager.channel_status(chid) is S.ChannelNotFoundError:
             await anyio.sleep(0.005)
-    return await manager.wait(chid, timeout=5)
+    return await manager.wait(chid, timeout=DEADLINE)
 
 
 @pytest.mark.anyio
@@ -882,17 +885,17 @@ async def test_voucher_arriving_after_the_responder_completed_is_ignored():
         b = await h.node("b", setup=_validating)
         root, _, _ = make_dag(b.blockstore, leaves=2)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
-        assert (await a.manager.wait(chid, timeout=5)).status is S.Completed
-        assert (await b.manager.wait(chid, timeout=5)).status is S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
         late = TransferRequest(type=MessageType.Voucher, transfer_id=chid.id,
                                voucher=Payment(5).to_node(), voucher_type=Payment.type_id)
         await a.manager.transport.send_message(b.peer, late)
-        await anyio.sleep(0.05)
+        await quiesce(0.05)
         assert b.manager.channel_status(chid) is S.Completed
         # b still serves
         again = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root,
                                                   ALL_SELECTOR_NODE)
-        assert (await a.manager.wait(again, timeout=5)).status is S.Completed
+        assert (await a.manager.wait(again, timeout=DEADLINE)).status is S.Completed
 
 
 @pytest.mark.anyio
@@ -913,8 +916,8 @@ async def test_duplicated_complete_response_does_not_undo_completion():
 
         h.net.duplicate(complete_response, count=1)
         chid = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
-        assert (await a.manager.wait(chid, timeout=5)).status is S.Completed
-        assert (await b.manager.wait(chid, timeout=5)).status is S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
 
 
 @pytest.mark.anyio
@@ -933,7 +936,7 @@ async def test_pull_restarted_after_the_responder_completed_completes():
         assert (await _wait_known(b.manager, chid)).status is S.Completed
         h.net.partition([a.peer], [b.peer])  # loses the delayed end of the data
         h.net.heal()
-        assert (await a.manager.wait(chid, timeout=5)).status is S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
 
 
 @pytest.mark.anyio
@@ -953,10 +956,10 @@ async def test_voucher_accepted_after_the_initiator_paused_does_not_crash():
         root, _, _ = make_dag(a.blockstore, leaves=1, leaf_size=1)
         chid = await a.manager.open_push_channel(b.peer, LabelVoucher("retry"), root,
                                                  ALL_SELECTOR_NODE)
-        await a.manager.wait(chid, [S.ResponderPaused], timeout=5)
+        await a.manager.wait(chid, [S.ResponderPaused], timeout=DEADLINE)
         await a.manager.pause_channel(chid)
         assert (await _wait_known(b.manager, chid)).status is S.Failed
-        assert (await a.manager.wait(chid, timeout=5)).status is S.Failed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status is S.Failed
         late = TransferRequest(type=MessageType.Voucher, transfer_id=chid.id,
                                voucher=LabelVoucher("ok").to_node(),
                                voucher_type=LabelVoucher.type_id)
@@ -965,7 +968,7 @@ async def test_voucher_accepted_after_the_initiator_paused_does_not_crash():
         b.blockstore.put_many([Block(root, a.blockstore.get(root))])
         again = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root,
                                                   ALL_SELECTOR_NODE)
-        assert (await a.manager.wait(again, timeout=5)).status is S.Completed
+        assert (await a.manager.wait(again, timeout=DEADLINE)).status is S.Completed
         assert b.manager.channel_status(chid) is S.Failed
 
 
@@ -985,11 +988,11 @@ async def test_responder_resuming_while_finalizing_tells_the_initiator():
         b = await h.node("b", setup=final_payment)
         root, _, _ = make_dag(a.blockstore, leaves=1, leaf_size=1)
         chid = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
-        await a.manager.wait(chid, [S.ResponderFinalizingTransferFinished], timeout=5)
+        await a.manager.wait(chid, [S.ResponderFinalizingTransferFinished], timeout=DEADLINE)
         assert b.manager.channel_status(chid) is S.Finalizing
         await b.manager.resume_channel(chid)
-        assert (await b.manager.wait(chid, timeout=5)).status is S.Completed
-        assert (await a.manager.wait(chid, timeout=5)).status is S.Completed
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
 
 
 @pytest.mark.anyio
@@ -1015,7 +1018,7 @@ async def test_push_initiator_whose_complete_message_was_lost_completes():
         h.net.partition([a.peer], [b.peer])  # loses the Complete message
         h.net.heal()
         assert a.manager.channel_status(chid) is S.TransferFinished
-        assert (await a.manager.wait(chid, timeout=5)).status is S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
 
 
 @pytest.mark.anyio
@@ -1036,15 +1039,15 @@ async def test_short_final_payment_keeps_the_initiator_transfer_finished():
         b = await h.node("b", setup=final_payment)
         root, _, _ = make_dag(a.blockstore, leaves=1, leaf_size=1)
         chid = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
-        await a.manager.wait(chid, [S.ResponderFinalizingTransferFinished], timeout=5)
+        await a.manager.wait(chid, [S.ResponderFinalizingTransferFinished], timeout=DEADLINE)
         await a.manager.send_voucher(chid, Payment(0))
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while len(a.manager.channel_state(chid).voucher_results) < 3:
                 await anyio.sleep(0.005)
         assert a.manager.channel_status(chid) is S.ResponderFinalizingTransferFinished
         await a.manager.send_voucher(chid, Payment(ENOUGH))
-        assert (await a.manager.wait(chid, timeout=5)).status is S.Completed
-        assert (await b.manager.wait(chid, timeout=5)).status is S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
 
 
 @pytest.mark.anyio
@@ -1072,12 +1075,12 @@ async def test_responder_restarted_while_finalizing_completes_on_the_final_vouch
         async with manager(tb, store_b) as b:
             chid = await a.open_push_channel(tb.peer_id, LabelVoucher(), root,
                                              ALL_SELECTOR_NODE)
-            await a.wait(chid, [S.ResponderFinalizingTransferFinished], timeout=5)
+            await a.wait(chid, [S.ResponderFinalizingTransferFinished], timeout=DEADLINE)
             assert b.channel_status(chid) is S.Finalizing
         async with manager(tb, store_b) as b:
             await a.send_voucher(chid, Payment(ENOUGH))
-            assert (await a.wait(chid, timeout=5)).status is S.Completed
-            assert (await b.wait(chid, timeout=5)).status is S.Completed
+            assert (await a.wait(chid, timeout=DEADLINE)).status is S.Completed
+            assert (await b.wait(chid, timeout=DEADLINE)).status is S.Completed
 
 
 @pytest.mark.anyio
@@ -1103,13 +1106,13 @@ async def test_responder_restarted_while_paused_for_payment_resumes_on_payment()
         async with manager(tb, store_b) as b:
             chid = await a.open_pull_channel(tb.peer_id, LabelVoucher(), root,
                                              ALL_SELECTOR_NODE)
-            await a.wait(chid, [S.ResponderPaused], timeout=5)
+            await a.wait(chid, [S.ResponderPaused], timeout=DEADLINE)
             assert b.channel_status(chid) is S.ResponderPaused
         revalidator.interval = 10**9  # pay once more, then no more pauses
         async with manager(tb, store_b) as b:
             await a.send_voucher(chid, Payment(ENOUGH))
-            assert (await a.wait(chid, timeout=5)).status is S.Completed
-            assert (await b.wait(chid, timeout=5)).status is S.Completed
+            assert (await a.wait(chid, timeout=DEADLINE)).status is S.Completed
+            assert (await b.wait(chid, timeout=DEADLINE)).status is S.Completed
         for cid in order:
             cid.verify(ta.blockstore.get(cid))
 
@@ -1128,21 +1131,21 @@ async def test_voucher_arriving_while_the_responder_completes_is_ignored():
         cleanup = transport.cleanup_channel
 
         async def slow_cleanup(chid: ChannelID) -> None:
-            await anyio.sleep(0.2)
+            await quiesce(0.2)
             await cleanup(chid)
 
         transport.cleanup_channel = slow_cleanup  # type: ignore[method-assign]
         root, _, _ = make_dag(b.blockstore, leaves=1, leaf_size=1)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
-        with anyio.fail_after(5):
+        with anyio.fail_after(DEADLINE):
             while b.manager.channel_status(chid) is not S.Completing:
                 await anyio.sleep(0.001)
         late = TransferRequest(type=MessageType.Voucher, transfer_id=chid.id,
                                voucher=LabelVoucher("more").to_node(),
                                voucher_type=LabelVoucher.type_id)
         await a.manager.transport.send_message(b.peer, late)
-        assert (await a.manager.wait(chid, timeout=5)).status is S.Completed
-        assert (await b.manager.wait(chid, timeout=5)).status is S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
 
 
 @pytest.mark.anyio
@@ -1158,17 +1161,17 @@ async def test_cancel_after_success_is_refused():
         cleanup = transport.cleanup_channel
 
         async def slow_cleanup(chid: ChannelID) -> None:
-            await anyio.sleep(0.2)
+            await quiesce(0.2)
             await cleanup(chid)
 
         transport.cleanup_channel = slow_cleanup  # type: ignore[method-assign]
         root, _, _ = make_dag(a.blockstore, leaves=1, leaf_size=1)
         chid = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
-        await a.manager.wait(chid, [S.Completing], timeout=5)
+        await a.manager.wait(chid, [S.Completing], timeout=DEADLINE)
         with pytest.raises(IllegalTransition):
             await a.manager.close_channel(chid)
-        assert (await a.manager.wait(chid, timeout=5)).status is S.Completed
-        assert (await b.manager.wait(chid, timeout=5)).status is S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
 
 
 @pytest.mark.anyio
@@ -1193,17 +1196,17 @@ async def test_pull_accepted_only_by_a_restart_still_finalizes():
         h.net.delay(0.3, lambda packet: packet.kind == "response" and packet.message is not None,
                     count=1)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
-        with anyio.fail_after(5):  # b sent everything and waits for the final voucher
+        with anyio.fail_after(DEADLINE):  # b sent everything and waits for the final voucher
             while b.manager.channel_status(chid) is not S.Finalizing:
                 await anyio.sleep(0.005)
         h.net.partition([a.peer], [b.peer])  # loses the acceptance (and the data behind it)
         h.net.heal()
         state = await a.manager.wait(chid, [S.ResponderFinalizingTransferFinished, S.Completed],
-                                     timeout=5)
+                                     timeout=DEADLINE)
         assert state.status is S.ResponderFinalizingTransferFinished
         await a.manager.send_voucher(chid, Payment(ENOUGH))
-        assert (await a.manager.wait(chid, timeout=5)).status is S.Completed
-        assert (await b.manager.wait(chid, timeout=5)).status is S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
 
 
 @pytest.mark.anyio
@@ -1224,7 +1227,7 @@ async def test_lost_answer_to_the_final_voucher_is_asked_again():
         b = await h.node("b", setup=final_payment)
         root, _, _ = make_dag(a.blockstore, leaves=1, leaf_size=1)
         chid = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
-        await a.manager.wait(chid, [S.ResponderFinalizingTransferFinished], timeout=5)
+        await a.manager.wait(chid, [S.ResponderFinalizingTransferFinished], timeout=DEADLINE)
 
         def complete_response(packet: Any) -> bool:
             return (isinstance(packet.message, TransferResponse)
@@ -1232,10 +1235,10 @@ async def test_lost_answer_to_the_final_voucher_is_asked_again():
 
         h.net.delay(0.2, complete_response, count=1)
         await a.manager.send_voucher(chid, Payment(ENOUGH))
-        assert (await b.manager.wait(chid, timeout=5)).status is S.Completed
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
         h.net.partition([a.peer], [b.peer])  # loses the answer
         h.net.heal()
-        assert (await a.manager.wait(chid, timeout=5)).status is S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
 
 
 @pytest.mark.anyio
@@ -1255,10 +1258,10 @@ async def test_initiator_timing_out_is_announced_to_the_responder():
         b = await h.node("b", setup=final_payment)
         root, _, _ = make_dag(a.blockstore, leaves=1, leaf_size=1)
         chid = await a.manager.open_push_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
-        await a.manager.wait(chid, [S.ResponderFinalizingTransferFinished], timeout=5)
+        await a.manager.wait(chid, [S.ResponderFinalizingTransferFinished], timeout=DEADLINE)
         await b.manager.pause_channel(chid)
-        assert (await a.manager.wait(chid, timeout=5)).status is S.Failed
-        state = await b.manager.wait(chid, timeout=5)
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status is S.Failed
+        state = await b.manager.wait(chid, timeout=DEADLINE)
         assert (state.status, state.message) == (S.Cancelled, "cancelled by the other peer")
         with pytest.raises(IllegalTransition):
             await b.manager.resume_channel(chid)
@@ -1286,8 +1289,8 @@ async def test_pull_whose_acceptance_was_lost_still_finalizes():
                    count=1)
         chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL_SELECTOR_NODE)
         state = await a.manager.wait(chid, [S.ResponderFinalizingTransferFinished, S.Completed],
-                                     timeout=5)
+                                     timeout=DEADLINE)
         assert state.status is S.ResponderFinalizingTransferFinished
         await a.manager.send_voucher(chid, Payment(ENOUGH))
-        assert (await a.manager.wait(chid, timeout=5)).status is S.Completed
-        assert (await b.manager.wait(chid, timeout=5)).status is S.Completed
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status is S.Completed
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status is S.Completed

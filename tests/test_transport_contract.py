@@ -14,12 +14,14 @@ import anyio
 import pytest
 from _support import (
     ALL,
+    DEADLINE,
     Gate,
     LabelVoucher,
     PayEveryN,
     harness,
     make_dag,
     pay_when_asked,
+    quiesce,
     validating,
 )
 
@@ -35,7 +37,7 @@ def anyio_backend(request):
 async def ended(*pairs) -> list:
     out = []
     for node, chid in pairs:
-        out.append(await node.manager.wait(chid, timeout=15))
+        out.append(await node.manager.wait(chid, timeout=DEADLINE))
     return out
 
 
@@ -80,7 +82,7 @@ async def pull_held(h, at: int, leaves: int):  # type: ignore[no-untyped-def]
     b = await h.node("b", setup=validating(gate, LabelVoucher))
     root, size, order = make_dag(b.blockstore, leaves=leaves)
     chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
-    with anyio.fail_after(10):
+    with anyio.fail_after(DEADLINE):
         await gate.reached.wait()
     return a, b, gate, chid, size, order
 
@@ -92,9 +94,9 @@ async def test_pause_holds_the_data_and_resume_finishes_it(who):
         pauser = a if who == "initiator" else b
         await pauser.manager.pause_channel(chid)
         paused = S.InitiatorPaused if who == "initiator" else S.ResponderPaused
-        await a.manager.wait(chid, {paused}, timeout=10)
+        await a.manager.wait(chid, {paused}, timeout=DEADLINE)
         gate.open.set()
-        await anyio.sleep(0.2)
+        await quiesce(0.2)
         held = a.manager.channel_state(chid).received_index
         assert held < len(order)  # nothing flows past the pause
         await pauser.manager.resume_channel(chid)
@@ -132,7 +134,7 @@ async def test_a_cut_mid_pull_restarts_and_counts_each_byte_once():
         a, b, gate, chid, size, order = await pull_held(h, at=4, leaves=10)
         h.net.disconnect(a.peer, b.peer)
         gate.open.set()
-        await anyio.sleep(0.05)
+        await quiesce(0.05)
         h.net.connect(a.peer, b.peer)
         sa, sb = await ended((a, chid), (b, chid))
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
