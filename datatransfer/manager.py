@@ -474,22 +474,16 @@ class Manager:
         return None
 
     async def _open_data(self, effect: fx.OpenData) -> str | None:
-        try:
-            await self.transport.open_channel(effect.peer, effect.channel_id, effect.root,
-                                              effect.selector, effect.message, effect.skip)
-        except TransportError as exc:
-            return str(exc)
-        return None
+        return await self._transport_call(self.transport.open_channel, effect.peer,
+                                          effect.channel_id, effect.root, effect.selector,
+                                          effect.message, effect.skip)
 
     async def _pause_data(self, effect: fx.PauseData) -> str | None:
         return await self._transport_call(self.transport.pause_channel, effect.channel_id)
 
     async def _resume_data(self, effect: fx.ResumeData) -> str | None:
-        try:
-            await self.transport.resume_channel(effect.channel_id, effect.message)
-        except TransportError as exc:
-            return str(exc)
-        return None
+        return await self._transport_call(self.transport.resume_channel, effect.channel_id,
+                                          effect.message)
 
     async def _close_data(self, effect: fx.CloseData) -> str | None:
         return await self._transport_call(self.transport.close_channel, effect.channel_id)
@@ -498,10 +492,10 @@ class Manager:
         return await self._transport_call(self.transport.cleanup_channel, effect.channel_id)
 
     @staticmethod
-    async def _transport_call(method: Callable[[ChannelID], Any],
-                              channel_id: ChannelID) -> str | None:
+    async def _transport_call(method: Callable[..., Any], *args: Any) -> str | None:
+        """Call a transport method; its TransportError is the effect's outcome."""
         try:
-            await method(channel_id)
+            await method(*args)
         except TransportError as exc:
             return str(exc)
         return None

@@ -59,6 +59,7 @@ from typing import Any
 import multiaddr
 
 from datatransfer.config import ManagerConfig
+from datatransfer.core.channels import selector_node
 from datatransfer.errors import TrioRequired
 from datatransfer.home import HomeLock, open_blockstore, resolve_home
 from datatransfer.ipld import dagpb
@@ -198,12 +199,6 @@ def dialable_addr(addr: str) -> str:
     return "/".join(parts)
 
 
-def _selector_node(selector: Any) -> Any:
-    from datatransfer.ipld.selector import Selector, selector_to_node
-
-    return selector_to_node(selector) if isinstance(selector, Selector) else selector
-
-
 class Node:
     """One data-transfer node: identity, stores, libp2p host, transport and
     Manager, all from ``home`` (see the module docs).
@@ -341,12 +336,12 @@ class Node:
         require_cid(root, "root")
         assert self.manager is not None
         peer = await self.connect(addr)
-        want = _selector_node(selector)
+        want = selector_node(selector)
         for chid, state in sorted(self.manager.in_progress_channels().items(),
                                   key=lambda item: item[0].id, reverse=True):
             if (chid.initiator == self.peer_id and chid.responder == peer
                     and state.is_pull == pull and state.base_cid == root
-                    and _selector_node(state.selector) == want):
+                    and selector_node(state.selector) == want):
                 await self.manager.restart_channel(chid)
                 return chid
         return None

@@ -160,7 +160,8 @@ def refusal_kind(exc: BaseException) -> str:
     return "malformed"
 
 
-def _selector_node(selector: Any) -> Any:
+def selector_node(selector: Any) -> Any:
+    """A selector in its data-model form, whether given parsed or as a node."""
     return selector_to_node(selector) if isinstance(selector, Selector) else selector
 
 
@@ -1241,7 +1242,7 @@ class ChannelCore:
             want_root, want_selector = ch.base_cid, ch.selector
         if root != want_root:
             raise ProtocolError(f"data request for root {root}, not the channel's {want_root}")
-        if _selector_node(selector) != _selector_node(want_selector):
+        if selector_node(selector) != selector_node(want_selector):
             raise ProtocolError("data request with a selector other than the channel's")
 
     # ------------------------------------------------------------------ messages
