@@ -48,9 +48,10 @@ over HTTP on 127.0.0.1 only.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,7 @@ __all__ = [
     "OpenVoucher",
     "channels_path",
     "dag_size",
+    "describe_dial_failure",
     "dialable_addr",
 ]
 
@@ -175,6 +177,47 @@ def dag_size(root: CID, blockstore: Any) -> int | None:
             return None
         total += tsize
     return total
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception behind it (causes, contexts, grouped ones)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend(getattr(e, "exceptions", None) or ())
+        todo.extend(getattr(e, "errors", None) or ())
+        todo.extend((e.__cause__, e.__context__))
+
+
+_OTHER_ID = re.compile(r"(?:remote_peer_id_from_pubkey=|Peer ID mismatch: expected \S+, got )"
+                       r"(\w+)")
+
+
+def describe_dial_failure(addr: str, exc: BaseException) -> str:
+    """One line saying why dialing ``addr`` (ending in /p2p/<peer id>)
+    failed, in words people use rather than py-libp2p's."""
+    peer = addr.rsplit("/p2p/", 1)[-1]
+    causes = list(_causes(exc))
+    for e in causes:
+        m = _OTHER_ID.search(str(e))
+        if m and m.group(1) != peer:
+            return f"peer at {addr} is {m.group(1)}, not {peer}"
+    for e in causes:
+        if isinstance(e, TimeoutError) or type(e).__name__ == "TooSlowError":
+            return f"cannot reach {addr}: no answer in time"
+    for e in causes:
+        if isinstance(e, OSError) and (e.errno or e.strerror):
+            why = os.strerror(e.errno) if e.errno else str(e.strerror)
+            return f"cannot reach {addr}: {why.lower()}"
+    for e in causes:
+        if "handshake" in str(e).lower() or "security" in str(e).lower():
+            return f"cannot reach {addr}: the secure handshake failed"
+    return f"cannot reach {addr}: the connection failed"
 
 
 def _outbound_ipv4() -> str:
@@ -326,25 +369,36 @@ class Node:
 
     # -- transfers -----------------------------------------------------------------
 
-    async def resume(self, addr: str, root: CID, selector: Any = ALL_SELECTOR_NODE, *,
+    def live_channel(self, peer: PeerID, root: CID, selector: Any = ALL_SELECTOR_NODE, *,
                      pull: bool = True) -> ChannelID | None:
-        """Connect to ``addr`` and restart this node's live channel with that
-        peer for the same root, selector and direction (one an interrupted
-        ``pull`` or ``push`` left in the home: a killed process, a server
-        that went away), so only what is missing moves; None when there is
-        none (open a new one then)."""
+        """The newest live channel this node opened with ``peer`` for the same
+        root, selector and direction (one an interrupted ``pull`` or ``push``
+        left in the home), or None."""
         require_cid(root, "root")
+        self._require_started()
         assert self.manager is not None
-        peer = await self.connect(addr)
         want = selector_node(selector)
         for chid, state in sorted(self.manager.in_progress_channels().items(),
                                   key=lambda item: item[0].id, reverse=True):
             if (chid.initiator == self.peer_id and chid.responder == peer
                     and state.is_pull == pull and state.base_cid == root
                     and selector_node(state.selector) == want):
-                await self.manager.restart_channel(chid)
                 return chid
         return None
+
+    async def resume(self, addr: str, root: CID, selector: Any = ALL_SELECTOR_NODE, *,
+                     pull: bool = True) -> ChannelID | None:
+        """Connect to ``addr`` and restart this node's :meth:`live_channel`
+        with that peer (a killed process, a server that went away), so only
+        what is missing moves; None when there is none (open a new one then)."""
+        require_cid(root, "root")
+        self._require_started()
+        assert self.manager is not None
+        peer = await self.connect(addr)
+        chid = self.live_channel(peer, root, selector, pull=pull)
+        if chid is not None:
+            await self.manager.restart_channel(chid)
+        return chid
 
     async def pull(
         self, addr: str, root: CID, selector: Any = ALL_SELECTOR_NODE, voucher: Voucher | None = None

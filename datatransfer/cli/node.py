@@ -15,13 +15,12 @@ import json
 import math
 import os
 import random
-import re
 import signal
 import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,8 @@ import anyio
 import click
 
 from datatransfer.cli.blocks import _home_option, _parse_cid
+from datatransfer.cli.control import daemon_for, fail
+from datatransfer.cli.control import transfer as transfer_via_daemon
 from datatransfer.cli.output import (
     adopt_libp2p_logger,
     check_output,
@@ -38,9 +39,11 @@ from datatransfer.cli.output import (
     open_output,
 )
 from datatransfer.config import ManagerConfig
+from datatransfer.daemon.client import DaemonUnavailable
+from datatransfer.daemon.protocol import ApiError, channel_row, match_channel, short_channel_id
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
-from datatransfer.node import LOCAL_LISTEN, Node, channels_path, dag_size
+from datatransfer.node import LOCAL_LISTEN, Node, channels_path, dag_size, describe_dial_failure
 from datatransfer.types import ChannelID, ChannelState
 from statemachine import FINAL_STATUSES, Status
 
@@ -109,7 +112,7 @@ def _check_addr(addr: str) -> str:
         raise bad(f"bad peer id in {addr}") from None
 
 
-async def _resolve_dns(addr: str) -> str:
+def resolve_dns(addr: str) -> str:
     """``addr`` with a leading /dns, /dns4 or /dns6 part replaced by the first
     address the system resolver gives (py-libp2p's own resolver skips
     /etc/hosts); other addresses unchanged. Raises ``click.ClickException``
@@ -119,8 +122,7 @@ async def _resolve_dns(addr: str) -> str:
         return addr
     host = parts[2]
     try:
-        infos = await anyio.getaddrinfo(host, None, family=_DNS[parts[1]],
-                                        type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, None, family=_DNS[parts[1]], type=socket.SOCK_STREAM)
     except OSError as exc:
         raise click.ClickException(f"cannot resolve {host}: {exc.strerror or exc}") from None
     if not infos:
@@ -128,45 +130,6 @@ async def _resolve_dns(addr: str) -> str:
     family, ip = infos[0][0], infos[0][4][0]
     parts[1:3] = ["ip6" if family == socket.AF_INET6 else "ip4", str(ip)]
     return "/".join(parts)
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and every exception behind it (causes, contexts, grouped ones)."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        todo.extend(getattr(e, "exceptions", None) or ())
-        todo.extend(getattr(e, "errors", None) or ())
-        todo.extend((e.__cause__, e.__context__))
-
-
-_OTHER_ID = re.compile(r"(?:remote_peer_id_from_pubkey=|Peer ID mismatch: expected \S+, got )"
-                       r"(\w+)")
-
-
-def _dial_failure(addr: str, peer: str, exc: BaseException) -> str:
-    """One line saying why dialing ``addr`` failed, without py-libp2p's words."""
-    causes = list(_causes(exc))
-    for e in causes:
-        m = _OTHER_ID.search(str(e))
-        if m and m.group(1) != peer:
-            return f"peer at {addr} is {m.group(1)}, not {peer}"
-    for e in causes:
-        if isinstance(e, TimeoutError) or type(e).__name__ == "TooSlowError":
-            return f"cannot reach {addr}: no answer in time"
-    for e in causes:
-        if isinstance(e, OSError) and (e.errno or e.strerror):
-            why = os.strerror(e.errno) if e.errno else str(e.strerror)
-            return f"cannot reach {addr}: {why.lower()}"
-    for e in causes:
-        if "handshake" in str(e).lower() or "security" in str(e).lower():
-            return f"cannot reach {addr}: the secure handshake failed"
-    return f"cannot reach {addr}: the connection failed"
 
 
 async def _watch_signals(scope: anyio.CancelScope, hit: list[int]) -> None:
@@ -185,16 +148,27 @@ async def _watch_signals(scope: anyio.CancelScope, hit: list[int]) -> None:
               show_default=True, help="Multiaddr to listen on (repeatable).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port).")
+@click.option("--api-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port of the control API on 127.0.0.1 (0: any free port).")
+@click.option("--no-api", is_flag=True, default=False,
+              help="Run without the control API (other commands then cannot use this node).")
 @_home_option
-def serve(listen: tuple[str, ...], metrics_port: int | None, home: Path | None) -> None:
-    """Serve this home's blocks until SIGINT/SIGTERM.
+def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_api: bool,
+          home: Path | None) -> None:
+    """Run a node on this home until SIGINT/SIGTERM: serve its blocks and
+    its control API.
 
     The first line of stdout is the node's address (with /p2p/<peer id>);
-    other addresses and the metrics URL go to stderr. Requests carrying the
-    open voucher are accepted.
+    other addresses, the API and metrics URLs go to stderr. While it runs,
+    `pull`, `push`, `ls`, `cancel`, `pause`, `resume`, `restart` and `watch`
+    on the same home go through its control API (URL in HOME/api.json,
+    token in HOME/api.token, readable by the owner only). Requests carrying
+    the open voucher are accepted.
     """
 
     async def main() -> None:
+        from datatransfer.daemon.server import ControlServer
+
         node = Node(home, listen=listen, metrics=metrics_port is not None)
         try:
             await node.__aenter__()
@@ -204,21 +178,34 @@ def serve(listen: tuple[str, ...], metrics_port: int | None, home: Path | None) 
             # signals are taken before the address is printed: whoever reads
             # it may stop the node at once
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                addrs = node.addrs()
-                click.echo(addrs[0])
-                sys.stdout.flush()
-                for other in addrs[1:]:
-                    click.echo(f"also listening on {other}", err=True)
-                if metrics_port is not None:
-                    try:
-                        port = node.serve_metrics(metrics_port)
-                    except OSError as exc:
-                        raise click.ClickException(
-                            f"cannot serve metrics on 127.0.0.1:{metrics_port}: {exc}") from None
-                    click.echo(f"metrics: http://127.0.0.1:{port}/metrics", err=True)
-                async for signum in signals:
-                    click.echo(f"{signal.Signals(signum).name}: shutting down", err=True)
-                    break
+                async with anyio.create_task_group() as tg:
+                    api = None
+                    if not no_api:
+                        try:
+                            api = await tg.start(ControlServer(node, port=api_port).serve)
+                        except OSError as exc:
+                            raise click.ClickException(
+                                f"cannot serve the control API on 127.0.0.1:{api_port}: "
+                                f"{exc.strerror or exc}") from None
+                    addrs = node.addrs()
+                    click.echo(addrs[0])
+                    sys.stdout.flush()
+                    for other in addrs[1:]:
+                        click.echo(f"also listening on {other}", err=True)
+                    if api is not None:
+                        click.echo(f"control API: {api}", err=True)
+                    if metrics_port is not None:
+                        try:
+                            port = node.serve_metrics(metrics_port)
+                        except OSError as exc:
+                            raise click.ClickException(
+                                f"cannot serve metrics on 127.0.0.1:{metrics_port}: {exc}"
+                            ) from None
+                        click.echo(f"metrics: http://127.0.0.1:{port}/metrics", err=True)
+                    async for signum in signals:
+                        click.echo(f"{signal.Signals(signum).name}: shutting down", err=True)
+                        break
+                    tg.cancel_scope.cancel()
         finally:
             await node.__aexit__(None, None, None)
 
@@ -297,9 +284,9 @@ async def _transfer(home: Path | None, addr: str, root: CID, selector: Any, *, p
                 if total is None:
                     failure.append(f"{root} is not in this home's block store")
             if not failure:
-                peer = _check_addr(addr)
+                _check_addr(addr)
                 try:
-                    dial = await _resolve_dns(addr)
+                    dial = resolve_dns(addr)
                     chid = await node.resume(dial, root, selector, pull=pull)
                     resumed = chid is not None
                     if chid is not None:
@@ -310,7 +297,7 @@ async def _transfer(home: Path | None, addr: str, root: CID, selector: Any, *, p
                 except click.ClickException as exc:
                     failure.append(exc.message)
                 except Exception as exc:  # noqa: BLE001 - dial errors come in many types
-                    failure.append(_dial_failure(addr, peer, exc))
+                    failure.append(describe_dial_failure(addr, exc))
             if chid is not None:
                 state = await _follow(node, chid, root, total, "pull" if pull else "push",
                                       pull=pull, exact_total=selector is ALL_SELECTOR_NODE)
@@ -348,14 +335,32 @@ def _rate(nbytes: int, seconds: float) -> str:
     return f"{decimal(nbytes)} in {seconds:.2f} s ({decimal(int(rate))}/s)"
 
 
-def _finish(state: ChannelState | None, elapsed: float, pull: bool) -> None:
-    if state is None:  # pragma: no cover - only when interrupted
+def _finish(row: dict[str, Any] | None, elapsed: float) -> None:
+    """Report how the channel (its API row) ended; fail unless Completed."""
+    if row is None:  # pragma: no cover - only when interrupted
         raise click.ClickException("transfer did not start")
-    moved = state.received if pull else state.sent
-    if state.status != Status.Completed:
-        why = f": {state.message}" if state.message else ""
-        raise click.ClickException(f"channel {state.channel_id} {state.status.name}{why}")
-    click.echo(f"{state.status.name}: {_rate(moved, elapsed)}", err=True)
+    if row["status"] != "Completed":
+        why = f": {row['message']}" if row["message"] else ""
+        raise click.ClickException(f"channel {row['channel_id']} {row['status']}{why}")
+    click.echo(f"Completed: {_rate(row['bytes'], elapsed)}", err=True)
+
+
+def _run_transfer(home: Path | None, addr: str, root: CID, selector: str | None, *,
+                  pull: bool, listen: tuple[str, ...]) -> dict[str, Any]:
+    """The pull or push through the daemon holding the home, or in an
+    embedded node when none does; its final row, reported."""
+    client = daemon_for(home)
+    started = time.monotonic()
+    if client is not None:
+        row = transfer_via_daemon(client, resolve_dns(addr), str(root), selector, pull=pull)
+        _finish(row, time.monotonic() - started)
+        return row
+    sel = _parse_selector(selector)
+    state, elapsed = _run(lambda: _transfer(home, addr, root, sel, pull=pull, listen=listen))
+    row = channel_row(state) if state is not None else None
+    _finish(row, elapsed)
+    assert row is not None
+    return row
 
 
 _listen_option = click.option(
@@ -394,9 +399,7 @@ def pull(multiaddr: str, cid: str, output: Path | None, car: Path | None, force:
         raise click.UsageError("-o - and --car - cannot both write to stdout")
     check_output(output, force, "'-o' / '--output'")
     check_output(car, force, "'--car'")
-    state, elapsed = _run(lambda: _transfer(home, multiaddr, root, sel, pull=True,
-                                            listen=listen))
-    _finish(state, elapsed, pull=True)
+    row = _run_transfer(home, multiaddr, root, selector, pull=True, listen=listen)
     if output is not None or car is not None:
         from datatransfer.cli.blocks import _errors
         from datatransfer.home import open_blockstore
@@ -411,7 +414,7 @@ def pull(multiaddr: str, cid: str, output: Path | None, car: Path | None, force:
             if output is not None:
                 with open_output(output) as fh:
                     export_file(root, store, fh)
-    message(str(state.channel_id), to_stdout=not (is_stdout(output) or is_stdout(car)))
+    message(row["channel_id"], to_stdout=not (is_stdout(output) or is_stdout(car)))
 
 
 def write_selected_car(root: CID, selector: Any, blockstore: Any, out: Any) -> int:
@@ -442,58 +445,12 @@ def push(multiaddr: str, cid: str, selector: str | None, listen: tuple[str, ...]
     """
     _check_addr(multiaddr)
     root = _parse_cid(cid)
-    sel = _parse_selector(selector)
-    state, elapsed = _run(lambda: _transfer(home, multiaddr, root, sel, pull=False,
-                                            listen=listen))
-    _finish(state, elapsed, pull=False)
-    click.echo(str(state.channel_id))
+    _parse_selector(selector)
+    row = _run_transfer(home, multiaddr, root, selector, pull=False, listen=listen)
+    click.echo(row["channel_id"])
 
 
 # -- ls ------------------------------------------------------------------------------
-
-
-#: Characters of each peer id kept in a short channel id.
-SHORT_PEER = 8
-
-
-def short_channel_id(chid: ChannelID) -> str:
-    """``<initiator tail>-<responder tail>-<transfer id>``: the last
-    :data:`SHORT_PEER` characters of each peer id. Commands taking a channel
-    id accept it as well as the full ``<initiator>-<responder>-<id>``."""
-    return f"{str(chid.initiator)[-SHORT_PEER:]}-{str(chid.responder)[-SHORT_PEER:]}-{chid.id}"
-
-
-def match_channel(text: str, chid: ChannelID) -> bool:
-    """Whether ``text`` names ``chid``: its full form, or its short form (or
-    any longer tails of the two peer ids)."""
-    parts = text.strip().split("-")
-    if len(parts) != 3 or not parts[2].isdigit() or not parts[0] or not parts[1]:
-        return False
-    return (int(parts[2]) == chid.id and str(chid.initiator).endswith(parts[0])
-            and str(chid.responder).endswith(parts[1]))
-
-
-def _channel_row(ch: Any) -> dict[str, Any]:
-    chid = ch.channel_id
-    sending = ch.sender == ch.self_peer
-    return {
-        "id": short_channel_id(chid),
-        "channel_id": str(chid),
-        "initiator": str(chid.initiator),
-        "responder": str(chid.responder),
-        "transfer_id": chid.id,
-        "peer": str(ch.other_peer),
-        "kind": "pull" if ch.is_pull else "push",
-        "role": "initiator" if chid.initiator == ch.self_peer else "responder",
-        "sending": sending,
-        "root": str(ch.base_cid),
-        "status": ch.record.status.name,
-        "bytes": ch.record.sent if sending else ch.record.received,
-        "sent": ch.record.sent,
-        "received": ch.record.received,
-        "total_size": ch.total_size,
-        "message": ch.record.message,
-    }
 
 
 @click.command("ls")
@@ -511,6 +468,17 @@ def ls(channels: tuple[str, ...], show_all: bool, as_json: bool, home: Path | No
     from datatransfer.store import SqliteChannelStore, StoreError
 
     path = channels_path(home)
+    client = daemon_for(home)
+    if client is not None:
+        try:
+            if channels:
+                rows = [client.channel(text) for text in channels]
+            else:
+                rows = client.channels(every=show_all)
+        except (ApiError, DaemonUnavailable) as exc:
+            fail(exc)
+        _show_rows(rows, as_json, 0, f"channels of the daemon on {path.parent}")
+        return
     stored: list[Any] = []
     if path.exists():
         try:
@@ -535,7 +503,10 @@ def ls(channels: tuple[str, ...], show_all: bool, as_json: bool, home: Path | No
         live = [ch for ch in stored if ch.record.status not in FINAL_STATUSES]
         hidden = len(stored) - len(live)
         stored = live
-    rows = [_channel_row(ch) for ch in stored]
+    _show_rows([channel_row(ch) for ch in stored], as_json, hidden, f"channels in {path.parent}")
+
+
+def _show_rows(rows: list[dict[str, Any]], as_json: bool, hidden: int, title: str) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -545,7 +516,7 @@ def ls(channels: tuple[str, ...], show_all: bool, as_json: bool, home: Path | No
     if not rows:
         click.echo("no channels" if not hidden else "no live channels", err=True)
         return
-    _print_table(rows, f"channels in {path.parent}")
+    _print_table(rows, title)
 
 
 def _print_table(rows: list[dict[str, Any]], title: str) -> None:
