@@ -205,8 +205,10 @@ def test_node_on_wildcard_hands_out_dialable_addresses(tmp_path):
 
 def test_a_second_node_on_a_held_home_is_refused_naming_the_holder(tmp_path):
     """Two nodes on one home would share one identity and one channel
-    store: the second process is refused, with the first one's pid."""
-    server = Server(tmp_path / "h1")
+    store: the second process is refused, with the first one's pid. (A
+    pull on the home of a daemon with its API goes through the API instead:
+    tests/test_daemon.py; this one runs without.)"""
+    server = Server(tmp_path / "h1", "--no-api")
     try:
         second = run("serve", "--home", tmp_path / "h1", "--listen", "/ip4/127.0.0.1/tcp/0",
                      ok=False, timeout=60)
