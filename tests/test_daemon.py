@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import urllib.error
@@ -220,3 +221,40 @@ def test_the_readme_lists_every_route():
     readme = (__import__("pathlib").Path(__file__).parents[1] / "README.md").read_text()
     for method, path, _, _ in ROUTES:
         assert f"| {method} | `{path}` |" in readme, (method, path)
+
+
+def test_ctrl_c_detaches_and_the_same_pull_attaches_again(tmp_path, procs):
+    """Ctrl-C of a pull through the daemon leaves the channel in the daemon;
+    the same pull run again attaches to it and nothing is sent twice."""
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    data = tmp_path / "data.bin"
+    digest = make_file(data, 6 * MIB, seed=8)
+    root = run("add", data, "--home", server_home).stdout.split()[-1]
+    _, addr = _serve(procs, server_home)
+    _serve(procs, client_home)
+    client = _client(client_home)
+    peer = addr.rsplit("/", 1)[-1]
+    with Relay(int(addr.split("/")[4])) as relay:
+        relay.hold_after("down", 2 * MIB)
+        pull = procs([*CLI, "pull", relay.addr(peer), root, "--home", str(client_home)])
+        wait_until(lambda: any(r["received"] > 0 for r in client.channels()), "some bytes")
+        (row,) = client.channels()
+        pull.proc.send_signal(signal.SIGINT)
+        assert pull.wait() == 130
+        assert "detached" in "".join(pull.stderr)
+        assert client.channel(row["id"])["status"] == "Ongoing"  # still the daemon's
+
+        relay.cut()
+        again = run("pull", relay.addr(peer), root, "--home", client_home)
+        assert f"resuming channel {row['id']}" in again.stderr
+        assert again.stdout.split()[-1] == row["channel_id"]
+        final = client.channel(row["id"])
+        assert final["status"] == "Completed"
+        # bytes the server sent after the cut: what the client lacked, plus
+        # at most one block (256 KiB chunks) and protocol overhead
+        held = relay.forwarded[0]["down"]
+        block, overhead = 256 * 1024, 64 * 1024
+        assert relay.after_first_cut("down") <= data.stat().st_size - held + block + overhead
+    out = tmp_path / "out.bin"
+    run("cat", root, "-o", out, "--home", client_home)
+    assert sha256(out) == digest
