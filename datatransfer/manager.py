@@ -425,7 +425,7 @@ class Manager:
             outcome, error = None, None
             try:
                 outcome = perform[type(effect)](effect)
-                if outcome is not None and hasattr(outcome, "__await__"):
+                if effect.waits:  # its performer is a coroutine function
                     outcome = await outcome
             except Exception as exc:  # (a store failure, or a bug in an effect)
                 error = exc

@@ -59,15 +59,15 @@ def test_the_core_package_has_no_await_and_no_async_def() -> None:
 def test_the_manager_carries_out_instant_effects_without_waiting() -> None:
     """The core persists a record and then applies it with nothing in
     between: the driver must perform every effect that does not wait
-    synchronously (no coroutine), and know every effect."""
+    synchronously (no coroutine), and know every effect; it awaits the
+    outcome of exactly those that wait, so their performers are coroutines."""
     kinds = {cls for cls in vars(fx).values()
              if isinstance(cls, type) and issubclass(cls, fx.Effect) and cls is not fx.Effect}
     manager = Manager.__new__(Manager)
     Manager.__init__(manager, _FakeTransport())
     assert set(manager._perform) == kinds
     for kind, handler in manager._perform.items():
-        if not kind.waits:
-            assert not inspect.iscoroutinefunction(handler), kind.__name__
+        assert inspect.iscoroutinefunction(handler) == kind.waits, kind.__name__
 
 
 def test_opening_a_pull_persists_publishes_then_opens_the_data_request() -> None:
