@@ -66,6 +66,8 @@ __all__ = [
     "AddressBook",
     "ContactError",
     "Contacts",
+    "NameTaken",
+    "UnknownName",
     "check_name",
 ]
 
@@ -185,6 +187,14 @@ class ContactError(ValueError):
     cannot be used; the message is one line saying which."""
 
 
+class NameTaken(ContactError):
+    """A name given to another address already (replace it with ``force``)."""
+
+
+class UnknownName(ContactError):
+    """No address has that name."""
+
+
 #: A peer name: a letter or digit first (so never a multiaddr's '/'), then
 #: letters, digits, '.', '_', '-' or '@'; at most 64 characters.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -226,7 +236,7 @@ class Contacts:
             doc = self._read()
             old = doc.get(name)
             if old is not None and not force:
-                raise ContactError(f"a peer named {name} exists ({old}); use --force to "
+                raise NameTaken(f"a peer named {name} exists ({old}); use --force to "
                                    "replace it")
             doc[name] = addr
             self._write(doc)
@@ -237,7 +247,7 @@ class Contacts:
         with self._locked():
             doc = self._read()
             if name not in doc:
-                raise ContactError(f"no peer named {name} in {self.path.parent}")
+                raise UnknownName(f"no peer named {name} in {self.path.parent}")
             addr = doc.pop(name)
             self._write(doc)
         return addr

@@ -43,12 +43,13 @@ def completion(shell: str) -> None:
 
 
 def _register() -> None:
-    from datatransfer.cli import blocks, fsm, node
+    from datatransfer.cli import blocks, fsm, node, peers
 
     main.add_command(fsm.fsm)
     main.add_command(completion)
     blocks.register(main)
     node.register(main)
+    peers.register(main)
 
 
 _register()

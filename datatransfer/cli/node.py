@@ -37,6 +37,7 @@ from datatransfer.cli.output import (
     message,
     open_output,
 )
+from datatransfer.cli.peers import resolve_peer_arg
 from datatransfer.config import ManagerConfig
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
@@ -382,11 +383,13 @@ def pull(multiaddr: str, cid: str, output: Path | None, car: Path | None, force:
          selector: str | None, listen: tuple[str, ...], home: Path | None) -> None:
     """Fetch the DAG under CID from the peer at MULTIADDR into this home.
 
-    MULTIADDR ends in /p2p/<peer id> (as `serve` prints it). Exits 0 only
+    MULTIADDR ends in /p2p/<peer id> (as `serve` prints it), or is a name
+    given to one with `datatransfer peers add`. Exits 0 only
     when the channel completed; the channel id is printed last (on stderr
     when -o - or --car - puts data on stdout). Existing output files are
     refused unless --force.
     """
+    multiaddr = resolve_peer_arg(multiaddr, home)
     _check_addr(multiaddr)
     root = _parse_cid(cid)
     sel = _parse_selector(selector)
@@ -438,8 +441,10 @@ def push(multiaddr: str, cid: str, selector: str | None, listen: tuple[str, ...]
          home: Path | None) -> None:
     """Send the DAG under CID from this home to the peer at MULTIADDR.
 
-    MULTIADDR ends in /p2p/<peer id>. Exits 0 only when the channel completed.
+    MULTIADDR ends in /p2p/<peer id>, or is a name given to one with
+    `datatransfer peers add`. Exits 0 only when the channel completed.
     """
+    multiaddr = resolve_peer_arg(multiaddr, home)
     _check_addr(multiaddr)
     root = _parse_cid(cid)
     sel = _parse_selector(selector)
