@@ -106,3 +106,20 @@ def test_pull_by_name_end_to_end(tmp_path):
         server.kill()
     named = json.loads(run("peers", "ls", "--json", "--home", tmp_path / "server").stdout)
     assert [row["name"] for row in named] == ["self"]
+
+
+def test_shell_completion_offers_peer_names(tmp_path, monkeypatch):
+    from click.shell_completion import ShellComplete
+
+    home = tmp_path / "h"
+    for name in ("srv", "second", "other"):
+        assert invoke("peers", "add", name, ADDR, "--home", home).exit_code == 0
+    complete = ShellComplete(main, {}, "datatransfer", "_DATATRANSFER_COMPLETE")
+    got = [c.value for c in complete.get_completions(["peers", "rm", "--home", str(home)], "s")]
+    assert sorted(got) == ["second", "srv"]
+    monkeypatch.setenv("DATATRANSFER_HOME", str(home))  # pull NAME comes before --home
+    for command in ("pull", "push"):
+        got = [c.value for c in complete.get_completions([command], "s")]
+        assert sorted(got) == ["second", "srv"]
+    got = [c.value for c in complete.get_completions(["pull"], "/ip4")]
+    assert got == []  # an address is being typed: no names

@@ -37,7 +37,7 @@ from datatransfer.cli.output import (
     message,
     open_output,
 )
-from datatransfer.cli.peers import resolve_peer_arg
+from datatransfer.cli.peers import complete_peer_name, resolve_peer_arg
 from datatransfer.config import ManagerConfig
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
@@ -365,7 +365,7 @@ _listen_option = click.option(
 
 
 @click.command("pull")
-@click.argument("multiaddr")
+@click.argument("multiaddr", shell_complete=complete_peer_name)
 @click.argument("cid")
 @click.option("-o", "--output", "output",
               type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
@@ -431,7 +431,7 @@ def write_selected_car(root: CID, selector: Any, blockstore: Any, out: Any) -> i
 
 
 @click.command("push")
-@click.argument("multiaddr")
+@click.argument("multiaddr", shell_complete=complete_peer_name)
 @click.argument("cid")
 @click.option("--selector", default=None,
               help="Selector as (DAG-)JSON (default: the whole DAG).")

@@ -16,7 +16,7 @@ import click
 
 from datatransfer.cli.blocks import _home_option
 
-__all__ = ["peers", "register", "resolve_peer_arg"]
+__all__ = ["complete_peer_name", "peers", "register", "resolve_peer_arg"]
 
 
 def _contacts(home: Path | None):  # type: ignore[no-untyped-def]
@@ -51,6 +51,19 @@ def resolve_peer_arg(text: str, home: Path | None) -> str:
         raise bad(f"not a multiaddr, nor a peer named in this home: {text!r} (name one "
                   f"with: datatransfer peers add {text} /ip4/HOST/tcp/PORT/p2p/PEER_ID)")
     return addr
+
+
+def complete_peer_name(ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[str]:
+    """Shell completion of a NAME: the home's peer names starting with
+    ``incomplete`` (the home of ``--home`` if given before, else the default)."""
+    if incomplete.startswith("/"):
+        return []
+    try:
+        names = _contacts(ctx.params.get("home")).all()
+    except Exception:  # noqa: BLE001 - completion must never fail
+        return []
+    return [name for name in names if name.startswith(incomplete)]
 
 
 @click.group("peers")
@@ -122,7 +135,7 @@ def ls(as_json: bool, home: Path | None) -> None:
 
 
 @peers.command("rm")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_peer_name)
 @_home_option
 def rm(name: str, home: Path | None) -> None:
     """Forget the peer name NAME (the peer's channels and blocks stay)."""
