@@ -276,7 +276,7 @@ class Node:
                 self.setup(manager)  # before it serves: nothing may arrive unregistered
             await manager.__aenter__()
             self.manager = manager
-            self._prune_address_book()
+            await self._prune_address_book()
             stack.push_async_callback(self._stop_manager)
             stack.callback(self.stop_metrics)
         except BaseException:
@@ -309,19 +309,24 @@ class Node:
         return {chid.responder if chid.initiator == me else chid.initiator
                 for chid in self.manager.in_progress_channels()}
 
-    def _prune_address_book(self) -> None:
+    async def _prune_address_book(self) -> None:
         book = self.address_book
         if book is not None and book.prune(self._live_peers()):
-            self._save_address_book()
+            await self._save_address_book()
 
-    def _save_address_book(self) -> None:
-        assert self.address_book is not None
+    async def _save_address_book(self) -> None:
+        """Write the book in a worker thread (an fsync: milliseconds the
+        event loop, moving other channels' data, need not wait)."""
+        import anyio.to_thread
+
+        book = self.address_book
+        assert book is not None
         try:
-            self.address_book.save()
+            await anyio.to_thread.run_sync(book.write, book.snapshot())
         except OSError as exc:  # the book is a cache: never fail a dial for it
-            log.warning("cannot write the address book %s: %s", self.address_book.path, exc)
+            log.warning("cannot write the address book %s: %s", book.path, exc)
 
-    def _remember(self, peer: PeerID, addr: str) -> None:
+    async def _remember(self, peer: PeerID, addr: str) -> None:
         """Keep the address ``peer`` was just reached at (see :meth:`connect`)."""
         from transport.libp2p import parse_peer_addr
 
@@ -330,7 +335,7 @@ class Node:
         addrs = [str(a) for a in parse_peer_addr(addr)[1]]
         if addrs:
             self.address_book.record(peer, addrs, keep=self._live_peers)
-            self._save_address_book()
+            await self._save_address_book()
 
     async def _stop_manager(self) -> None:
         manager, self.manager = self.manager, None
@@ -382,7 +387,7 @@ class Node:
 
         multiaddr.Multiaddr(addr)  # raises for garbage before libp2p does
         peer = await connect(self.host, addr)
-        self._remember(peer, addr)
+        await self._remember(peer, addr)
         return peer
 
     # -- transfers -----------------------------------------------------------------

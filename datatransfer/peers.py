@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -110,6 +111,9 @@ class AddressBook:
         self.forget_after = forget_after
         self.clock = clock
         self._entries: dict[PeerID, _Entry] = {}
+        self._changes = 0  # changes made; the last one written, under the lock:
+        self._written = 0
+        self._write_lock = threading.Lock()
 
     @classmethod
     def load(cls, home: str | os.PathLike[str], **options: Any) -> AddressBook:
@@ -154,6 +158,7 @@ class AddressBook:
         old = entry.addrs if entry else []
         merged = list(dict.fromkeys([*map(str, addrs), *old]))[:MAX_ADDRS]
         self._entries[peer] = _Entry(merged, self.clock())
+        self._changes += 1
         if len(self._entries) > self.max_peers:
             self.prune({peer, *keep()})
 
@@ -171,12 +176,31 @@ class AddressBook:
             oldest = sorted((e.seen, bytes(p)) for p, e in self._entries.items() if p not in keep)
             for _, raw in oldest[:extra]:
                 del self._entries[PeerID(raw)]
-        return len(self._entries) != before
+        if len(self._entries) != before:
+            self._changes += 1
+            return True
+        return False
+
+    def snapshot(self) -> tuple[int, dict[str, Any]]:
+        """The book as it is now, for :meth:`write` (possibly in another
+        thread: the file write and its fsync take milliseconds)."""
+        peers = {str(p): {"addrs": list(e.addrs), "seen": e.seen}
+                 for p, e in self._entries.items()}
+        return self._changes, {"version": FORMAT_VERSION, "peers": peers}
+
+    def write(self, snapshot: tuple[int, dict[str, Any]]) -> None:
+        """Write a :meth:`snapshot` to the file (atomically), unless a later
+        one was written already (writes from several threads end in order)."""
+        version, doc = snapshot
+        with self._write_lock:
+            if version < self._written:
+                return
+            write_json_atomic(self.path, doc)
+            self._written = version
 
     def save(self) -> None:
         """Write the book to its file (atomically)."""
-        peers = {str(p): {"addrs": e.addrs, "seen": e.seen} for p, e in self._entries.items()}
-        write_json_atomic(self.path, {"version": FORMAT_VERSION, "peers": peers})
+        self.write(self.snapshot())
 
 
 # -- names -----------------------------------------------------------------------------

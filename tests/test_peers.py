@@ -51,6 +51,18 @@ def test_address_book_round_trips_latest_address_first(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no leftovers
 
 
+def test_an_older_snapshot_never_overwrites_a_newer_one(tmp_path):
+    """Writes go to worker threads and may end in any order: the file ends
+    with the latest book."""
+    book = AddressBook.load(tmp_path)
+    book.record(A, ["/ip4/127.0.0.1/tcp/1"])
+    old = book.snapshot()
+    book.record(B, ["/ip4/127.0.0.1/tcp/2"])
+    book.write(book.snapshot())
+    book.write(old)  # finished last
+    assert sorted(p for p, _ in AddressBook.load(tmp_path)) == sorted([A, B])
+
+
 def test_address_book_keeps_the_latest_addresses_of_a_peer(tmp_path):
     book = AddressBook.load(tmp_path)
     for port in range(MAX_ADDRS + 3):
