@@ -7,6 +7,9 @@
 * its block store (``blocks.sqlite``) and channel store (``channels.sqlite``),
   both SQLite in WAL mode, so other processes (``datatransfer add``/``cat``/
   ``ls``) may use the home while the node runs,
+* its address book (``peers.json``, :mod:`datatransfer.peers`): the
+  addresses of the peers it dialled, loaded into the libp2p peerstore at
+  start, so the channels it restarts can reach their peers,
 * a libp2p host listening on the given multiaddrs, the
   :class:`~transport.libp2p.transport.Libp2pTransport` over it, and the
   :class:`~datatransfer.manager.Manager`.
@@ -47,6 +50,7 @@ over HTTP on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -67,10 +71,13 @@ from datatransfer.ipld import dagpb
 from datatransfer.ipld.cid import CID, DAG_PB
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
 from datatransfer.manager import Manager, require_cid, require_voucher
+from datatransfer.peers import AddressBook
 from datatransfer.store import ChannelStore, SqliteChannelStore
 from datatransfer.types import ChannelID, ChannelState, Event, PeerID
 from registry import Voucher
 from statemachine import FINAL_STATUSES, EventCode, Status
+
+log = logging.getLogger("datatransfer.node")
 
 #: File name of the channel store inside the home directory.
 CHANNELS_FILE = "channels.sqlite"
@@ -280,6 +287,7 @@ class Node:
         self.transport: Any = None
         self.manager: Manager | None = None
         self.metrics: NodeMetrics | None = None
+        self.address_book: AddressBook | None = None
         self._stack: AsyncExitStack | None = None
         self._metrics_server: Any = None
 
@@ -300,6 +308,7 @@ class Node:
             self.blockstore = stack.enter_context(open_blockstore(self.home))
             self.channel_store = stack.enter_context(SqliteChannelStore(self.home / CHANNELS_FILE))
             self.host = await stack.enter_async_context(open_host(key, self.listen))
+            self._load_address_book()  # before the Manager restarts stored channels
             self.transport = Libp2pTransport(self.host, self.blockstore, **self.transport_options)
             manager = Manager(self.transport, store=self.channel_store, config=self.config)
             if self.open_validator is not None:
@@ -310,6 +319,7 @@ class Node:
                 self.setup(manager)  # before it serves: nothing may arrive unregistered
             await manager.__aenter__()
             self.manager = manager
+            await self._prune_address_book()
             stack.push_async_callback(self._stop_manager)
             stack.callback(self.stop_metrics)
         except BaseException:
@@ -318,6 +328,57 @@ class Node:
             raise
         self._stack = stack
         return self
+
+    def _load_address_book(self) -> None:
+        """Put the addresses the home's address book keeps into the peerstore
+        (a restarted channel dials its peer from there)."""
+        from transport.libp2p import add_peer_addrs
+
+        self.address_book = AddressBook.load(self.home)
+        me = self.peer_id
+        for peer, addrs in self.address_book:
+            if peer == me:
+                continue
+            try:
+                add_peer_addrs(self.host, peer, addrs)
+            except Exception as exc:  # noqa: BLE001 - a bad entry: skip it, keep the rest
+                log.warning("address book: skipped %s's addresses %s: %s", peer, addrs, exc)
+
+    def _live_peers(self) -> set[PeerID]:
+        """The other party of every live channel (their addresses are kept)."""
+        if self.manager is None:
+            return set()
+        me = self.peer_id
+        return {chid.responder if chid.initiator == me else chid.initiator
+                for chid in self.manager.in_progress_channels()}
+
+    async def _prune_address_book(self) -> None:
+        book = self.address_book
+        if book is not None and book.prune(self._live_peers()):
+            await self._save_address_book()
+
+    async def _save_address_book(self) -> None:
+        """Write the book in a worker thread (an fsync: milliseconds the
+        event loop, moving other channels' data, need not wait)."""
+        import anyio.to_thread
+
+        book = self.address_book
+        assert book is not None
+        try:
+            await anyio.to_thread.run_sync(book.write, book.snapshot())
+        except OSError as exc:  # the book is a cache: never fail a dial for it
+            log.warning("cannot write the address book %s: %s", book.path, exc)
+
+    async def _remember(self, peer: PeerID, addr: str) -> None:
+        """Keep the address ``peer`` was just reached at (see :meth:`connect`)."""
+        from transport.libp2p import parse_peer_addr
+
+        if self.address_book is None or peer == self.peer_id:
+            return
+        addrs = [str(a) for a in parse_peer_addr(addr)[1]]
+        if addrs:
+            self.address_book.record(peer, addrs, keep=self._live_peers)
+            await self._save_address_book()
 
     async def _stop_manager(self) -> None:
         manager, self.manager = self.manager, None
@@ -358,6 +419,9 @@ class Node:
 
     async def connect(self, addr: str) -> PeerID:
         """Dial a peer address (``.../p2p/<peer id>``); return its peer id.
+        The address goes into the home's address book once the dial worked,
+        so a later process on this home can dial the peer again (restarting
+        a channel left live) without being told where it is.
         Raises ValueError for a malformed address, OSError-like errors from
         libp2p when the dial fails."""
         addr = _require_addr(addr)
@@ -365,7 +429,9 @@ class Node:
         from transport.libp2p import connect
 
         multiaddr.Multiaddr(addr)  # raises for garbage before libp2p does
-        return await connect(self.host, addr)
+        peer = await connect(self.host, addr)
+        await self._remember(peer, addr)
+        return peer
 
     # -- transfers -----------------------------------------------------------------
 

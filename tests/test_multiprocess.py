@@ -632,3 +632,50 @@ def test_pull_killed_then_run_again_resumes_its_channel(tmp_path, procs):
     with open_blockstore(client_home) as store:
         total = dag_size(CID.parse(cid), store)
     assert after[0]["received"] == total  # every byte of the DAG counted once
+
+
+def test_pull_killed_then_serve_on_its_home_finishes_the_channel_from_the_address_book(
+        tmp_path, procs):
+    """`datatransfer pull` killed (SIGKILL) mid-transfer leaves its channel
+    live in the home; a `datatransfer serve` started on that home (nobody
+    tells it where the server is) restarts the channel by itself, dials the
+    server at the address the pull kept in the home's address book, and
+    completes it."""
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    src = tmp_path / "src.bin"
+    digest = make_file(src, 8 * MIB + 5, seed=73)
+    cid = add(src, server_home)
+    server, addr = node_serve(procs, server_home, "--slow", 0.05)
+    client = procs([*CLI, "pull", addr, cid, "--home", str(client_home)])
+    server.expect(lambda w: w[0] == "STATE" and int(w[4]) >= 2 * MIB)
+    client.proc.send_signal(signal.SIGKILL)
+    client.wait()
+    before = json.loads(run("ls", "--all", "--json", "--home", client_home).stdout)
+    assert [c["status"] for c in before] == ["Ongoing"], before
+    book = json.loads((client_home / "peers.json").read_text())
+    port, peer = split_addr(addr)
+    assert book["peers"][peer]["addrs"] == [f"/ip4/127.0.0.1/tcp/{port}"], book
+    node, _ = cli_serve(procs, client_home)
+    server.expect(lambda w: _status(w) == "Completed")
+
+    def statuses() -> list[tuple[str, str]]:
+        rows = json.loads(run("ls", "--all", "--json", "--home", client_home).stdout)
+        return [(c["id"], c["status"]) for c in rows]
+
+    wait_until(lambda: statuses() == [(before[0]["id"], "Completed")],
+               f"the channel Completed in the client's home\n{node.describe()}")
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.wait() == 0, node.describe()
+    server.send("quit")
+    assert server.wait() == 0, server.describe()
+    out = tmp_path / "out.bin"
+    run("cat", cid, "-o", out, "--home", client_home)
+    assert sha256(out) == digest
+    after = json.loads(run("ls", "--all", "--json", "--home", client_home).stdout)
+    from datatransfer.home import open_blockstore
+    from datatransfer.ipld.cid import CID
+    from datatransfer.node import dag_size
+
+    with open_blockstore(client_home) as store:
+        total = dag_size(CID.parse(cid), store)
+    assert after[0]["received"] == total  # every byte of the DAG counted once

@@ -43,13 +43,14 @@ def completion(shell: str) -> None:
 
 
 def _register() -> None:
-    from datatransfer.cli import blocks, control, fsm, node
+    from datatransfer.cli import blocks, control, fsm, node, peers
 
     main.add_command(fsm.fsm)
     main.add_command(completion)
     blocks.register(main)
     node.register(main)
     control.register(main)
+    peers.register(main)
 
 
 _register()

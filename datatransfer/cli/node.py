@@ -38,6 +38,7 @@ from datatransfer.cli.output import (
     message,
     open_output,
 )
+from datatransfer.cli.peers import complete_peer_name, resolve_peer_arg
 from datatransfer.config import ManagerConfig
 from datatransfer.daemon.client import DaemonUnavailable
 from datatransfer.daemon.protocol import ApiError, channel_row, match_channel, short_channel_id
@@ -369,7 +370,7 @@ _listen_option = click.option(
 
 
 @click.command("pull")
-@click.argument("multiaddr")
+@click.argument("multiaddr", shell_complete=complete_peer_name)
 @click.argument("cid")
 @click.option("-o", "--output", "output",
               type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
@@ -387,11 +388,13 @@ def pull(multiaddr: str, cid: str, output: Path | None, car: Path | None, force:
          selector: str | None, listen: tuple[str, ...], home: Path | None) -> None:
     """Fetch the DAG under CID from the peer at MULTIADDR into this home.
 
-    MULTIADDR ends in /p2p/<peer id> (as `serve` prints it). Exits 0 only
+    MULTIADDR ends in /p2p/<peer id> (as `serve` prints it), or is a name
+    given to one with `datatransfer peers add`. Exits 0 only
     when the channel completed; the channel id is printed last (on stderr
     when -o - or --car - puts data on stdout). Existing output files are
     refused unless --force.
     """
+    multiaddr = resolve_peer_arg(multiaddr, home)
     _check_addr(multiaddr)
     root = _parse_cid(cid)
     sel = _parse_selector(selector)
@@ -431,7 +434,7 @@ def write_selected_car(root: CID, selector: Any, blockstore: Any, out: Any) -> i
 
 
 @click.command("push")
-@click.argument("multiaddr")
+@click.argument("multiaddr", shell_complete=complete_peer_name)
 @click.argument("cid")
 @click.option("--selector", default=None,
               help="Selector as (DAG-)JSON (default: the whole DAG).")
@@ -441,8 +444,10 @@ def push(multiaddr: str, cid: str, selector: str | None, listen: tuple[str, ...]
          home: Path | None) -> None:
     """Send the DAG under CID from this home to the peer at MULTIADDR.
 
-    MULTIADDR ends in /p2p/<peer id>. Exits 0 only when the channel completed.
+    MULTIADDR ends in /p2p/<peer id>, or is a name given to one with
+    `datatransfer peers add`. Exits 0 only when the channel completed.
     """
+    multiaddr = resolve_peer_arg(multiaddr, home)
     _check_addr(multiaddr)
     root = _parse_cid(cid)
     _parse_selector(selector)
