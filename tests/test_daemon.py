@@ -244,10 +244,14 @@ def test_ctrl_c_detaches_and_the_same_pull_attaches_again(tmp_path, procs):
         assert "detached" in "".join(pull.stderr)
         assert client.channel(row["id"])["status"] == "Ongoing"  # still the daemon's
 
-        relay.cut()
-        again = run("pull", relay.addr(peer), root, "--home", client_home)
-        assert f"resuming channel {row['id']}" in again.stderr
-        assert again.stdout.split()[-1] == row["channel_id"]
+        # run again while the channel is still held: it attaches
+        again = procs([*CLI, "pull", relay.addr(peer), root, "--home", str(client_home)])
+        wait_until(lambda: any("resuming channel" in line for line in again.stderr),
+                   "the second pull to attach")
+        assert f"resuming channel {row['id']}" in "".join(again.stderr)
+        relay.cut()  # the daemon restarts the channel on a fresh connection
+        assert again.wait() == 0, again.describe()
+        assert again.expect(lambda w: True)[-1] == row["channel_id"]
         final = client.channel(row["id"])
         assert final["status"] == "Completed"
         # bytes the server sent after the cut: what the client lacked, plus
