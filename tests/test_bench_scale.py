@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 
 from benchmarks.bench_scale import _round, _Server
-
 from datatransfer.home import open_blockstore
 from datatransfer.ipld.unixfs import import_file
 
