@@ -136,10 +136,10 @@ def decode_big_int(data: bytes, where: str = "big int") -> int:
     if sign not in (0, 1):
         raise RetrievalTypeError(where, f"big int sign byte must be 0 or 1, got {sign}")
     if len(data) == 1:
-        raise RetrievalTypeError(where, "big int has a sign byte but no magnitude "
-                                        "(zero is written as empty bytes)")
+        raise RetrievalTypeError(where, "big int not canonical: a sign byte and no magnitude "
+                                        "(zero is empty bytes)")
     if data[1] == 0:
-        raise RetrievalTypeError(where, "big int magnitude has a leading zero byte")
+        raise RetrievalTypeError(where, "big int not canonical: its magnitude has a leading zero byte")
     magnitude = int.from_bytes(data[1:], "big")
     return -magnitude if sign else magnitude
 
