@@ -21,6 +21,7 @@ CASES = {
     "datatransfer.ipld.cid": RUNTIME + ("registry", "statemachine", "cbor2"),
     "datatransfer.ipld": RUNTIME + ("registry", "statemachine"),
     "datatransfer.messages": ("anyio", "trio", "libp2p", "datatransfer.manager", "transport"),
+    "datatransfer.markets.retrieval": RUNTIME + ("statemachine",),
     "transport": ("anyio", "trio", "libp2p", "datatransfer.manager"),
     "datatransfer.core": ("anyio", "trio", "libp2p", "asyncio", "datatransfer.manager",
                           "transport", "datatransfer.store", "datatransfer.events", "sqlite3"),
