@@ -78,11 +78,13 @@ class _Pair:
         await self.stack.__aexit__(*exc)
 
 
-async def _large(kind: str, data: bytes, home: Path) -> tuple[float, Status, str]:
-    """MiB/s of one ``kind`` ("pull"/"push") of ``data``; final status, message."""
+async def _large(kind: str, data: bytes, home: Path,
+                 profile: str = "modern") -> tuple[float, Status, str]:
+    """MiB/s of one ``kind`` ("pull"/"push") of ``data`` (UnixFS ``profile``);
+    final status, message."""
     async with _Pair(home) as pair:
         source = pair.server if kind == "pull" else pair.client
-        root = import_file(data, source.transport.blockstore, profile="modern")
+        root = import_file(data, source.transport.blockstore, profile=profile)
         start = time.perf_counter()
         if kind == "pull":
             chid = await pair.client.open_pull_channel(

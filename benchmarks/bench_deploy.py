@@ -1,0 +1,506 @@
+"""Transfers as users run them: two OS processes, the homes' real stores.
+
+Pull: ``datatransfer serve`` on a home where the file was ``datatransfer
+add``-ed (classic UnixFS: what ``add`` does by default), ``datatransfer pull
+MULTIADDR CID`` on a fresh home. Push: ``datatransfer push`` from a home
+holding the file to ``datatransfer serve`` on a fresh home. Both sides use
+the sqlite block and channel stores of their homes. A random file of 256 MiB
+(``--size``; quick: 32 MiB).
+
+In the same run, each round measures every case once, in turn (``--rounds``,
+default 2; figures are medians over the rounds):
+
+* **bare stream**: the ceiling, a py-libp2p stream between two processes on
+  the node's host set-up (TCP + Noise + Yamux, ``WRITE_PIECE`` writes;
+  :mod:`benchmarks._stream`) carrying the same number of bytes;
+* **Go**: the reference node (``tests/interop/gonode``, go-data-transfer
+  v1.15 + go-graphsync v0.13, built as the interop tests build it into
+  ``.interop-build``) pulling from and pushing to itself, and each direction
+  between it and our CLI. Its stores are in memory (the Go node as the
+  interop tests run it); its pulls pass the whole-DAG selector explicitly,
+  so that it does not read the file back afterwards;
+* **in-process**: our pull and push with both nodes in this process on
+  memory stores (:mod:`benchmarks.bench_network`'s measurement, same file
+  and profile), for comparison with the earlier figures.
+
+Times and CPU are taken per client process, from its start to the kernel
+reaping it (a Go push: from its ``ROOT`` line, after importing the file);
+start-up is subtracted by running the same client, in the same round,
+against a 1-byte file and taking the difference. Sender and receiver CPU:
+the client's from ``wait4``, the server's from ``/proc/PID/stat`` before the
+client starts and once the server is idle after it exits; the same
+difference to the 1-byte run. Children get SIGKILL if this process dies;
+every wait has a deadline. Logs of every process go to files in a temporary
+directory, kept when something fails.
+"""
+
+from __future__ import annotations
+
+import os
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from benchmarks._procs import CLI, Child, ChildError, Line
+from benchmarks._report import Reporter
+
+REPO = Path(__file__).resolve().parent.parent
+GONODE_SRC = REPO / "tests" / "interop" / "gonode"
+BUILD_DIR = REPO / ".interop-build"
+STREAM = [sys.executable, "-m", "benchmarks._stream"]
+LOOPBACK = "/ip4/127.0.0.1/tcp/0"
+PROFILE = "classic"
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+#: The whole DAG, as DAG-JSON (the Go node exports the file after a pull
+#: unless given a selector).
+ALL = '{"R":{"l":{"none":{}},":>":{"a":{">":{"@":{}}}}}}'
+#: Go clients stay up this long after their channel ended (default 1 s).
+LINGER = "100ms"
+DEFAULT_SIZE = 256 * MIB
+QUICK_SIZE = 32 * MIB
+DEFAULT_ROUNDS = 2
+#: Deadline of a server's start (the Go node imports the file first).
+START = 180.0
+
+
+def client_deadline(size: int) -> float:
+    """Deadline of one client run: generous for a loaded 2-core machine."""
+    return 120.0 + size / 1e6  # 1 MB/s
+
+
+def DEADLINE(quick: bool, size: int | None = None, rounds: int | None = None,  # noqa: N802
+             cprofile: Path | None = None) -> float:
+    """The whole module's deadline for ``python -m benchmarks``' watchdog."""
+    size = size or (QUICK_SIZE if quick else DEFAULT_SIZE)
+    runs = (rounds or (1 if quick else DEFAULT_ROUNDS)) * 20 + (4 if cprofile else 0)
+    return 600.0 + runs * client_deadline(size) / 2
+
+
+class DeployError(RuntimeError):
+    """A case of the deploy benchmark could not run."""
+
+
+@dataclass
+class Run:
+    """One client run: seconds, CPU seconds of the client and of the server."""
+
+    seconds: float
+    client: float
+    server: float
+
+    def __sub__(self, other: Run) -> Run:
+        return Run(self.seconds - other.seconds, self.client - other.client,
+                   self.server - other.server)
+
+
+@dataclass
+class Case:
+    """One way of moving the file: which client against which server."""
+
+    kind: str          # "pull" or "push"
+    label: str
+    server: str        # key of the round's server
+    client: Callable[[Round, str, Path], list[str]]
+    mark: str | None = None   # a stdout word: time the client from this line
+    done: str | None = None   # a stdout word whose second word must be Completed
+    samples: list[Run] = field(default_factory=list)
+    startup: list[float] = field(default_factory=list)
+
+    def sender_receiver(self, run: Run) -> tuple[float, float]:
+        return (run.server, run.client) if self.kind == "pull" else (run.client, run.server)
+
+
+@dataclass
+class Files:
+    """The source file, the 1-byte file, their CIDs and the homes holding them."""
+
+    big: Path
+    tiny: Path
+    cid: dict[str, str]
+    source: Path  # served by `serve`
+    pusher: Path  # pushed from by `push`
+    size: int
+
+
+@dataclass
+class Round:
+    tmp: Path
+    files: Files
+    gonode: Path | None
+    servers: dict[str, Child] = field(default_factory=dict)
+    addrs: dict[str, str] = field(default_factory=dict)
+    n: int = 0
+
+    def fresh(self, what: str) -> Path:
+        """A new directory (a fresh home, a log file's stem)."""
+        self.n += 1
+        return self.tmp / f"{what}-{self.n}"
+
+    def log(self, what: str) -> Path:
+        return self.fresh(what).with_suffix(".log")
+
+    def file(self, which: str) -> Path:
+        return self.files.big if which == "big" else self.files.tiny
+
+    def nbytes(self, which: str) -> int:
+        return self.files.size if which == "big" else 1
+
+
+# -- the servers of a round ---------------------------------------------------------------
+
+
+def _server_argv(r: Round, key: str) -> tuple[list[str], Callable[[list[str]], bool], int]:
+    """(argv, the predicate of its address line, the index of the address word)."""
+    if key == "bare":
+        return [*STREAM, "serve", "--home", str(r.fresh("bare-server"))], _any, 0
+    if key == "py-source":
+        return [*CLI, "serve", "--home", str(r.files.source), "--listen", LOOPBACK], _any, 0
+    if key.startswith("py-sink"):
+        return [*CLI, "serve", "--home", str(r.fresh(key)), "--listen", LOOPBACK], _any, 0
+    assert r.gonode is not None
+    argv = [str(r.gonode), "serve", "-listen", LOOPBACK]
+    if key in ("go-big", "go-tiny"):
+        argv += ["-file", str(r.file(key[3:])), "-profile", PROFILE]
+    return argv, lambda w: w[0] == "ADDR", 1
+
+
+def _any(words: list[str]) -> bool:
+    return True
+
+
+def _start_servers(r: Round, keys: list[str]) -> None:
+    """Start every server of the round at once; wait for their addresses."""
+    pending = []
+    for key in keys:
+        argv, pred, index = _server_argv(r, key)
+        child = Child(argv, r.log(key), stdin=key.startswith("go"))
+        r.servers[key] = child
+        pending.append((key, child, pred, index))
+    for key, child, pred, index in pending:
+        r.addrs[key] = child.expect(pred, START).words[index]
+        if key in ("go-big", "go-tiny"):
+            root = child.expect(lambda w: w[0] == "ROOT", START).words[1]
+            if root != r.files.cid[key[3:]]:
+                raise DeployError(f"the Go node imported the {key[3:]} file as {root}, "
+                                  f"`datatransfer add` as {r.files.cid[key[3:]]}")
+
+
+def _stop_servers(r: Round) -> None:
+    for child in r.servers.values():
+        child.stop()
+    r.servers.clear()
+
+
+# -- the clients --------------------------------------------------------------------------
+
+
+def _bare(mode: str) -> Callable[[Round, str, Path], list[str]]:
+    def argv(r: Round, which: str, home: Path) -> list[str]:
+        return [*STREAM, mode, r.addrs["bare"], str(r.nbytes(which)), "--home", str(home)]
+    return argv
+
+
+def _py(cmd: str, server: str) -> Callable[[Round, str, Path], list[str]]:
+    def argv(r: Round, which: str, home: Path) -> list[str]:
+        addr = r.addrs[f"go-{which}" if server == "go-" else server]
+        if cmd == "push":
+            home = r.files.pusher
+        return [*CLI, cmd, addr, r.files.cid[which], "--home", str(home), "--listen", LOOPBACK]
+    return argv
+
+
+def _go_pull(server: str) -> Callable[[Round, str, Path], list[str]]:
+    def argv(r: Round, which: str, home: Path) -> list[str]:
+        assert r.gonode is not None
+        addr = r.addrs[f"go-{which}" if server == "go-" else server]
+        return [str(r.gonode), "pull", addr, r.files.cid[which], "-selector", ALL,
+                "-linger", LINGER, "-timeout", f"{client_deadline(r.files.size):.0f}s"]
+    return argv
+
+
+def _go_push(server: str) -> Callable[[Round, str, Path], list[str]]:
+    def argv(r: Round, which: str, home: Path) -> list[str]:
+        assert r.gonode is not None
+        return [str(r.gonode), "push", r.addrs[server], "-file", str(r.file(which)),
+                "-profile", PROFILE, "-linger", LINGER,
+                "-timeout", f"{client_deadline(r.files.size):.0f}s"]
+    return argv
+
+
+def cases(go: bool) -> list[Case]:
+    """Every case, in the order a round runs them (the Go ones when ``go``)."""
+    out = [
+        Case("pull", "bare py-libp2p stream, two processes", "bare", _bare("get")),
+        Case("pull", "datatransfer pull <- datatransfer serve", "py-source",
+             _py("pull", "py-source")),
+    ]
+    if go:
+        out += [
+            Case("pull", "Go pull <- Go serve", "go-", _go_pull("go-"), done="DONE"),
+            Case("pull", "datatransfer pull <- Go serve", "go-", _py("pull", "go-")),
+            Case("pull", "Go pull <- datatransfer serve", "py-source", _go_pull("py-source"),
+                 done="DONE"),
+        ]
+    out += [
+        Case("push", "bare py-libp2p stream, two processes", "bare", _bare("put")),
+        Case("push", "datatransfer push -> datatransfer serve", "py-sink-ours",
+             _py("push", "py-sink-ours")),
+    ]
+    if go:
+        out += [
+            Case("push", "Go push -> Go serve", "go-sink-go", _go_push("go-sink-go"),
+                 mark="ROOT", done="DONE"),
+            Case("push", "datatransfer push -> Go serve", "go-sink-ours",
+                 _py("push", "go-sink-ours")),
+            Case("push", "Go push -> datatransfer serve", "py-sink-go", _go_push("py-sink-go"),
+                 mark="ROOT", done="DONE"),
+        ]
+    return out
+
+
+def _server_of(case: Case, which: str) -> str:
+    return f"go-{which}" if case.server == "go-" else case.server
+
+
+def _client_run(r: Round, case: Case, which: str) -> Run:
+    """Run ``case``'s client on the ``which`` ("big"/"tiny") file once."""
+    server = r.servers[_server_of(case, which)]
+    argv = case.client(r, which, r.fresh(f"{case.kind}-client"))
+    deadline = client_deadline(r.files.size)
+    before = server.settled_cpu()
+    child = Child(argv, r.log(f"{case.kind}-{which}"))
+    start, start_cpu = child.started, 0.0
+    if case.mark is not None:
+        marked: Line = child.expect(lambda w: w[0] == case.mark, deadline)
+        start, start_cpu = marked.at, marked.cpu
+    end, rc, cpu = child.finish(deadline)
+    lines = child.drain()
+    if rc != 0:
+        raise child.fail(f"exited with status {rc}")
+    if case.done is not None:
+        done = [ln.words for ln in lines if ln.words[:1] == [case.done]]
+        if not done or done[-1][1] != "Completed":
+            raise child.fail(f"ended {done[-1][1:] if done else 'without DONE'}")
+    return Run(end - start, cpu - start_cpu, server.settled_cpu() - before)
+
+
+def _in_process(kind: str, data: bytes, home: Path) -> tuple[float, float]:
+    """(MB/s, CPU seconds of this process) of the in-process transfer."""
+    from benchmarks.bench_network import _large
+    from statemachine import Status
+
+    cpu = time.process_time()
+    mib_s, status, message = trio.run(_large, kind, data, home, PROFILE)
+    cpu = time.process_time() - cpu
+    if status != Status.Completed:
+        raise DeployError(f"in-process {kind} ended {status.name}: {message}")
+    return mib_s * MIB / 1e6, cpu
+
+
+# -- set-up -------------------------------------------------------------------------------
+
+
+def gonode_binary() -> tuple[Path | None, str]:
+    """The Go reference node, built as tests/test_interop_go.py builds it
+    (into .interop-build, the module pinned by go.sum, the toolchain on PATH),
+    skipped when older than none of its sources; else (None, why not)."""
+    go = shutil.which("go")
+    if not GONODE_SRC.is_dir():
+        return None, f"no {GONODE_SRC} (not a source checkout)"
+    target = BUILD_DIR / "gonode"
+    sources = [p for p in GONODE_SRC.iterdir() if p.suffix in (".go", ".mod", ".sum")]
+    if target.exists() and all(p.stat().st_mtime <= target.stat().st_mtime for p in sources):
+        return target, ""
+    if go is None:
+        return None, "Go is not on PATH"
+    BUILD_DIR.mkdir(exist_ok=True)
+    tmp = BUILD_DIR / f"gonode.{os.getpid()}.tmp"
+    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=readonly")
+    import subprocess
+
+    proc = subprocess.run([go, "build", "-o", str(tmp), "."], cwd=GONODE_SRC, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise DeployError(f"go build of {GONODE_SRC} failed: {proc.stderr.strip()[-500:]}")
+    os.replace(tmp, target)
+    return target, ""
+
+
+def _add(path: Path, home: Path, log: Path) -> str:
+    child = Child([*CLI, "add", str(path), "--home", str(home), "--profile", PROFILE], log)
+    _, rc, _ = child.finish(client_deadline(path.stat().st_size))
+    lines = child.drain()
+    if rc != 0 or not lines:
+        raise child.fail(f"exited with status {rc}")
+    return lines[-1].text.strip()
+
+
+def _files(tmp: Path, size: int) -> Files:
+    big, tiny = tmp / "big.bin", tmp / "tiny.bin"
+    with big.open("wb") as fh:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 16 * MIB))
+            fh.write(chunk)
+            left -= len(chunk)
+    tiny.write_bytes(b"\x2a")
+    source = tmp / "source-home"
+    cid = {"big": _add(big, source, tmp / "add-big.log"),
+           "tiny": _add(tiny, source, tmp / "add-tiny.log")}
+    pusher = tmp / "pusher-home"
+    shutil.copytree(source, pusher)
+    return Files(big, tiny, cid, source, pusher, size)
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def _round(tmp: Path, files: Files, gonode: Path | None, todo: list[Case]) -> None:
+    r = Round(tmp, files, gonode)
+    keys = sorted({_server_of(c, w) for c in todo for w in ("big", "tiny")})
+    try:
+        _start_servers(r, keys)
+        for case in todo:
+            print(f"   {case.kind}: {case.label} ...", file=sys.stderr, flush=True)
+            tiny = _client_run(r, case, "tiny")
+            big = _client_run(r, case, "big")
+            case.samples.append(big - tiny)
+            case.startup.append(tiny.seconds)
+    finally:
+        _stop_servers(r)
+
+
+def _mb_s(size: int, seconds: float) -> float:
+    return size / 1e6 / seconds if seconds > 0 else float("nan")
+
+
+def _per_gib(size: int, cpu: float) -> float:
+    return cpu / (size / GIB)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _table(size: int, todo: list[Case], inproc: dict[str, list[tuple[float, float]]]) -> None:
+    print(f"\n| {size / MIB:g} MiB, medians | MB/s | sender CPU s/GiB | receiver CPU s/GiB "
+          "| 1-byte run s | MB/s each round |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for case in todo:
+        speeds = [_mb_s(size, s.seconds) for s in case.samples]
+        send = [_per_gib(size, case.sender_receiver(s)[0]) for s in case.samples]
+        recv = [_per_gib(size, case.sender_receiver(s)[1]) for s in case.samples]
+        print(f"| {case.kind}: {case.label} | {_median(speeds):.1f} | {_median(send):.2f} "
+              f"| {_median(recv):.2f} | {_median(case.startup):.2f} "
+              f"| {' '.join(f'{v:.1f}' for v in speeds)} |")
+    for kind, runs in inproc.items():
+        speeds = [v for v, _ in runs]
+        cpu = [_per_gib(size, c) for _, c in runs]
+        print(f"| {kind}: in-process, memory stores (both nodes in one process) "
+              f"| {_median(speeds):.1f} | {_median(cpu):.2f} (both sides) | | "
+              f"| {' '.join(f'{v:.1f}' for v in speeds)} |")
+    print(flush=True)
+
+
+def _ratios(report: Reporter, size: int, todo: list[Case]) -> None:
+    by = {(c.kind, c.label): _median([_mb_s(size, s.seconds) for s in c.samples])
+          for c in todo}
+    for kind, ours in (("pull", "datatransfer pull <- datatransfer serve"),
+                       ("push", "datatransfer push -> datatransfer serve")):
+        value = by[(kind, ours)]
+        report.line(f"two processes: {ours}", value, "MB/s", "bare py-libp2p stream",
+                    by[(kind, "bare py-libp2p stream, two processes")])
+        go = by.get((kind, f"Go {kind} {'<-' if kind == 'pull' else '->'} Go serve"))
+        if go is not None:
+            report.line(f"two processes: {ours}", value, "MB/s", f"Go {kind} between Go nodes",
+                        go)
+
+
+def _cprofile(tmp: Path, files: Files, out: Path) -> None:
+    """Our pull and push once more, server and client under cProfile; the
+    top 15 lines of each by cumulative and by own time."""
+    if CLI[0] == sys.executable:
+        print("   no `datatransfer` script beside this Python: no profiles", flush=True)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    profiled = [sys.executable, "-m", "cProfile", "-o"]
+    deadline = client_deadline(files.size)
+    for kind in ("pull", "push"):
+        serve_prof, client_prof = out / f"{kind}-serve.prof", out / f"{kind}-client.prof"
+        serve_home = files.source if kind == "pull" else tmp / f"profile-sink-{kind}"
+        server = Child([*profiled, str(serve_prof), CLI[0], "serve", "--home", str(serve_home),
+                        "--listen", LOOPBACK], tmp / f"profile-serve-{kind}.log")
+        try:
+            addr = server.expect(_any, START).words[0]
+            home = tmp / "profile-client" if kind == "pull" else files.pusher
+            client = Child([*profiled, str(client_prof), CLI[0], kind, addr, files.cid["big"],
+                            "--home", str(home), "--listen", LOOPBACK],
+                           tmp / f"profile-{kind}.log")
+            start = time.perf_counter()
+            end, rc, cpu = client.finish(deadline)
+            if rc != 0:
+                raise client.fail(f"exited with status {rc}")
+        finally:
+            server_cpu = server.stop()
+        print(f"\n-- cProfile, {kind} of {files.size / MIB:g} MiB: {end - start:.1f} s, "
+              f"client CPU {cpu:.1f} s, server CPU {server_cpu:.1f} s "
+              f"(under the profiler; {serve_prof}, {client_prof})", flush=True)
+        for name, path in (("serve", serve_prof), (kind, client_prof)):
+            for order in ("cumulative", "tottime"):
+                print(f"\n-- {kind}: the `datatransfer {name}` process, by {order}", flush=True)
+                pstats.Stats(str(path), stream=sys.stdout).strip_dirs().sort_stats(
+                    order).print_stats(15)
+        sys.stdout.flush()
+
+
+def run(report: Reporter, quick: bool, size: int | None = None, rounds: int | None = None,
+        cprofile: Path | None = None) -> None:
+    size = size or (QUICK_SIZE if quick else DEFAULT_SIZE)
+    rounds = rounds or (1 if quick else DEFAULT_ROUNDS)
+    gonode, why = gonode_binary()
+    if gonode is None:
+        print(f"   the Go reference node cases are skipped: {why}", flush=True)
+    todo = cases(go=gonode is not None)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
+    ok = False
+    try:
+        print(f"   {size / MIB:g} MiB random file, {rounds} round(s); logs in {tmp}",
+              file=sys.stderr, flush=True)
+        files = _files(tmp, size)
+        data = files.big.read_bytes()
+        inproc: dict[str, list[tuple[float, float]]] = {"pull": [], "push": []}
+        for i in range(rounds):
+            print(f"   round {i + 1} of {rounds}", file=sys.stderr, flush=True)
+            _round(tmp, files, gonode, todo)
+            for kind in inproc:
+                inproc[kind].append(_in_process(kind, data, tmp / f"inproc-{kind}-{i}"))
+        del data
+        _table(size, todo, inproc)
+        _ratios(report, size, todo)
+        for kind, runs in inproc.items():
+            report.line(f"in-process, memory stores: {kind}", _median([v for v, _ in runs]),
+                        "MB/s")
+        if cprofile is not None:
+            _cprofile(tmp, files, cprofile)
+        ok = True
+    except ChildError as exc:
+        raise DeployError(str(exc)) from None
+    finally:
+        if ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"   logs kept in {tmp}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    run(Reporter(), "--quick" in sys.argv)
