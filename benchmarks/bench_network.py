@@ -33,7 +33,7 @@ from typing import Any
 
 import trio
 
-from benchmarks._report import Reporter
+from benchmarks._report import Reporter, deadline
 from benchmarks.bench_libp2p import MIB, _libp2p_stream
 from benchmarks.bench_manager import CONFIG, BenchVoucher, Validator
 from datatransfer.ipld.blockstore import MemoryBlockstore
@@ -82,6 +82,12 @@ async def _large(kind: str, data: bytes, home: Path,
                  profile: str = "modern") -> tuple[float, Status, str]:
     """MiB/s of one ``kind`` ("pull"/"push") of ``data`` (UnixFS ``profile``);
     final status, message."""
+    with deadline(f"the in-process {kind}"):
+        return await _large_run(kind, data, home, profile)
+
+
+async def _large_run(kind: str, data: bytes, home: Path,
+                     profile: str) -> tuple[float, Status, str]:
     async with _Pair(home) as pair:
         source = pair.server if kind == "pull" else pair.client
         root = import_file(data, source.transport.blockstore, profile=profile)
@@ -100,6 +106,11 @@ async def _large(kind: str, data: bytes, home: Path,
 async def _many(count: int, home: Path, **options: Any) -> tuple[int, float, Counter, int]:
     """``count`` concurrent small pulls: (completed, channels/s, reasons of
     the others, the server's busy_refused)."""
+    with deadline(f"{count} concurrent pulls"):
+        return await _many_run(count, home, **options)
+
+
+async def _many_run(count: int, home: Path, **options: Any) -> tuple[int, float, Counter, int]:
     async with _Pair(home, **options) as pair:
         store = pair.server.transport.blockstore
         roots = [import_file(os.urandom(2048) + i.to_bytes(4, "big"), store, profile="modern")
