@@ -59,25 +59,38 @@ def _deadline(module: ModuleType, quick: bool, options: dict[str, Any]) -> float
     return float(limit(quick, **options) if callable(limit) else limit)
 
 
+#: Set when the running module's deadline passed.
+_expired_flag: list[bool] = [False]
+
+
 def _expired(signum: int, frame: FrameType | None) -> None:
-    raise DeadlineExceeded
+    """Interrupt the module as Ctrl-C would: through the SIGINT handler in
+    place, so that an event loop (trio, asyncio) stops at a point where it
+    can (an exception raised here could land inside its scheduler)."""
+    _expired_flag[0] = True
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):
+        raise DeadlineExceeded
+    handler(signal.SIGINT, frame)  # raises now, or (trio) once it is safe to
 
 
-def run_module(name: str, report: Reporter, args: argparse.Namespace) -> bool:
+def run_module(name: str, module: ModuleType, report: Reporter,
+               args: argparse.Namespace) -> bool:
     """Run one module under its deadline; False (said on stderr) if it failed."""
-    module = importlib.import_module(f"benchmarks.bench_{name}")
     options = _options(module, args)
     limit = _deadline(module, args.quick, options)
     report.section(name)
     previous = signal.signal(signal.SIGALRM, _expired)
+    _expired_flag[0] = False
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
         module.run(report, args.quick, **options)
         return True
-    except BaseException as exc:  # noqa: BLE001 - trio may wrap the deadline
-        if isinstance(exc, KeyboardInterrupt):
+    except BaseException as exc:  # noqa: BLE001 - the loop may wrap the interrupt
+        expired = _expired_flag[0] and _caused_by(exc, (KeyboardInterrupt, DeadlineExceeded))
+        if isinstance(exc, KeyboardInterrupt) and not expired:
             raise
-        if _caused_by(exc, DeadlineExceeded):
+        if expired:
             why = f"did not finish within its deadline of {limit:.0f} s; stopped"
         else:
             why = f"failed: {type(exc).__name__}: {exc}"
@@ -89,7 +102,8 @@ def run_module(name: str, report: Reporter, args: argparse.Namespace) -> bool:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+def _caused_by(exc: BaseException,
+               kind: type[BaseException] | tuple[type[BaseException], ...]) -> bool:
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -128,7 +142,9 @@ def main() -> None:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; known: {found}")
     report = Reporter()
     start = time.perf_counter()
-    failed = [name for name in args.names or found if not run_module(name, report, args)]
+    failed = [name for name in args.names or found
+              if not run_module(name, importlib.import_module(f"benchmarks.bench_{name}"),
+                                report, args)]
     print(f"\nbenchmarks took {time.perf_counter() - start:.0f} s"
           + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr, flush=True)
     sys.exit(1 if failed else 0)

@@ -126,7 +126,7 @@ class Child:
     def cpu(self) -> float:
         return proc_cpu(self.proc.pid)
 
-    def settled_cpu(self, quiet: float = 0.3, longest: float = 5.0) -> float:
+    def settled_cpu(self, quiet: float = 0.25, longest: float = 5.0) -> float:
         """CPU time once the process has stopped using any for ``quiet``
         seconds (at most ``longest``): what a server spent on a transfer,
         its tidying after the client left included."""
