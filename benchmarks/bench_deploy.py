@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import pstats
+import re
 import shutil
 import statistics
 import sys
@@ -456,11 +457,38 @@ def _cprofile(tmp: Path, files: Files, out: Path) -> None:
               f"client CPU {cpu:.1f} s, server CPU {server_cpu:.1f} s "
               f"(under the profiler; {serve_prof}, {client_prof})", flush=True)
         for name, path in (("serve", serve_prof), (kind, client_prof)):
-            for order in ("cumulative", "tottime"):
-                print(f"\n-- {kind}: the `datatransfer {name}` process, by {order}", flush=True)
-                pstats.Stats(str(path), stream=sys.stdout).strip_dirs().sort_stats(
-                    order).print_stats(15)
-        sys.stdout.flush()
+            print_top(path, f"{kind}: the `datatransfer {name}` process")
+
+
+#: Where the cumulative list looks: the node's code and py-libp2p's, not the
+#: command line's and the event loop's frames that hold every call.
+_WORK = re.compile(r"/(?:datatransfer/(?!cli/)|transport/|statemachine/|registry/|libp2p/)")
+
+
+def print_top(path: Path, title: str, n: int = 15) -> None:
+    """The ``n`` functions of a cProfile file with the most cumulative time
+    (in :data:`_WORK`) and with the most own time (any)."""
+    stats = pstats.Stats(str(path))
+    total = getattr(stats, "total_tt", float("nan"))
+    rows = [(file, line, fn, nc, tt, ct)
+            for (file, line, fn), (_, nc, tt, ct, _) in stats.stats.items()  # type: ignore[attr-defined]
+            if fn != "<module>"]
+    for order, pick, only in (("cumulative", 5, _WORK), ("own time", 4, None)):
+        print(f"\n-- {title}, by {order} ({total:.1f} s profiled"
+              f"{'; the node and py-libp2p only' if only else ''})")
+        print(f"{'calls':>9} {'own s':>8} {'cum s':>8}  function")
+        chosen = [r for r in rows if only is None or only.search(r[0])]
+        for file, line, fn, nc, tt, ct in sorted(chosen, key=lambda r: -r[pick])[:n]:
+            print(f"{nc:>9} {tt:>8.3f} {ct:>8.3f}  {_short(file)}:{line}({fn})")
+    sys.stdout.flush()
+
+
+def _short(file: str) -> str:
+    for marker in ("site-packages/", f"{REPO}/",
+                   f"/python{sys.version_info[0]}.{sys.version_info[1]}/"):
+        if marker in file:
+            return file.split(marker, 1)[1]
+    return file
 
 
 def run(report: Reporter, quick: bool, size: int | None = None, rounds: int | None = None,
