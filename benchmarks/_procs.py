@@ -48,6 +48,14 @@ def proc_cpu(pid: int) -> float:
 
 
 @dataclass
+class Mark:
+    """A moment in a child's run: when, and the CPU seconds it had used by then."""
+
+    at: float
+    cpu: float
+
+
+@dataclass
 class Line:
     """One stdout line: when it arrived and the CPU its process had used by then."""
 
@@ -125,6 +133,36 @@ class Child:
 
     def cpu(self) -> float:
         return proc_cpu(self.proc.pid)
+
+    def watch_connection(self, port: int, every: float = 0.01) -> Callable[[], Mark | None]:
+        """Start looking (every ``every`` s) for the first established TCP
+        connection to 127.0.0.1:``port`` (the server this child dials); the
+        result, once the child has exited, is when it was seen and the CPU
+        the child had used by then, or None if it was never seen (or there
+        is no ``/proc/net/tcp``)."""
+        want = f"0100007F:{port:04X}"
+        seen: list[Mark] = []
+
+        def look() -> None:
+            while self.proc.returncode is None and not self._exited.is_set():
+                try:
+                    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+                except OSError:
+                    return
+                for row in rows:
+                    cols = row.split()
+                    if cols[2] == want and cols[3] == "01":  # ESTABLISHED
+                        seen.append(Mark(time.perf_counter(), self.cpu()))
+                        return
+                time.sleep(every)
+
+        watcher = threading.Thread(target=look, daemon=True)
+        watcher.start()
+
+        def result() -> Mark | None:
+            watcher.join(5)
+            return seen[0] if seen else None
+        return result
 
     def settled_cpu(self, quiet: float = 0.25, longest: float = 5.0) -> float:
         """CPU time once the process has stopped using any for ``quiet``

@@ -23,15 +23,17 @@ default 2; figures are medians over the rounds):
   memory stores (:mod:`benchmarks.bench_network`'s measurement, same file
   and profile), for comparison with the earlier figures.
 
-Times and CPU are taken per client process, from its start to the kernel
-reaping it (a Go push: from its ``ROOT`` line, after importing the file);
-start-up is subtracted by running the same client, in the same round,
-against a 1-byte file and taking the difference. Sender and receiver CPU:
-the client's from ``wait4``, the server's from ``/proc/PID/stat`` before the
-client starts and once the server is idle after it exits; the same
-difference to the 1-byte run. Children get SIGKILL if this process dies;
-every wait has a deadline. Logs of every process go to files in a temporary
-directory, kept when something fails.
+Start-up is left out by timing each client from the moment its TCP
+connection to the server is established (seen in ``/proc/net/tcp``, looked
+for every 10 ms) to the kernel reaping it: the interpreter's start, imports
+and the node's start are not counted; the secure handshake, the request,
+the transfer and the client's shutdown are. A run where the connection was
+never seen is timed from the process start and marked so. Sender and
+receiver CPU: the client's from ``wait4`` less what it had used when it
+connected (``/proc/PID/stat``), the server's from ``/proc/PID/stat`` when
+the client starts and once the server is idle after it exits. Children get
+SIGKILL if this process dies; every wait has a deadline. Logs of every
+process go to files in a temporary directory, kept when something fails.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from pathlib import Path
 
 import trio
 
-from benchmarks._procs import CLI, Child, ChildError, Line
+from benchmarks._procs import CLI, Child, ChildError
 from benchmarks._report import Reporter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +84,7 @@ def DEADLINE(quick: bool, size: int | None = None, rounds: int | None = None,  #
              cprofile: Path | None = None) -> float:
     """The whole module's deadline for ``python -m benchmarks``' watchdog."""
     size = size or (QUICK_SIZE if quick else DEFAULT_SIZE)
-    runs = (rounds or (1 if quick else DEFAULT_ROUNDS)) * 20 + (4 if cprofile else 0)
+    runs = (rounds or (1 if quick else DEFAULT_ROUNDS)) * 10 + (4 if cprofile else 0)
     return 600.0 + runs * client_deadline(size) / 2
 
 
@@ -98,10 +100,6 @@ class Run:
     client: float
     server: float
 
-    def __sub__(self, other: Run) -> Run:
-        return Run(self.seconds - other.seconds, self.client - other.client,
-                   self.server - other.server)
-
 
 @dataclass
 class Case:
@@ -110,11 +108,13 @@ class Case:
     kind: str          # "pull" or "push"
     label: str
     server: str        # key of the round's server
-    client: Callable[[Round, str, Path], list[str]]
-    mark: str | None = None   # a stdout word: time the client from this line
+    client: Callable[[Round, Path], list[str]]
     done: str | None = None   # a stdout word whose second word must be Completed
     samples: list[Run] = field(default_factory=list)
+    #: Seconds from the client's start to its connection, each round.
     startup: list[float] = field(default_factory=list)
+    #: Rounds where the connection was not seen (timed from the start).
+    unseen: int = 0
 
     def sender_receiver(self, run: Run) -> tuple[float, float]:
         return (run.server, run.client) if self.kind == "pull" else (run.client, run.server)
@@ -122,11 +122,10 @@ class Case:
 
 @dataclass
 class Files:
-    """The source file, the 1-byte file, their CIDs and the homes holding them."""
+    """The file, its CID and the homes holding it."""
 
-    big: Path
-    tiny: Path
-    cid: dict[str, str]
+    path: Path
+    cid: str
     source: Path  # served by `serve`
     pusher: Path  # pushed from by `push`
     size: int
@@ -149,12 +148,6 @@ class Round:
     def log(self, what: str) -> Path:
         return self.fresh(what).with_suffix(".log")
 
-    def file(self, which: str) -> Path:
-        return self.files.big if which == "big" else self.files.tiny
-
-    def nbytes(self, which: str) -> int:
-        return self.files.size if which == "big" else 1
-
 
 # -- the servers of a round ---------------------------------------------------------------
 
@@ -169,8 +162,8 @@ def _server_argv(r: Round, key: str) -> tuple[list[str], Callable[[list[str]], b
         return [*CLI, "serve", "--home", str(r.fresh(key)), "--listen", LOOPBACK], _any, 0
     assert r.gonode is not None
     argv = [str(r.gonode), "serve", "-listen", LOOPBACK]
-    if key in ("go-big", "go-tiny"):
-        argv += ["-file", str(r.file(key[3:])), "-profile", PROFILE]
+    if key == "go-source":
+        argv += ["-file", str(r.files.path), "-profile", PROFILE]
     return argv, lambda w: w[0] == "ADDR", 1
 
 
@@ -188,11 +181,11 @@ def _start_servers(r: Round, keys: list[str]) -> None:
         pending.append((key, child, pred, index))
     for key, child, pred, index in pending:
         r.addrs[key] = child.expect(pred, START).words[index]
-        if key in ("go-big", "go-tiny"):
+        if key == "go-source":
             root = child.expect(lambda w: w[0] == "ROOT", START).words[1]
-            if root != r.files.cid[key[3:]]:
-                raise DeployError(f"the Go node imported the {key[3:]} file as {root}, "
-                                  f"`datatransfer add` as {r.files.cid[key[3:]]}")
+            if root != r.files.cid:
+                raise DeployError(f"the Go node imported the file as {root}, "
+                                  f"`datatransfer add` as {r.files.cid}")
     for child in r.servers.values():
         child.settled_cpu()
 
@@ -206,35 +199,27 @@ def _stop_servers(r: Round) -> None:
 # -- the clients --------------------------------------------------------------------------
 
 
-def _bare(mode: str) -> Callable[[Round, str, Path], list[str]]:
-    def argv(r: Round, which: str, home: Path) -> list[str]:
-        return [*STREAM, mode, r.addrs["bare"], str(r.nbytes(which)), "--home", str(home)]
+def _bare(mode: str) -> Callable[[Round, Path], list[str]]:
+    def argv(r: Round, home: Path) -> list[str]:
+        return [*STREAM, mode, r.addrs["bare"], str(r.files.size), "--home", str(home)]
     return argv
 
 
-def _py(cmd: str, server: str) -> Callable[[Round, str, Path], list[str]]:
-    def argv(r: Round, which: str, home: Path) -> list[str]:
-        addr = r.addrs[f"go-{which}" if server == "go-" else server]
+def _py(cmd: str, server: str) -> Callable[[Round, Path], list[str]]:
+    def argv(r: Round, home: Path) -> list[str]:
         if cmd == "push":
             home = r.files.pusher
-        return [*CLI, cmd, addr, r.files.cid[which], "--home", str(home), "--listen", LOOPBACK]
+        return [*CLI, cmd, r.addrs[server], r.files.cid, "--home", str(home),
+                "--listen", LOOPBACK]
     return argv
 
 
-def _go_pull(server: str) -> Callable[[Round, str, Path], list[str]]:
-    def argv(r: Round, which: str, home: Path) -> list[str]:
+def _go(cmd: str, server: str) -> Callable[[Round, Path], list[str]]:
+    def argv(r: Round, home: Path) -> list[str]:
         assert r.gonode is not None
-        addr = r.addrs[f"go-{which}" if server == "go-" else server]
-        return [str(r.gonode), "pull", addr, r.files.cid[which], "-selector", ALL,
-                "-linger", LINGER, "-timeout", f"{client_deadline(r.files.size):.0f}s"]
-    return argv
-
-
-def _go_push(server: str) -> Callable[[Round, str, Path], list[str]]:
-    def argv(r: Round, which: str, home: Path) -> list[str]:
-        assert r.gonode is not None
-        return [str(r.gonode), "push", r.addrs[server], "-file", str(r.file(which)),
-                "-profile", PROFILE, "-linger", LINGER,
+        what = ([r.files.cid, "-selector", ALL] if cmd == "pull"
+                else ["-file", str(r.files.path), "-profile", PROFILE])
+        return [str(r.gonode), cmd, r.addrs[server], *what, "-linger", LINGER,
                 "-timeout", f"{client_deadline(r.files.size):.0f}s"]
     return argv
 
@@ -248,9 +233,11 @@ def cases(go: bool) -> list[Case]:
     ]
     if go:
         out += [
-            Case("pull", "Go pull <- Go serve", "go-", _go_pull("go-"), done="DONE"),
-            Case("pull", "datatransfer pull <- Go serve", "go-", _py("pull", "go-")),
-            Case("pull", "Go pull <- datatransfer serve", "py-source", _go_pull("py-source"),
+            Case("pull", "Go pull <- Go serve", "go-source", _go("pull", "go-source"),
+                 done="DONE"),
+            Case("pull", "datatransfer pull <- Go serve", "go-source",
+                 _py("pull", "go-source")),
+            Case("pull", "Go pull <- datatransfer serve", "py-source", _go("pull", "py-source"),
                  done="DONE"),
         ]
     out += [
@@ -260,31 +247,29 @@ def cases(go: bool) -> list[Case]:
     ]
     if go:
         out += [
-            Case("push", "Go push -> Go serve", "go-sink-go", _go_push("go-sink-go"),
-                 mark="ROOT", done="DONE"),
+            Case("push", "Go push -> Go serve", "go-sink-go", _go("push", "go-sink-go"),
+                 done="DONE"),
             Case("push", "datatransfer push -> Go serve", "go-sink-ours",
                  _py("push", "go-sink-ours")),
-            Case("push", "Go push -> datatransfer serve", "py-sink-go", _go_push("py-sink-go"),
-                 mark="ROOT", done="DONE"),
+            Case("push", "Go push -> datatransfer serve", "py-sink-go",
+                 _go("push", "py-sink-go"), done="DONE"),
         ]
     return out
 
 
-def _server_of(case: Case, which: str) -> str:
-    return f"go-{which}" if case.server == "go-" else case.server
+def _port(addr: str) -> int:
+    parts = addr.split("/")
+    return int(parts[parts.index("tcp") + 1])
 
 
-def _client_run(r: Round, case: Case, which: str) -> Run:
-    """Run ``case``'s client on the ``which`` ("big"/"tiny") file once."""
-    server = r.servers[_server_of(case, which)]
-    argv = case.client(r, which, r.fresh(f"{case.kind}-client"))
+def _client_run(r: Round, case: Case) -> None:
+    """Run ``case``'s client once; add its sample to the case."""
+    server = r.servers[case.server]
+    argv = case.client(r, r.fresh(f"{case.kind}-client"))
     deadline = client_deadline(r.files.size)
     before = server.cpu()  # idle: settled after its start or its last client
-    child = Child(argv, r.log(f"{case.kind}-{which}"))
-    start, start_cpu = child.started, 0.0
-    if case.mark is not None:
-        marked: Line = child.expect(lambda w: w[0] == case.mark, deadline)
-        start, start_cpu = marked.at, marked.cpu
+    child = Child(argv, r.log(case.kind))
+    connected = child.watch_connection(_port(r.addrs[case.server]))
     end, rc, cpu = child.finish(deadline)
     lines = child.drain()
     if rc != 0:
@@ -293,7 +278,14 @@ def _client_run(r: Round, case: Case, which: str) -> Run:
         done = [ln.words for ln in lines if ln.words[:1] == [case.done]]
         if not done or done[-1][1] != "Completed":
             raise child.fail(f"ended {done[-1][1:] if done else 'without DONE'}")
-    return Run(end - start, cpu - start_cpu, server.settled_cpu() - before)
+    mark = connected()
+    if mark is None:
+        case.unseen += 1
+        start, start_cpu = child.started, 0.0
+    else:
+        start, start_cpu = mark.at, mark.cpu
+    case.startup.append(start - child.started)
+    case.samples.append(Run(end - start, cpu - start_cpu, server.settled_cpu() - before))
 
 
 def _in_process(kind: str, data: bytes, home: Path) -> tuple[float, float]:
@@ -347,20 +339,18 @@ def _add(path: Path, home: Path, log: Path) -> str:
 
 
 def _files(tmp: Path, size: int) -> Files:
-    big, tiny = tmp / "big.bin", tmp / "tiny.bin"
-    with big.open("wb") as fh:
+    path = tmp / "file.bin"
+    with path.open("wb") as fh:
         left = size
         while left:
             chunk = os.urandom(min(left, 16 * MIB))
             fh.write(chunk)
             left -= len(chunk)
-    tiny.write_bytes(b"\x2a")
     source = tmp / "source-home"
-    cid = {"big": _add(big, source, tmp / "add-big.log"),
-           "tiny": _add(tiny, source, tmp / "add-tiny.log")}
+    cid = _add(path, source, tmp / "add.log")
     pusher = tmp / "pusher-home"
     shutil.copytree(source, pusher)
-    return Files(big, tiny, cid, source, pusher, size)
+    return Files(path, cid, source, pusher, size)
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -368,15 +358,11 @@ def _files(tmp: Path, size: int) -> Files:
 
 def _round(tmp: Path, files: Files, gonode: Path | None, todo: list[Case]) -> None:
     r = Round(tmp, files, gonode)
-    keys = sorted({_server_of(c, w) for c in todo for w in ("big", "tiny")})
     try:
-        _start_servers(r, keys)
+        _start_servers(r, sorted({c.server for c in todo}))
         for case in todo:
             print(f"   {case.kind}: {case.label} ...", file=sys.stderr, flush=True)
-            tiny = _client_run(r, case, "tiny")
-            big = _client_run(r, case, "big")
-            case.samples.append(big - tiny)
-            case.startup.append(tiny.seconds)
+            _client_run(r, case)
     finally:
         _stop_servers(r)
 
@@ -395,7 +381,7 @@ def _median(values: list[float]) -> float:
 
 def _table(size: int, todo: list[Case], inproc: dict[str, list[tuple[float, float]]]) -> None:
     print(f"\n| {size / MIB:g} MiB, medians | MB/s | sender CPU s/GiB | receiver CPU s/GiB "
-          "| 1-byte run s | MB/s each round |")
+          "| start-up left out, s | MB/s each round |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     for case in todo:
         speeds = [_mb_s(size, s.seconds) for s in case.samples]
@@ -403,7 +389,8 @@ def _table(size: int, todo: list[Case], inproc: dict[str, list[tuple[float, floa
         recv = [_per_gib(size, case.sender_receiver(s)[1]) for s in case.samples]
         print(f"| {case.kind}: {case.label} | {_median(speeds):.1f} | {_median(send):.2f} "
               f"| {_median(recv):.2f} | {_median(case.startup):.2f} "
-              f"| {' '.join(f'{v:.1f}' for v in speeds)} |")
+              f"| {' '.join(f'{v:.1f}' for v in speeds)}"
+              f"{f' ({case.unseen} timed from the start)' if case.unseen else ''} |")
     for kind, runs in inproc.items():
         speeds = [v for v, _ in runs]
         cpu = [_per_gib(size, c) for _, c in runs]
@@ -444,7 +431,7 @@ def _cprofile(tmp: Path, files: Files, out: Path) -> None:
         try:
             addr = server.expect(_any, START).words[0]
             home = tmp / "profile-client" if kind == "pull" else files.pusher
-            client = Child([*profiled, str(client_prof), CLI[0], kind, addr, files.cid["big"],
+            client = Child([*profiled, str(client_prof), CLI[0], kind, addr, files.cid,
                             "--home", str(home), "--listen", LOOPBACK],
                            tmp / f"profile-{kind}.log")
             start = time.perf_counter()
@@ -508,7 +495,7 @@ def run(report: Reporter, quick: bool, size: int | None = None, rounds: int | No
         print(f"   {size / MIB:g} MiB random file, {rounds} round(s); logs in {tmp}",
               file=sys.stderr, flush=True)
         files = _files(tmp, size)
-        data = files.big.read_bytes()
+        data = files.path.read_bytes()
         inproc: dict[str, list[tuple[float, float]]] = {"pull": [], "push": []}
         for i in range(rounds):
             print(f"   round {i + 1} of {rounds}", file=sys.stderr, flush=True)
