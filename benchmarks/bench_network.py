@@ -1,5 +1,8 @@
-"""Two Managers over real libp2p hosts on 127.0.0.1 (trio; TCP + Noise + Yamux),
-through :class:`transport.libp2p.transport.Libp2pTransport` with its defaults.
+"""Two Managers in this process over real libp2p hosts on 127.0.0.1 (trio;
+TCP + Noise + Yamux), through :class:`transport.libp2p.transport.Libp2pTransport`
+with its defaults; the lines say "in-process". Transfers as deployed (two
+processes, the homes' sqlite stores, beside the Go node) are
+:mod:`benchmarks.bench_deploy`'s.
 
 * one large pull, then one large push, of 256 MiB (quick: 32 MiB) UnixFS
   (modern profile, MemoryBlockstore on both sides): MiB/s beside the bare
@@ -153,13 +156,15 @@ def run(report: Reporter, quick: bool) -> None:
                     print(f"   {kind} ended {status.name}: {message}", flush=True)
                     ended = status
                 speeds.append(speed)
-            report.line(f"libp2p {kind} {size // MIB} MiB ({ended.name}), best of {REPEAT}",
+            report.line(f"libp2p in-process, memory stores: {kind} {size // MIB} MiB "
+                        f"({ended.name}), best of {REPEAT}",
                         max(speeds), "MiB/s", "bare libp2p stream, same size", max(bares))
             print(f"   samples: {kind} {_samples(speeds)}; bare {_samples(bares)} MiB/s",
                   flush=True)
         done, rate, reasons, busy = trio.run(_many, count, home / "many")
-        report.line(f"libp2p {count} concurrent pulls: completed", done, f"of {count}")
-        report.line(f"libp2p {count} concurrent pulls", rate, "channels/s")
+        report.line(f"libp2p in-process: {count} concurrent pulls: completed", done,
+                    f"of {count}")
+        report.line(f"libp2p in-process: {count} concurrent pulls", rate, "channels/s")
         if done != count:
             print(f"   server refused {busy} requests Busy; the others ended:", flush=True)
             for reason, n in reasons.most_common():
