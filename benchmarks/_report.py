@@ -7,8 +7,31 @@ machines are noisy and only ratios within one run mean anything.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+import anyio
+
+#: Seconds an in-process scenario may take (the slowest, a 1 GiB in-memory
+#: pull, takes about 10 s on a quiet 2-core machine): past it the scenario
+#: fails with :class:`ScenarioTimeout` instead of waiting forever.
+SCENARIO_DEADLINE = 900.0
+
+
+class ScenarioTimeout(RuntimeError):
+    """A benchmark scenario did not finish within its deadline."""
+
+
+@contextmanager
+def deadline(what: str, seconds: float = SCENARIO_DEADLINE) -> Iterator[None]:
+    """Fail the enclosed (async) scenario with :class:`ScenarioTimeout` past
+    ``seconds``."""
+    try:
+        with anyio.fail_after(seconds):
+            yield
+    except TimeoutError:
+        raise ScenarioTimeout(f"{what} did not finish within {seconds:.0f} s") from None
 
 
 @dataclass

@@ -76,7 +76,11 @@ class _Server:
             [*CLI, "serve", "--home", str(home), "--listen", LOOPBACK],
             stdout=subprocess.PIPE, stderr=self.err, text=True, env=_env())
         assert self.proc.stdout is not None
-        self.addr = self.proc.stdout.readline().strip()
+        try:
+            self.addr = self.proc.stdout.readline().strip()
+        except BaseException:  # the module's deadline: leave no node behind
+            self.proc.kill()
+            raise
         if not self.addr:
             raise RuntimeError("serve printed no address")
 
@@ -114,7 +118,8 @@ def run(report: Reporter, quick: bool) -> None:
         digest = hashlib.sha256(data).hexdigest()
         home = tmp / "server"
         cid = subprocess.run([*CLI, "add", str(src), "--home", str(home)], check=True,
-                             capture_output=True, text=True, env=_env()).stdout.split()[-1]
+                             capture_output=True, text=True, env=_env(),
+                             timeout=600).stdout.split()[-1]
         pulls = [0]
         worst: tuple[int, str] = (0, "")
         for name, (script, argv, word) in CLASSES.items():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import trio
 
-from benchmarks._report import Reporter
+from benchmarks._report import Reporter, deadline
 from datatransfer.messages import update_request
 from datatransfer.types import PeerID
 from transport.libp2p import (
@@ -73,7 +73,8 @@ async def _libp2p_stream(total: int, home: Path, piece: int = WRITE_PIECE) -> fl
             await stream.write(block[:n])  # type: ignore[arg-type]
             left -= n
         await stream.close()
-        await done.wait()
+        with deadline("the bare stream's reader"):
+            await done.wait()
         elapsed = time.perf_counter() - start
     if received != total:
         raise RuntimeError(f"received {received} of {total} bytes")
@@ -103,7 +104,8 @@ async def _tcp_socket(total: int) -> float:
         for _ in range(total // WRITE):
             await stream.send_all(block)
         await stream.send_eof()
-        await done.wait()
+        with deadline("the TCP socket's reader"):
+            await done.wait()
         elapsed = time.perf_counter() - start
         await stream.aclose()
         nursery.cancel_scope.cancel()

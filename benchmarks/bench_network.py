@@ -1,5 +1,8 @@
-"""Two Managers over real libp2p hosts on 127.0.0.1 (trio; TCP + Noise + Yamux),
-through :class:`transport.libp2p.transport.Libp2pTransport` with its defaults.
+"""Two Managers in this process over real libp2p hosts on 127.0.0.1 (trio;
+TCP + Noise + Yamux), through :class:`transport.libp2p.transport.Libp2pTransport`
+with its defaults; the lines say "in-process". Transfers as deployed (two
+processes, the homes' sqlite stores, beside the Go node) are
+:mod:`benchmarks.bench_deploy`'s.
 
 * one large pull, then one large push, of 256 MiB (quick: 32 MiB) UnixFS
   (modern profile, MemoryBlockstore on both sides): MiB/s beside the bare
@@ -33,7 +36,7 @@ from typing import Any
 
 import trio
 
-from benchmarks._report import Reporter
+from benchmarks._report import Reporter, deadline
 from benchmarks.bench_libp2p import MIB, _libp2p_stream
 from benchmarks.bench_manager import CONFIG, BenchVoucher, Validator
 from datatransfer.ipld.blockstore import MemoryBlockstore
@@ -78,11 +81,19 @@ class _Pair:
         await self.stack.__aexit__(*exc)
 
 
-async def _large(kind: str, data: bytes, home: Path) -> tuple[float, Status, str]:
-    """MiB/s of one ``kind`` ("pull"/"push") of ``data``; final status, message."""
+async def _large(kind: str, data: bytes, home: Path,
+                 profile: str = "modern") -> tuple[float, Status, str]:
+    """MiB/s of one ``kind`` ("pull"/"push") of ``data`` (UnixFS ``profile``);
+    final status, message."""
+    with deadline(f"the in-process {kind}"):
+        return await _large_run(kind, data, home, profile)
+
+
+async def _large_run(kind: str, data: bytes, home: Path,
+                     profile: str) -> tuple[float, Status, str]:
     async with _Pair(home) as pair:
         source = pair.server if kind == "pull" else pair.client
-        root = import_file(data, source.transport.blockstore, profile="modern")
+        root = import_file(data, source.transport.blockstore, profile=profile)
         start = time.perf_counter()
         if kind == "pull":
             chid = await pair.client.open_pull_channel(
@@ -98,6 +109,11 @@ async def _large(kind: str, data: bytes, home: Path) -> tuple[float, Status, str
 async def _many(count: int, home: Path, **options: Any) -> tuple[int, float, Counter, int]:
     """``count`` concurrent small pulls: (completed, channels/s, reasons of
     the others, the server's busy_refused)."""
+    with deadline(f"{count} concurrent pulls"):
+        return await _many_run(count, home, **options)
+
+
+async def _many_run(count: int, home: Path, **options: Any) -> tuple[int, float, Counter, int]:
     async with _Pair(home, **options) as pair:
         store = pair.server.transport.blockstore
         roots = [import_file(os.urandom(2048) + i.to_bytes(4, "big"), store, profile="modern")
@@ -140,13 +156,15 @@ def run(report: Reporter, quick: bool) -> None:
                     print(f"   {kind} ended {status.name}: {message}", flush=True)
                     ended = status
                 speeds.append(speed)
-            report.line(f"libp2p {kind} {size // MIB} MiB ({ended.name}), best of {REPEAT}",
+            report.line(f"libp2p in-process, memory stores: {kind} {size // MIB} MiB "
+                        f"({ended.name}), best of {REPEAT}",
                         max(speeds), "MiB/s", "bare libp2p stream, same size", max(bares))
             print(f"   samples: {kind} {_samples(speeds)}; bare {_samples(bares)} MiB/s",
                   flush=True)
         done, rate, reasons, busy = trio.run(_many, count, home / "many")
-        report.line(f"libp2p {count} concurrent pulls: completed", done, f"of {count}")
-        report.line(f"libp2p {count} concurrent pulls", rate, "channels/s")
+        report.line(f"libp2p in-process: {count} concurrent pulls: completed", done,
+                    f"of {count}")
+        report.line(f"libp2p in-process: {count} concurrent pulls", rate, "channels/s")
         if done != count:
             print(f"   server refused {busy} requests Busy; the others ended:", flush=True)
             for reason, n in reasons.most_common():
