@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from datatransfer.ipld.blockstore import Blockstore, BlockNotFound
+from datatransfer.ipld.blockstore import BlockNotFound, Blockstore
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import BlockRequest, Traverser
 from datatransfer.ipld.selector.traversal import STEP
