@@ -29,6 +29,9 @@ engine's queue of waiting requests per peer. ``RESOURCES`` says
 ``live_channels`` (all peers) and ``live_channels_peer_max`` (the most any
 one peer has open).
 
+``pull --voucher-label L`` asks with a ``test/voucher`` (:class:`_support.LabelVoucher`)
+instead of the open voucher (a ``datatransfer serve`` refuses it).
+
 ``pull`` takes a ``--selector`` (DAG-JSON) and can act on its channel once
 it received some bytes: ``--pause-after N --pause-for S`` pauses it, says
 ``PAUSED <received> <status>``, waits S seconds, says ``RESUMING <status>
@@ -54,7 +57,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _support import DEADLINE, NoteResult, PayEveryN, Payment  # noqa: E402
+from _support import DEADLINE, LabelVoucher, NoteResult, PayEveryN, Payment  # noqa: E402
 
 from datatransfer.config import ManagerConfig  # noqa: E402
 from datatransfer.ipld.cid import CID  # noqa: E402
@@ -283,13 +286,15 @@ async def pull(args: argparse.Namespace) -> None:
         if args.only_via:
             _dial_only_at(node, args.addr)
         root = CID.parse(args.cid)
+        voucher = None if args.voucher_label is None else LabelVoucher(args.voucher_label)
         if args.selector is None:
-            chid = await node.pull(args.addr, root)
+            chid = await node.pull(args.addr, root, voucher=voucher)
         else:
             from datatransfer.ipld import dagjson
 
             chid = await node.pull(args.addr, root,
-                                   dagjson.decode(args.selector.encode(), strict=False))
+                                   dagjson.decode(args.selector.encode(), strict=False),
+                                   voucher=voucher)
         say("CHANNEL", *_chid_words(chid))
         state: ChannelState
         async with anyio.create_task_group() as tg:
@@ -392,6 +397,7 @@ def main() -> None:
             p.add_argument("--pause-after", type=int, default=0)
             p.add_argument("--pause-for", type=float, default=2.0)
             p.add_argument("--cancel-after", type=int, default=0)
+            p.add_argument("--voucher-label", default=None)
     args = parser.parse_args()
     run = {"serve": serve, "pull": pull, "push": push}[args.cmd]
     anyio.run(run, args, backend="trio")

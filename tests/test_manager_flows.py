@@ -125,7 +125,9 @@ async def test_push_completes_with_exact_events_and_counters():
 
 
 @pytest.mark.parametrize("label", ["reject", "boom"])
-async def test_rejected_pull_fails_initiator_and_leaves_no_channel(label):
+async def test_rejected_pull_fails_initiator_and_leaves_only_a_record_of_the_refusal(label):
+    """The responder holds no channel for a refused request (no event, nothing
+    live); the store keeps it Failed with the reason, for ``ls --all``."""
     async with harness() as h:
         a = await h.node("a", setup=validating())
         b = await h.node("b", setup=validating())
@@ -136,7 +138,12 @@ async def test_rejected_pull_fails_initiator_and_leaves_no_channel(label):
         assert a.recorder.codes(chid) == ["Open", "Opened", *result, "Error", "CleanupComplete"]
         state = a.manager.channel_state(chid)
         assert state.status == S.Failed and state.message == "rejected by the responder"
-        assert b.manager.channel_status(chid) == S.ChannelNotFoundError
+        kept = b.manager.channel_state(chid)
+        why = ("rejected by the validator: not today" if label == "reject"
+               else "the validator failed: RuntimeError('validator bug')")
+        assert (kept.status, kept.message) == (S.Failed, f"refused: {why}")
+        assert b.recorder.codes(chid) == [] and not b.manager.in_progress_channels()
+        assert b.manager.refusals.counts["rejected-request"] == 1
 
 
 async def test_rejected_push_fails_initiator():
@@ -148,7 +155,10 @@ async def test_rejected_push_fails_initiator():
         await settle(a, chid=chid)
         assert a.recorder.codes(chid) == ["Open", "NewVoucherResult", "Error", "CleanupComplete"]
         assert a.manager.channel_state(chid).sent == 0
-        assert b.manager.channel_status(chid) == S.ChannelNotFoundError
+        kept = b.manager.channel_state(chid)  # the refusal, kept for ls --all
+        assert (kept.status, kept.message) == (S.Failed,
+                                               "refused: rejected by the validator: not today")
+        assert not kept.is_pull and kept.recipient == b.peer
 
 
 async def test_unknown_voucher_type_is_rejected():
@@ -169,8 +179,11 @@ async def test_unknown_voucher_type_is_rejected():
         chid = await a.manager.open_pull_channel(b.peer, Stranger(), root, ALL)
         await settle(a, chid=chid)
         assert a.manager.channel_state(chid).status == S.Failed
-        assert b.manager.channel_status(chid) == S.ChannelNotFoundError
-        assert not b.manager.channels()
+        # no channel on b, only the record of the refusal, with the reason
+        assert {c: (st.status, st.message) for c, st in b.manager.channels().items()} == {
+            chid: (S.Failed, "refused: unknown voucher type 'test/never-registered' "
+                   "(no validator takes it)")}
+        assert not b.manager.in_progress_channels() and b.recorder.codes(chid) == []
 
 
 async def test_retry_validation_waits_for_another_voucher():

@@ -653,13 +653,16 @@ class ChannelCore:
             # meanwhile cannot all pass the limit check at once
             self._validating[sender] = self._validating.get(sender, 0) + 1
             try:
-                outcome, result = yield Validate(chid, sender, request, voucher_enc, False)
+                outcome, result, *why = yield Validate(chid, sender, request, voucher_enc, False)
             finally:
                 left = self._validating.pop(sender) - 1
                 if left:
                     self._validating[sender] = left
             if chid in self.channels:  # the same request twice, validated meanwhile
                 raise ProtocolError(f"channel {chid} already exists")
+            if outcome == "reject":
+                yield self._refused(chid, sender, request, voucher_enc,
+                                    why[0] if why else "refused by the validator")
         if outcome == "reject":
             response = self._result_response(MessageType.New, chid.id, False, False, result)
             if not via_data:
@@ -709,6 +712,26 @@ class ChannelCore:
         else:
             yield from self._open_data(ch, response, skip=0, then_pause=hold)
         return PROCEED
+
+    def _refused(self, chid: ChannelID, sender: PeerID, request: TransferRequest,
+                 voucher: Encoded, reason: str) -> Refuse:
+        """A New request the validator refused (or whose voucher type has
+        none): counted and logged, and kept for ``ls --all`` as the channel
+        it would have been, Failed with the reason, since it never becomes a
+        channel (a network client refused must not be invisible here)."""
+        me = self.peer_id
+        ch = Channel(
+            channel_id=chid, self_peer=me, base_cid=request.base_cid,
+            selector=request.selector, voucher=voucher,
+            sender=me if request.pull else sender, recipient=sender if request.pull else me,
+            is_pull=request.pull,
+        )
+        ch.record.status = S.Failed
+        ch.record.message = f"refused: {reason}"
+        what = "pull" if request.pull else "push"
+        return Refuse("rejected-request", sender,
+                      f"refused a {what} of {request.base_cid} (channel {chid}, voucher "
+                      f"{voucher[0]}): {reason}", keep=ch)
 
     def _channel_limit_reached(self, chid: ChannelID, sender: PeerID) -> Steps:
         """Whether to refuse a New request from a peer that already holds
@@ -767,7 +790,7 @@ class ChannelCore:
                               accept=request.pull)
             response = self._result_response(MessageType.Restart, chid.id, False, False, None)
             return Answer(message=response, accept=False)
-        outcome, result = yield Validate(chid, sender, request, ch.voucher, True)
+        outcome, result, *_ = yield Validate(chid, sender, request, ch.voucher, True)
         if result is not None:
             yield from self._fire(ch, E.NewVoucherResult, voucher_result=result)
         if outcome == "reject":
@@ -832,7 +855,7 @@ class ChannelCore:
         chid = ch.channel_id
         request = new_request(chid.id, base_cid=ch.base_cid, selector=ch.selector,
                               voucher_type=encoded[0], voucher=encoded[1], pull=ch.is_pull)
-        outcome, result = yield Validate(chid, ch.other_peer, request, encoded, False)
+        outcome, result, *why = yield Validate(chid, ch.other_peer, request, encoded, False)
         if result is not None:
             yield from self._fire(ch, E.NewVoucherResult, voucher_result=result)
         if outcome == "retry":
@@ -840,6 +863,9 @@ class ChannelCore:
                 MessageType.VoucherResult, chid.id, True, True, result))
             return
         if outcome == "reject":
+            # never stored (it waited for this voucher): kept as a refused request
+            reason = why[0] if why else "refused by the validator"
+            yield self._refused(chid, ch.other_peer, request, encoded, reason)
             yield from self._fail(ch, "voucher rejected by the validator", self._result_response(
                 MessageType.New, chid.id, False, False, result))
             return
