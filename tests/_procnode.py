@@ -29,6 +29,10 @@ engine's queue of waiting requests per peer. ``RESOURCES`` says
 ``live_channels`` (all peers) and ``live_channels_peer_max`` (the most any
 one peer has open).
 
+``serve --accept-deals`` accepts every Filecoin retrieval deal proposal
+for free (:class:`AcceptDeals`, saying ``DEAL <deal id> <payload cid>
+<initiator> <id>``): a stand-in for the provider in the Lassie tests.
+
 ``pull --voucher-label L`` asks with a ``test/voucher`` (:class:`_support.LabelVoucher`)
 instead of the open voucher (a ``datatransfer serve`` refuses it).
 
@@ -66,6 +70,31 @@ from datatransfer.types import ChannelID, ChannelState  # noqa: E402
 from statemachine import FINAL_STATUSES  # noqa: E402
 
 _SAY = threading.Lock()
+
+
+class AcceptDeals:
+    """``serve --accept-deals``: a stand-in for the retrieval provider that
+    accepts every ``RetrievalDealProposal/1`` for free (answering
+    ``Accepted``), so the Lassie tests reach the data path whatever the
+    provider does; the real one is ``markets.retrieval.provider``."""
+
+    async def validate_pull(self, is_restart, chid, receiver, voucher, root, selector):  # type: ignore[no-untyped-def]
+        from datatransfer.markets.retrieval import DealResponse, DealStatus
+
+        say("DEAL", voucher.deal_id, voucher.payload_cid, *_chid_words(chid))
+        return DealResponse(DealStatus.ACCEPTED, voucher.deal_id)
+
+    async def validate_push(self, is_restart, chid, sender, voucher, root, selector):  # type: ignore[no-untyped-def]
+        from datatransfer.errors import Rejected
+
+        raise Rejected("retrieval deals are pulls")
+
+
+def _accept_deals(manager) -> None:  # type: ignore[no-untyped-def]
+    from datatransfer.markets.retrieval import DealProposal, DealResponse
+
+    manager.register_voucher_type(DealProposal, AcceptDeals())
+    manager.register_voucher_result_type(DealResponse)
 
 
 def say(*words: object) -> None:
@@ -219,7 +248,7 @@ async def serve(args: argparse.Namespace) -> None:
     options = {} if args.max_queued_per_peer is None else {
         "max_queued_per_peer": args.max_queued_per_peer}
     node = Node(args.home, listen=(args.listen,), config=_config(args),
-                transport_options=options)
+                transport_options=options, setup=_accept_deals if args.accept_deals else None)
     await node.__aenter__()
     try:
         assert node.manager is not None
@@ -382,6 +411,7 @@ def main() -> None:
     s.add_argument("--max-channels-per-peer", type=int, default=None)
     s.add_argument("--max-queued-per-peer", type=int, default=None)
     s.add_argument("--no-progress-timeout", type=float, default=60.0)
+    s.add_argument("--accept-deals", action="store_true")
     for name in ("pull", "push"):
         p = sub.add_parser(name)
         p.add_argument("--home", required=True)
