@@ -130,3 +130,6 @@ def test_serve_shows_a_refused_request_in_metrics_ls_and_its_log(tmp_path: Path,
     lines = refused_lines("".join(serve.stderr))
     assert len(lines) == 1 and lines[0].startswith("WARNING"), serve.describe()
     assert "test/voucher" in lines[0] and "no validator takes it" in lines[0]
+    # the node gone, ls reads the store itself: the refusal is still there
+    serve.kill()
+    assert json.loads(run("ls", "--all", "--json", "--home", home).stdout) == rows
