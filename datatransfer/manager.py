@@ -527,7 +527,8 @@ class Manager:
         except Rejected as exc:
             return "reject", _encode_result(exc.result), f"rejected by the validator: {exc.reason}"
         except Exception as exc:  # a validator bug must not take the node down
-            log.warning("validator for %s raised %r; request rejected", chid, exc)
+            if restart:  # (a New request's refusal is logged by the core, with this reason)
+                log.warning("validator for %s raised %r; restart rejected", chid, exc)
             return "reject", None, f"the validator failed: {exc!r}"
 
     async def _revalidate(self, effect: fx.Revalidate) -> tuple[str, Any]:

@@ -790,11 +790,13 @@ class ChannelCore:
                               accept=request.pull)
             response = self._result_response(MessageType.Restart, chid.id, False, False, None)
             return Answer(message=response, accept=False)
-        outcome, result, *_ = yield Validate(chid, sender, request, ch.voucher, True)
+        outcome, result, *why = yield Validate(chid, sender, request, ch.voucher, True)
         if result is not None:
             yield from self._fire(ch, E.NewVoucherResult, voucher_result=result)
         if outcome == "reject":
-            yield from self._try_fire(ch, E.Error, error="restart request failed validation")
+            reason = f": {why[0]}" if why else ""
+            yield from self._try_fire(ch, E.Error,
+                                      error=f"restart request failed validation{reason}")
             return Answer(message=self._result_response(
                 MessageType.Restart, chid.id, False, False, result), accept=False)
         yield from self._fire(ch, E.Restart)
