@@ -210,6 +210,26 @@ async def test_retry_validation_waits_for_another_voucher():
         assert b.manager.channel_state(chid).vouchers == (LabelVoucher("ok"),)
 
 
+async def test_a_request_waiting_for_a_voucher_then_refused_is_kept_as_refused():
+    """Asked to retry, the request lives in memory only; the voucher the
+    validator then refuses makes it a refused request like any other:
+    counted, and kept in the store with the reason."""
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, _, _ = make_dag(b.blockstore, leaves=2)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("retry"), root, ALL)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
+        assert b.manager.store.load(chid) is None  # not stored while it waits
+        await a.manager.send_voucher(chid, LabelVoucher("reject"))
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status == S.Failed
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status == S.Failed
+        kept = b.manager.store.load(chid)
+        assert kept is not None and (kept.record.status, kept.record.message) == (
+            S.Failed, "refused: rejected by the validator: not today")
+        assert b.manager.refusals.counts["rejected-request"] == 1
+
+
 async def test_accept_and_pause_then_a_voucher_resumes():
     reval = PayEveryN(10**9)  # never pauses on data; accepts any payment
     async with harness() as h:
