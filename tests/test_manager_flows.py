@@ -184,6 +184,34 @@ async def test_unknown_voucher_type_is_rejected():
             chid: (S.Failed, "refused: unknown voucher type 'test/never-registered' "
                    "(no validator takes it)")}
         assert not b.manager.in_progress_channels() and b.recorder.codes(chid) == []
+        kept = b.manager.store.load(chid)
+        assert kept is not None and kept.voucher == ("test/never-registered", {})
+        assert kept.selector == ALL
+
+
+async def test_a_refused_requests_large_voucher_is_not_kept():
+    """A refused request is kept for people to read, not as a store any peer
+    can fill: a voucher (or selector) over 4 KiB is kept as null."""
+
+    class Bulky(Voucher):
+        type_id = "test/bulky"
+
+        def to_node(self):
+            return {"Pad": "x" * 10_000}
+
+        @classmethod
+        def from_node(cls, node):
+            return cls()
+
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, _, _ = make_dag(b.blockstore, leaves=2)
+        chid = await a.manager.open_pull_channel(b.peer, Bulky(), root, ALL)
+        await settle(a, chid=chid)
+        kept = b.manager.store.load(chid)
+        assert kept is not None and kept.voucher == ("test/bulky", None)
+        assert kept.selector == ALL and kept.record.message.startswith("refused: unknown voucher")
 
 
 async def test_retry_validation_waits_for_another_voucher():

@@ -53,6 +53,7 @@ from datatransfer.core.effects import (
     Validate,
 )
 from datatransfer.errors import ChannelNotFound, DataTransferError, ProtocolError, Unsupported
+from datatransfer.ipld import dagcbor
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import Selector, SelectorError, parse_selector, selector_to_node
 from datatransfer.messages import (
@@ -158,6 +159,18 @@ def refusal_kind(exc: BaseException) -> str:
     if isinstance(exc, DataTransferError):
         return "protocol"
     return "malformed"
+
+
+#: Most DAG-CBOR bytes of a refused request's voucher or selector kept with it.
+REFUSED_KEEP_BYTES = 4096
+
+
+def _small(node: Any) -> Any:
+    """``node`` if it encodes in at most :data:`REFUSED_KEEP_BYTES`, else None."""
+    try:
+        return node if len(dagcbor.encode(node)) <= REFUSED_KEEP_BYTES else None
+    except Exception:  # noqa: BLE001 - what cannot be encoded is not kept
+        return None
 
 
 def selector_node(selector: Any) -> Any:
@@ -718,11 +731,14 @@ class ChannelCore:
         """A New request the validator refused (or whose voucher type has
         none): counted and logged, and kept for ``ls --all`` as the channel
         it would have been, Failed with the reason, since it never becomes a
-        channel (a network client refused must not be invisible here)."""
+        channel (a network client refused must not be invisible here). Its
+        voucher and selector are kept only when small (else null): a peer's
+        refused requests must cost the store little."""
         me = self.peer_id
         ch = Channel(
             channel_id=chid, self_peer=me, base_cid=request.base_cid,
-            selector=request.selector, voucher=voucher,
+            selector=_small(selector_node(request.selector)),
+            voucher=(voucher[0], _small(voucher[1])),
             sender=me if request.pull else sender, recipient=sender if request.pull else me,
             is_pull=request.pull,
         )
