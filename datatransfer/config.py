@@ -79,11 +79,17 @@ class ManagerConfig:
     #: store holds it, and the queries read it from there. A node's memory
     #: holds its live channels, not its history.
     final_linger: float = 30.0
+    #: How many refused requests (New requests a validator refused, or whose
+    #: voucher type no validator takes) the store keeps for ``ls --all``,
+    #: newest first; older ones are dropped (they stay counted in the metrics).
+    keep_refused: int = 100
 
     def __post_init__(self) -> None:
         if self.max_restarts is None and self.restart_window is None:
             raise ValueError("max_restarts and restart_window cannot both be None: a channel "
                              "whose peer never comes back must end")
+        if self.keep_refused < 0:
+            raise ValueError(f"keep_refused must be at least 0, not {self.keep_refused}")
         if self.max_channels_per_peer is not None and self.max_channels_per_peer < 1:
             raise ValueError(
                 f"max_channels_per_peer must be at least 1 (or None), "

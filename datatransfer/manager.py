@@ -503,15 +503,15 @@ class Manager:
     def _is_connected(self, effect: fx.IsConnected) -> bool:
         return bool(self.transport.connected(effect.peer))
 
-    async def _validate(self, effect: fx.Validate) -> tuple[str, Encoded | None]:
-        """Run the validator: accept, pause, retry or reject, and the result."""
+    async def _validate(self, effect: fx.Validate) -> tuple[Any, ...]:
+        """Run the validator: accept, pause, retry or reject, and the result
+        (and why, for a rejection: the core logs it and keeps the request)."""
         chid, request, restart = effect.channel_id, effect.request, effect.restart
         try:
             voucher = self.registry.decode_voucher(*effect.voucher)
             validator = self.registry.validator(effect.voucher[0])
         except RegistryError as exc:
-            log.info("request %s refused: %s", chid, exc)
-            return "reject", None
+            return "reject", None, f"{exc} (no validator takes it)"
         validate = validator.validate_pull if request.pull else validator.validate_push
         try:
             result = await validate(restart, chid, effect.sender, voucher, request.base_cid,
@@ -520,12 +520,16 @@ class Manager:
         except Pause as exc:
             return "pause", _encode_result(exc.result)
         except RetryValidation as exc:
-            return ("reject" if restart else "retry"), _encode_result(exc.result)
+            if restart:
+                return ("reject", _encode_result(exc.result),
+                        "the validator asked for another voucher on a restart")
+            return "retry", _encode_result(exc.result)
         except Rejected as exc:
-            return "reject", _encode_result(exc.result)
+            return "reject", _encode_result(exc.result), f"rejected by the validator: {exc.reason}"
         except Exception as exc:  # a validator bug must not take the node down
-            log.warning("validator for %s raised %r; request rejected", chid, exc)
-            return "reject", None
+            if restart:  # (a New request's refusal is logged by the core, with this reason)
+                log.warning("validator for %s raised %r; restart rejected", chid, exc)
+            return "reject", None, f"the validator failed: {exc!r}"
 
     async def _revalidate(self, effect: fx.Revalidate) -> tuple[str, Any]:
         try:
@@ -582,6 +586,12 @@ class Manager:
 
     def _refuse(self, effect: fx.Refuse) -> None:
         self.refusals.refuse(effect.kind, f"from {effect.peer}: {effect.text}")
+        if effect.keep is not None:
+            try:
+                self.store.keep_refused(effect.keep, self.config.keep_refused)
+            except Exception as exc:  # noqa: BLE001 - a record for people: never fail the answer
+                log.warning("cannot keep the refused request %s: %s",
+                            effect.keep.channel_id, exc)
 
     @staticmethod
     def _note(effect: fx.Note) -> None:

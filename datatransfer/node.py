@@ -295,6 +295,7 @@ class Node:
 
     async def __aenter__(self) -> Node:
         _require_trio("datatransfer.node.Node")
+        from datatransfer.markets.retrieval.network import serve_transports
         from transport.libp2p import load_or_create_identity, open_host
         from transport.libp2p.host import check_ports_free
         from transport.libp2p.transport import Libp2pTransport
@@ -308,6 +309,7 @@ class Node:
             self.blockstore = stack.enter_context(open_blockstore(self.home))
             self.channel_store = stack.enter_context(SqliteChannelStore(self.home / CHANNELS_FILE))
             self.host = await stack.enter_async_context(open_host(key, self.listen))
+            serve_transports(self.host, self.addrs)  # Lassie asks it first (see markets)
             self._load_address_book()  # before the Manager restarts stored channels
             self.transport = Libp2pTransport(self.host, self.blockstore, **self.transport_options)
             manager = Manager(self.transport, store=self.channel_store, config=self.config)

@@ -6,14 +6,24 @@ the effect an event describes (send a message, pause a request), so after a
 crash the store never claims less than what the peer may have seen, and a
 record the store refuses changes nothing. The interface is narrow on purpose
 (save one channel, load one, list the live ones, count by status, the highest
-transfer id of an initiator) so that a networked database shared by a fleet
-of nodes can implement it. Every implementation keeps a channel as its id plus
+transfer id of an initiator, keep a refused request) so that a networked
+database shared by a fleet of nodes can implement it. Every implementation keeps a channel as its id plus
 the DAG-CBOR document of :func:`encode_channel`, which keeps the schema
 stable while the record grows.
 
 :class:`SqliteChannelStore` is the embedded default (a file in the node's
 home); :class:`MemoryChannelStore` keeps the documents in a dict (tests,
 benchmarks, nodes that need no restart).
+
+Refused requests. A request the node refused never became a channel, but
+its operator should see it (``datatransfer ls --all``): :meth:`ChannelStore.keep_refused`
+keeps it, as a channel in status Failed with the reason as its message,
+apart from the channels and bounded in number (the newest ``limit`` are
+kept), so a peer sending refused requests without end costs a bounded
+store. :meth:`~ChannelStore.all` and :meth:`~ChannelStore.load` find them
+(a channel of the same id takes precedence); :meth:`~ChannelStore.live`,
+:meth:`~ChannelStore.count_by_status` and
+:meth:`~ChannelStore.max_transfer_id` are about channels only.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,11 +150,13 @@ class ChannelStore(ABC):
 
     @abstractmethod
     def load(self, chid: ChannelID) -> Channel | None:
-        """The stored channel, or None."""
+        """The stored channel (else the refused request kept under that id),
+        or None."""
 
     @abstractmethod
     def all(self) -> Iterator[Channel]:
-        """Every stored channel."""
+        """Every stored channel, and the refused requests kept (see
+        :meth:`keep_refused`)."""
 
     @abstractmethod
     def live(self) -> Iterator[Channel]:
@@ -157,6 +170,13 @@ class ChannelStore(ABC):
     def max_transfer_id(self, initiator: PeerID) -> int:
         """The highest transfer id this initiator has used (0 if none), so a
         restarted node never reuses one."""
+
+    @abstractmethod
+    def keep_refused(self, ch: Channel, limit: int) -> None:
+        """Keep a request this node refused (``ch``: its channel as it would
+        have been, in a final status, the reason as its message), apart
+        from the channels; then drop the oldest kept beyond ``limit``.
+        Raises :class:`StoreError` when it cannot be written."""
 
     def close(self) -> None:  # noqa: B027 - a store may hold nothing to release
         """Release the store's resources."""
@@ -174,6 +194,7 @@ class MemoryChannelStore(ChannelStore):
 
     def __init__(self) -> None:
         self._docs: dict[ChannelID, tuple[Status, bytes]] = {}
+        self._refused: OrderedDict[ChannelID, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def save(self, ch: Channel, *, record: ChannelRecord | None = None) -> None:
@@ -185,13 +206,23 @@ class MemoryChannelStore(ChannelStore):
     def load(self, chid: ChannelID) -> Channel | None:
         with self._lock:
             entry = self._docs.get(chid)
-        return None if entry is None else decode_channel(chid, entry[1])
+            doc = entry[1] if entry is not None else self._refused.get(chid)
+        return None if doc is None else decode_channel(chid, doc)
 
     def all(self) -> Iterator[Channel]:
         with self._lock:
-            items = list(self._docs.items())
-        for chid, (_, doc) in items:
+            items = [(chid, doc) for chid, (_, doc) in self._docs.items()]
+            items += [(chid, doc) for chid, doc in self._refused.items() if chid not in self._docs]
+        for chid, doc in items:
             yield decode_channel(chid, doc)
+
+    def keep_refused(self, ch: Channel, limit: int) -> None:
+        doc = encode_channel(ch)
+        with self._lock:
+            self._refused.pop(ch.channel_id, None)
+            self._refused[ch.channel_id] = doc
+            while len(self._refused) > max(limit, 0):
+                self._refused.popitem(last=False)
 
     def live(self) -> Iterator[Channel]:
         with self._lock:
@@ -233,6 +264,13 @@ class SqliteChannelStore(ChannelStore):
                 " status INTEGER NOT NULL, doc BLOB NOT NULL,"
                 " PRIMARY KEY (initiator, responder, id))"
             )
+            # refused requests (see the module docs): newest has the highest seq
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS refused ("
+                " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " initiator BLOB NOT NULL, responder BLOB NOT NULL, id INTEGER NOT NULL,"
+                " doc BLOB NOT NULL, UNIQUE (initiator, responder, id))"
+            )
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open channel store {self.path}: {exc}") from exc
@@ -252,15 +290,49 @@ class SqliteChannelStore(ChannelStore):
             )
 
     def load(self, chid: ChannelID) -> Channel | None:
+        key = (bytes(chid.initiator), bytes(chid.responder), chid.id)
         with self._lock:
             row = self._db.execute(
-                "SELECT doc FROM channels WHERE initiator=? AND responder=? AND id=?",
-                (bytes(chid.initiator), bytes(chid.responder), chid.id),
+                "SELECT doc FROM channels WHERE initiator=? AND responder=? AND id=?", key
             ).fetchone()
+            if row is None:
+                row = self._db.execute(
+                    "SELECT doc FROM refused WHERE initiator=? AND responder=? AND id=?", key
+                ).fetchone()
         return None if row is None else decode_channel(chid, row[0])
 
     def all(self) -> Iterator[Channel]:
-        return self._select("", ())
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT initiator, responder, id, doc FROM channels UNION ALL"
+                " SELECT initiator, responder, id, doc FROM refused AS r WHERE NOT EXISTS"
+                " (SELECT 1 FROM channels AS c WHERE c.initiator = r.initiator"
+                " AND c.responder = r.responder AND c.id = r.id)"
+            ).fetchall()
+        for ini, resp, tid, doc in rows:
+            yield decode_channel(ChannelID(PeerID(ini), PeerID(resp), tid), doc)
+
+    def keep_refused(self, ch: Channel, limit: int) -> None:
+        chid = ch.channel_id
+        doc = encode_channel(ch)
+        try:
+            with self._lock:
+                self._db.execute("BEGIN")
+                try:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO refused (initiator, responder, id, doc)"
+                        " VALUES (?, ?, ?, ?)",
+                        (bytes(chid.initiator), bytes(chid.responder), chid.id, doc))
+                    self._db.execute(
+                        "DELETE FROM refused WHERE seq NOT IN"
+                        " (SELECT seq FROM refused ORDER BY seq DESC LIMIT ?)", (max(limit, 0),))
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot keep the refused request {chid} in {self.path}: {exc}"
+                             ) from exc
 
     def live(self) -> Iterator[Channel]:
         finals = tuple(int(x) for x in FINAL_STATUSES)

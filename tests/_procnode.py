@@ -29,6 +29,13 @@ engine's queue of waiting requests per peer. ``RESOURCES`` says
 ``live_channels`` (all peers) and ``live_channels_peer_max`` (the most any
 one peer has open).
 
+``serve --accept-deals`` accepts every Filecoin retrieval deal proposal
+for free (:class:`AcceptDeals`, saying ``DEAL <deal id> <payload cid>
+<initiator> <id>``): a stand-in for the provider in the Lassie tests.
+
+``pull --voucher-label L`` asks with a ``test/voucher`` (:class:`_support.LabelVoucher`)
+instead of the open voucher (a ``datatransfer serve`` refuses it).
+
 ``pull`` takes a ``--selector`` (DAG-JSON) and can act on its channel once
 it received some bytes: ``--pause-after N --pause-for S`` pauses it, says
 ``PAUSED <received> <status>``, waits S seconds, says ``RESUMING <status>
@@ -54,7 +61,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _support import DEADLINE, NoteResult, PayEveryN, Payment  # noqa: E402
+from _support import DEADLINE, LabelVoucher, NoteResult, PayEveryN, Payment  # noqa: E402
 
 from datatransfer.config import ManagerConfig  # noqa: E402
 from datatransfer.ipld.cid import CID  # noqa: E402
@@ -63,6 +70,31 @@ from datatransfer.types import ChannelID, ChannelState  # noqa: E402
 from statemachine import FINAL_STATUSES  # noqa: E402
 
 _SAY = threading.Lock()
+
+
+class AcceptDeals:
+    """``serve --accept-deals``: a stand-in for the retrieval provider that
+    accepts every ``RetrievalDealProposal/1`` for free (answering
+    ``Accepted``), so the Lassie tests reach the data path whatever the
+    provider does; the real one is ``markets.retrieval.provider``."""
+
+    async def validate_pull(self, is_restart, chid, receiver, voucher, root, selector):  # type: ignore[no-untyped-def]
+        from datatransfer.markets.retrieval import DealResponse, DealStatus
+
+        say("DEAL", voucher.deal_id, voucher.payload_cid, *_chid_words(chid))
+        return DealResponse(DealStatus.ACCEPTED, voucher.deal_id)
+
+    async def validate_push(self, is_restart, chid, sender, voucher, root, selector):  # type: ignore[no-untyped-def]
+        from datatransfer.errors import Rejected
+
+        raise Rejected("retrieval deals are pulls")
+
+
+def _accept_deals(manager) -> None:  # type: ignore[no-untyped-def]
+    from datatransfer.markets.retrieval import DealProposal, DealResponse
+
+    manager.register_voucher_type(DealProposal, AcceptDeals())
+    manager.register_voucher_result_type(DealResponse)
 
 
 def say(*words: object) -> None:
@@ -216,7 +248,7 @@ async def serve(args: argparse.Namespace) -> None:
     options = {} if args.max_queued_per_peer is None else {
         "max_queued_per_peer": args.max_queued_per_peer}
     node = Node(args.home, listen=(args.listen,), config=_config(args),
-                transport_options=options)
+                transport_options=options, setup=_accept_deals if args.accept_deals else None)
     await node.__aenter__()
     try:
         assert node.manager is not None
@@ -283,13 +315,15 @@ async def pull(args: argparse.Namespace) -> None:
         if args.only_via:
             _dial_only_at(node, args.addr)
         root = CID.parse(args.cid)
+        voucher = None if args.voucher_label is None else LabelVoucher(args.voucher_label)
         if args.selector is None:
-            chid = await node.pull(args.addr, root)
+            chid = await node.pull(args.addr, root, voucher=voucher)
         else:
             from datatransfer.ipld import dagjson
 
             chid = await node.pull(args.addr, root,
-                                   dagjson.decode(args.selector.encode(), strict=False))
+                                   dagjson.decode(args.selector.encode(), strict=False),
+                                   voucher=voucher)
         say("CHANNEL", *_chid_words(chid))
         state: ChannelState
         async with anyio.create_task_group() as tg:
@@ -377,6 +411,7 @@ def main() -> None:
     s.add_argument("--max-channels-per-peer", type=int, default=None)
     s.add_argument("--max-queued-per-peer", type=int, default=None)
     s.add_argument("--no-progress-timeout", type=float, default=60.0)
+    s.add_argument("--accept-deals", action="store_true")
     for name in ("pull", "push"):
         p = sub.add_parser(name)
         p.add_argument("--home", required=True)
@@ -392,6 +427,7 @@ def main() -> None:
             p.add_argument("--pause-after", type=int, default=0)
             p.add_argument("--pause-for", type=float, default=2.0)
             p.add_argument("--cancel-after", type=int, default=0)
+            p.add_argument("--voucher-label", default=None)
     args = parser.parse_args()
     run = {"serve": serve, "pull": pull, "push": push}[args.cmd]
     anyio.run(run, args, backend="trio")

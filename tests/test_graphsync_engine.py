@@ -451,6 +451,55 @@ async def test_manager_rejection_completes_the_receiver_with_an_error():
         assert b.engine.is_idle()
 
 
+async def test_a_root_the_sender_lacks_ends_with_content_not_found_as_go_graphsync_does():
+    """go-graphsync's responder whose first load fails finishes the request
+    with RequestFailedContentNotFound (34), the root announced missing ("m")
+    and no block; both ends report it as "content not found"."""
+    async with pair() as (a, b):
+        root, _, _ = make_dag(MemoryBlockstore(), leaves=2)  # nowhere B can see
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await wait_done((a, chid), (b, chid))
+        last = b.wire[-1].responses[-1]
+        assert last.status is ResponseStatus.CONTENT_NOT_FOUND
+        assert last.metadata == (LinkMetadatum(root, LinkAction.MISSING),)
+        assert not any(m.blocks for m in b.wire)
+        assert b.events.log[-1] == ("completed", f"content not found: {root} is not held here")
+        assert a.events.kinds() == ["opened", "completed"]
+        assert a.events.log[-1][1].startswith("content not found")
+        assert a.engine.is_idle() and b.engine.is_idle()
+
+
+async def test_content_not_found_from_a_go_sender_without_text_names_the_root():
+    """A Go responder sends status 34 with no error extension: the receiver
+    still says what was not found."""
+    async with pair() as (a, b):
+        root, _, _ = make_dag(MemoryBlockstore(), leaves=2)
+        b.events.on_request = lambda chid, msg: Decision(pause=True)  # B stays silent
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await quiesce(0.05)
+        rid = a.wire[0].requests[0].id
+        a.engine.handle_message(B, GraphsyncMessage(responses=(GraphsyncResponse(
+            rid, ResponseStatus.CONTENT_NOT_FOUND, (LinkMetadatum(root, LinkAction.MISSING),)),)))
+        await wait_done((a, chid))
+        assert a.events.log[-1] == (
+            "completed", f"content not found: the sender does not hold {root}")
+
+
+async def test_a_missing_block_below_the_root_is_not_content_not_found():
+    """Only a missing root is "content not found" (go-graphsync: the first
+    load failed); a block missing further down ends the request as failed."""
+    async with pair() as (a, b):
+        root, _, order = make_dag(b.store, leaves=6)
+        b.store.delete(order[-1])
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await wait_done((a, chid), (b, chid))
+        assert b.wire[-1].responses[-1].status is ResponseStatus.UNKNOWN
+        assert b.events.log[-1][0] == "completed" and "cannot load block" in b.events.log[-1][1]
+
+
 async def test_requests_over_the_per_peer_limit_wait_their_turn():
     async with pair(max_requests_per_peer=1) as (a, b):
         root, _, order = make_dag(b.store, leaves=2)

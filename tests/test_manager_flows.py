@@ -125,7 +125,9 @@ async def test_push_completes_with_exact_events_and_counters():
 
 
 @pytest.mark.parametrize("label", ["reject", "boom"])
-async def test_rejected_pull_fails_initiator_and_leaves_no_channel(label):
+async def test_rejected_pull_fails_initiator_and_leaves_only_a_record_of_the_refusal(label):
+    """The responder holds no channel for a refused request (no event, nothing
+    live); the store keeps it Failed with the reason, for ``ls --all``."""
     async with harness() as h:
         a = await h.node("a", setup=validating())
         b = await h.node("b", setup=validating())
@@ -136,7 +138,12 @@ async def test_rejected_pull_fails_initiator_and_leaves_no_channel(label):
         assert a.recorder.codes(chid) == ["Open", "Opened", *result, "Error", "CleanupComplete"]
         state = a.manager.channel_state(chid)
         assert state.status == S.Failed and state.message == "rejected by the responder"
-        assert b.manager.channel_status(chid) == S.ChannelNotFoundError
+        kept = b.manager.channel_state(chid)
+        why = ("rejected by the validator: not today" if label == "reject"
+               else "the validator failed: RuntimeError('validator bug')")
+        assert (kept.status, kept.message) == (S.Failed, f"refused: {why}")
+        assert b.recorder.codes(chid) == [] and not b.manager.in_progress_channels()
+        assert b.manager.refusals.counts["rejected-request"] == 1
 
 
 async def test_rejected_push_fails_initiator():
@@ -148,7 +155,10 @@ async def test_rejected_push_fails_initiator():
         await settle(a, chid=chid)
         assert a.recorder.codes(chid) == ["Open", "NewVoucherResult", "Error", "CleanupComplete"]
         assert a.manager.channel_state(chid).sent == 0
-        assert b.manager.channel_status(chid) == S.ChannelNotFoundError
+        kept = b.manager.channel_state(chid)  # the refusal, kept for ls --all
+        assert (kept.status, kept.message) == (S.Failed,
+                                               "refused: rejected by the validator: not today")
+        assert not kept.is_pull and kept.recipient == b.peer
 
 
 async def test_unknown_voucher_type_is_rejected():
@@ -169,8 +179,39 @@ async def test_unknown_voucher_type_is_rejected():
         chid = await a.manager.open_pull_channel(b.peer, Stranger(), root, ALL)
         await settle(a, chid=chid)
         assert a.manager.channel_state(chid).status == S.Failed
-        assert b.manager.channel_status(chid) == S.ChannelNotFoundError
-        assert not b.manager.channels()
+        # no channel on b, only the record of the refusal, with the reason
+        assert {c: (st.status, st.message) for c, st in b.manager.channels().items()} == {
+            chid: (S.Failed, "refused: unknown voucher type 'test/never-registered' "
+                   "(no validator takes it)")}
+        assert not b.manager.in_progress_channels() and b.recorder.codes(chid) == []
+        kept = b.manager.store.load(chid)
+        assert kept is not None and kept.voucher == ("test/never-registered", {})
+        assert kept.selector == ALL
+
+
+async def test_a_refused_requests_large_voucher_is_not_kept():
+    """A refused request is kept for people to read, not as a store any peer
+    can fill: a voucher (or selector) over 4 KiB is kept as null."""
+
+    class Bulky(Voucher):
+        type_id = "test/bulky"
+
+        def to_node(self):
+            return {"Pad": "x" * 10_000}
+
+        @classmethod
+        def from_node(cls, node):
+            return cls()
+
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, _, _ = make_dag(b.blockstore, leaves=2)
+        chid = await a.manager.open_pull_channel(b.peer, Bulky(), root, ALL)
+        await settle(a, chid=chid)
+        kept = b.manager.store.load(chid)
+        assert kept is not None and kept.voucher == ("test/bulky", None)
+        assert kept.selector == ALL and kept.record.message.startswith("refused: unknown voucher")
 
 
 async def test_retry_validation_waits_for_another_voucher():
@@ -195,6 +236,26 @@ async def test_retry_validation_waits_for_another_voucher():
             + blocks(n, SEND) + ["Complete", "CleanupComplete"])
         assert a.manager.channel_state(chid).received == size
         assert b.manager.channel_state(chid).vouchers == (LabelVoucher("ok"),)
+
+
+async def test_a_request_waiting_for_a_voucher_then_refused_is_kept_as_refused():
+    """Asked to retry, the request lives in memory only; the voucher the
+    validator then refuses makes it a refused request like any other:
+    counted, and kept in the store with the reason."""
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating())
+        root, _, _ = make_dag(b.blockstore, leaves=2)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher("retry"), root, ALL)
+        await a.manager.wait(chid, {S.ResponderPaused}, timeout=DEADLINE)
+        assert b.manager.store.load(chid) is None  # not stored while it waits
+        await a.manager.send_voucher(chid, LabelVoucher("reject"))
+        assert (await a.manager.wait(chid, timeout=DEADLINE)).status == S.Failed
+        assert (await b.manager.wait(chid, timeout=DEADLINE)).status == S.Failed
+        kept = b.manager.store.load(chid)
+        assert kept is not None and (kept.record.status, kept.record.message) == (
+            S.Failed, "refused: rejected by the validator: not today")
+        assert b.manager.refusals.counts["rejected-request"] == 1
 
 
 async def test_accept_and_pause_then_a_voucher_resumes():

@@ -748,7 +748,8 @@ async def test_final_channels_listed_after_restart(tmp_path: Path) -> None:
         await quiesce(0.05)
         after_a, after_b = a.m.channels(), b.m.channels()
         assert {c: s.status for c, s in after_a.items()} == {ok: S.Completed, bad: S.Failed}
-        assert {c: s.status for c, s in after_b.items()} == {ok: S.Completed}
+        # b keeps the request it refused, Failed (for ls --all); it never was a channel
+        assert {c: s.status for c, s in after_b.items()} == {ok: S.Completed, bad: S.Failed}
         for before, after in ((before_a, after_a), (before_b, after_b)):
             for chid, st in after.items():
                 old = before[chid]

@@ -109,3 +109,45 @@ def test_records_stored_before_the_protocol_flags_read_with_them_cleared(store):
     assert old.record.app_paused is True
     assert (old.record.paused_for_voucher, old.record.awaiting_validation,
             old.record.paid_while_finalizing) == (False, False, False)
+
+
+def refused(initiator: PeerID, tid: int, why: str = "no validator") -> Channel:
+    ch = channel(initiator, A, tid, Status.Failed)
+    ch.record = ChannelRecord(status=Status.Failed, message=f"refused: {why}")
+    return ch
+
+
+def test_refused_requests_are_kept_apart_bounded_newest_first(store):
+    """Refused requests are listed and loaded, never live nor counted as
+    channels; past the limit the oldest go, a channel of the same id wins."""
+    ok = channel(A, B, 1, Status.Completed)
+    store.save(ok)
+    for tid in range(1, 6):
+        store.keep_refused(refused(C, tid, f"why {tid}"), limit=3)
+    kept = {ch.channel_id.id: ch.record.message for ch in store.all()
+            if ch.channel_id.initiator == C}
+    assert kept == {3: "refused: why 3", 4: "refused: why 4", 5: "refused: why 5"}
+    assert store.load(ChannelID(C, A, 5)) == refused(C, 5, "why 5")
+    assert store.load(ChannelID(C, A, 1)) is None
+    assert list(store.live()) == []
+    assert store.count_by_status() == {Status.Completed: 1}
+    assert store.max_transfer_id(C) == 0
+    # kept again (the same id refused twice): one record, now the newest
+    store.keep_refused(refused(C, 3, "again"), limit=3)
+    store.keep_refused(refused(C, 6), limit=3)
+    assert sorted(ch.channel_id.id for ch in store.all() if ch.channel_id.initiator == C) == [3, 5, 6]
+    # the same id accepted later: the channel is what all() and load() give
+    later = channel(C, A, 6, Status.Ongoing)
+    store.save(later)
+    assert store.load(later.channel_id) == later
+    assert [ch for ch in store.all() if ch.channel_id == later.channel_id] == [later]
+    store.keep_refused(refused(C, 7), limit=0)
+    assert [ch.channel_id for ch in store.all() if ch.record.message.startswith("refused")] == []
+
+
+def test_refused_requests_survive_reopening_a_sqlite_store(tmp_path):
+    path = tmp_path / "channels.sqlite"
+    with SqliteChannelStore(path) as first:
+        first.keep_refused(refused(C, 9, "unknown voucher type"), limit=10)
+    with SqliteChannelStore(path) as again:
+        assert [ch.record.message for ch in again.all()] == ["refused: unknown voucher type"]

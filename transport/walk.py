@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from datatransfer.ipld.blockstore import Blockstore
+from datatransfer.ipld.blockstore import BlockNotFound, Blockstore
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import BlockRequest, Traverser
 from datatransfer.ipld.selector.traversal import STEP
@@ -34,6 +34,7 @@ from datatransfer.types import ChannelID, PeerID
 
 __all__ = [
     "STEP",
+    "MissingBlock",
     "Receiving",
     "Sending",
     "Walk",
@@ -203,12 +204,28 @@ def skip_rest(state: Receiving, blockstore: Blockstore) -> str | None:
     return next_to_receive(state, blockstore)
 
 
+class MissingBlock(str):
+    """The error text :func:`next_to_send` returns when the store lacks a
+    block the walk needs, with that block's ``cid`` and walk ``index`` (0:
+    the root), so a sender can answer "content not found" as go-graphsync
+    does when the root is missing."""
+
+    cid: CID
+    index: int
+
+    def __new__(cls, cid: CID, index: int, why: object) -> MissingBlock:
+        self = super().__new__(cls, f"cannot load block {cid} (index {index + 1}): {why}")
+        self.cid = cid
+        self.index = index
+        return self
+
+
 def next_to_send(
     traverser: Traverser, blockstore: Blockstore, *, with_skipped: bool = False
 ) -> tuple[BlockRequest, bytes] | str | None:
     """Walk ``traverser`` over ``blockstore`` to the next block to send: that
     block's request and bytes, None when the traversal is complete, or an
-    error text. Blocks a restart skips are walked but not returned, unless
+    error text (a :class:`MissingBlock` when the store lacks it). Blocks a restart skips are walked but not returned, unless
     ``with_skipped`` (their ``send`` is False: the caller announces them
     without sending them, as go-graphsync does); or :data:`STEP`: call again
     after letting others run."""
@@ -225,7 +242,9 @@ def next_to_send(
             continue
         try:
             data = blockstore.get(event.cid)
-        except Exception as exc:  # noqa: BLE001 - BlockNotFound, closed store...
+        except BlockNotFound as exc:
+            return MissingBlock(event.cid, event.index, exc)
+        except Exception as exc:  # noqa: BLE001 - a closed store, a disk error...
             return f"cannot load block {event.cid} (index {event.index + 1}): {exc}"
         traverser.provide(data)
         if event.send or with_skipped:

@@ -164,13 +164,17 @@ def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_a
     `pull`, `push`, `ls`, `cancel`, `pause`, `resume`, `restart` and `watch`
     on the same home go through its control API (URL in HOME/api.json,
     token in HOME/api.token, readable by the owner only). Requests carrying
-    the open voucher are accepted.
+    the open voucher are accepted; Filecoin retrieval clients (Lassie) are
+    told where graphsync is served (/fil/retrieval/transports/1.0.0).
     """
 
     async def main() -> None:
         from datatransfer.daemon.server import ControlServer
+        from datatransfer.markets.retrieval.serving import provider_setup
 
-        node = Node(home, listen=listen, metrics=metrics_port is not None)
+        # HOOK (issue 13): free retrievals for Lassie & co. once the provider exists
+        node = Node(home, listen=listen, metrics=metrics_port is not None,
+                    setup=provider_setup(lambda: node.blockstore))
         try:
             await node.__aenter__()
         except Exception as exc:  # noqa: BLE001 - report, do not trace

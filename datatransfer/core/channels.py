@@ -53,6 +53,7 @@ from datatransfer.core.effects import (
     Validate,
 )
 from datatransfer.errors import ChannelNotFound, DataTransferError, ProtocolError, Unsupported
+from datatransfer.ipld import dagcbor
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import Selector, SelectorError, parse_selector, selector_to_node
 from datatransfer.messages import (
@@ -158,6 +159,18 @@ def refusal_kind(exc: BaseException) -> str:
     if isinstance(exc, DataTransferError):
         return "protocol"
     return "malformed"
+
+
+#: Most DAG-CBOR bytes of a refused request's voucher or selector kept with it.
+REFUSED_KEEP_BYTES = 4096
+
+
+def _small(node: Any) -> Any:
+    """``node`` if it encodes in at most :data:`REFUSED_KEEP_BYTES`, else None."""
+    try:
+        return node if len(dagcbor.encode(node)) <= REFUSED_KEEP_BYTES else None
+    except Exception:  # noqa: BLE001 - what cannot be encoded is not kept
+        return None
 
 
 def selector_node(selector: Any) -> Any:
@@ -653,13 +666,16 @@ class ChannelCore:
             # meanwhile cannot all pass the limit check at once
             self._validating[sender] = self._validating.get(sender, 0) + 1
             try:
-                outcome, result = yield Validate(chid, sender, request, voucher_enc, False)
+                outcome, result, *why = yield Validate(chid, sender, request, voucher_enc, False)
             finally:
                 left = self._validating.pop(sender) - 1
                 if left:
                     self._validating[sender] = left
             if chid in self.channels:  # the same request twice, validated meanwhile
                 raise ProtocolError(f"channel {chid} already exists")
+            if outcome == "reject":
+                yield self._refused(chid, sender, request, voucher_enc,
+                                    why[0] if why else "refused by the validator")
         if outcome == "reject":
             response = self._result_response(MessageType.New, chid.id, False, False, result)
             if not via_data:
@@ -709,6 +725,29 @@ class ChannelCore:
         else:
             yield from self._open_data(ch, response, skip=0, then_pause=hold)
         return PROCEED
+
+    def _refused(self, chid: ChannelID, sender: PeerID, request: TransferRequest,
+                 voucher: Encoded, reason: str) -> Refuse:
+        """A New request the validator refused (or whose voucher type has
+        none): counted and logged, and kept for ``ls --all`` as the channel
+        it would have been, Failed with the reason, since it never becomes a
+        channel (a network client refused must not be invisible here). Its
+        voucher and selector are kept only when small (else null): a peer's
+        refused requests must cost the store little."""
+        me = self.peer_id
+        ch = Channel(
+            channel_id=chid, self_peer=me, base_cid=request.base_cid,
+            selector=_small(selector_node(request.selector)),
+            voucher=(voucher[0], _small(voucher[1])),
+            sender=me if request.pull else sender, recipient=sender if request.pull else me,
+            is_pull=request.pull,
+        )
+        ch.record.status = S.Failed
+        ch.record.message = f"refused: {reason}"
+        what = "pull" if request.pull else "push"
+        return Refuse("rejected-request", sender,
+                      f"refused a {what} of {request.base_cid} (channel {chid}, voucher "
+                      f"{voucher[0]}): {reason}", keep=ch)
 
     def _channel_limit_reached(self, chid: ChannelID, sender: PeerID) -> Steps:
         """Whether to refuse a New request from a peer that already holds
@@ -767,11 +806,13 @@ class ChannelCore:
                               accept=request.pull)
             response = self._result_response(MessageType.Restart, chid.id, False, False, None)
             return Answer(message=response, accept=False)
-        outcome, result = yield Validate(chid, sender, request, ch.voucher, True)
+        outcome, result, *why = yield Validate(chid, sender, request, ch.voucher, True)
         if result is not None:
             yield from self._fire(ch, E.NewVoucherResult, voucher_result=result)
         if outcome == "reject":
-            yield from self._try_fire(ch, E.Error, error="restart request failed validation")
+            reason = f": {why[0]}" if why else ""
+            yield from self._try_fire(ch, E.Error,
+                                      error=f"restart request failed validation{reason}")
             return Answer(message=self._result_response(
                 MessageType.Restart, chid.id, False, False, result), accept=False)
         yield from self._fire(ch, E.Restart)
@@ -832,7 +873,7 @@ class ChannelCore:
         chid = ch.channel_id
         request = new_request(chid.id, base_cid=ch.base_cid, selector=ch.selector,
                               voucher_type=encoded[0], voucher=encoded[1], pull=ch.is_pull)
-        outcome, result = yield Validate(chid, ch.other_peer, request, encoded, False)
+        outcome, result, *why = yield Validate(chid, ch.other_peer, request, encoded, False)
         if result is not None:
             yield from self._fire(ch, E.NewVoucherResult, voucher_result=result)
         if outcome == "retry":
@@ -840,6 +881,9 @@ class ChannelCore:
                 MessageType.VoucherResult, chid.id, True, True, result))
             return
         if outcome == "reject":
+            # never stored (it waited for this voucher): kept as a refused request
+            reason = why[0] if why else "refused by the validator"
+            yield self._refused(chid, ch.other_peer, request, encoded, reason)
             yield from self._fail(ch, "voucher rejected by the validator", self._result_response(
                 MessageType.New, chid.id, False, False, result))
             return

@@ -153,7 +153,9 @@ class Validate(Effect):
     """Run the validator registered for the voucher's type on a New or
     Restart request. Outcome: ``(verdict, result)``, verdict one of
     ``"accept"``, ``"pause"``, ``"retry"`` (RetryValidation) or
-    ``"reject"``; ``result`` an encoded voucher result or None."""
+    ``"reject"``; ``result`` an encoded voucher result or None. A rejection
+    may say why as a third item, ``("reject", result, reason)``: the
+    refused request is then kept and logged with that reason."""
 
     channel_id: ChannelID
     sender: PeerID
@@ -223,13 +225,17 @@ class Spawn(Effect):
 
 @dataclass(frozen=True, slots=True)
 class Refuse(Effect):
-    """An input from ``peer`` was refused: count it and log it."""
+    """An input from ``peer`` was refused: count it and log it. ``keep``: a
+    refused request, as the channel it would have been (Failed, the reason
+    its message), for the store to keep where ``ls --all`` shows it
+    (bounded: :meth:`~datatransfer.store.ChannelStore.keep_refused`)."""
 
     waits: ClassVar[bool] = False
 
     kind: str
     peer: PeerID
     text: str
+    keep: Channel | None = None
 
 
 @dataclass(frozen=True, slots=True)

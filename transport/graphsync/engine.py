@@ -176,6 +176,7 @@ from transport.graphsync.message import (
 from transport.graphsync.status import LinkAction, RequestType, ResponseStatus
 from transport.walk import (
     STEP,
+    MissingBlock,
     next_to_receive,
     next_to_send,
     resume_receive,
@@ -984,8 +985,17 @@ class GraphsyncEngine(Transport):
             state.decided = False
         if finished is not False:
             self._remove(state)
-            status = ResponseStatus.COMPLETED_FULL if finished is None else ResponseStatus.UNKNOWN
-            msg = self._batch_message(state, batch, status, error=finished)
+            if isinstance(finished, MissingBlock) and finished.index == 0:
+                # go-graphsync: the first load failed -> RequestFailedContentNotFound,
+                # the root announced as missing
+                finished = f"content not found: {finished.cid} is not held here"
+                msg = self._response(
+                    state, ResponseStatus.CONTENT_NOT_FOUND, error=finished,
+                    metadata=(LinkMetadatum(state.traverser.root, LinkAction.MISSING),))
+            else:
+                status = (ResponseStatus.COMPLETED_FULL if finished is None
+                          else ResponseStatus.UNKNOWN)
+                msg = self._batch_message(state, batch, status, error=finished)
             try:
                 await self._send(state.peer, msg)
             except TransportError as exc:
@@ -1201,6 +1211,8 @@ class GraphsyncEngine(Transport):
             return
         if status.is_failure:
             self._remove(state)
+            if not error and status is ResponseStatus.CONTENT_NOT_FOUND:
+                error = f"content not found: the sender does not hold {state.request.root}"
             await events.on_channel_completed(chid, str(error or status.go_name))
             return
         # all skipped, none announced
