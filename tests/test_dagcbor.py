@@ -379,3 +379,88 @@ def test_mutated_encodings_only_raise_dagcbor_error(value, data):
         elif encoded:
             del encoded[i]
     _check_robust(bytes(encoded))
+
+
+# -- decoding an encoding given as pieces ------------------------------------------------
+
+#: Byte strings that encode_segments leaves whole (4 KiB and more).
+big_strings = st.builds(lambda n, b: bytes([b]) * n, st.integers(4096, 4200), st.integers(0, 255))
+values_with_big = st.recursive(
+    leaves | big_strings,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(texts, children, max_size=4),
+    max_leaves=12,
+)
+#: ... and at least one such string.
+values_with_a_big = st.builds(
+    lambda big, value, first: [big, value] if first else {"v": value, "big": big},
+    big_strings, values_with_big, st.booleans(),
+)
+
+
+def _bytes_in(value: Any) -> list[bytes]:
+    if isinstance(value, bytes):
+        return [value]
+    if isinstance(value, list):
+        return [b for v in value for b in _bytes_in(v)]
+    if isinstance(value, dict):
+        return [b for v in value.values() for b in _bytes_in(v)]
+    return []
+
+
+@given(values_with_big)
+def test_decode_segments_gives_large_strings_back_as_the_pieces(value):
+    pieces = dagcbor.encode_segments(value)
+    got = dagcbor.decode_segments(pieces)
+    assert got == value
+    large = [b for b in _bytes_in(got) if len(b) >= 4096]
+    assert all(any(b is p for p in pieces) for b in large)
+    assert len(pieces) == 2 * len(large) + 1  # each of them was a piece, none was copied
+
+
+def _verdict(fn: Any, *args: Any, **kwargs: Any) -> tuple[str, Any]:
+    try:
+        return "value", fn(*args, **kwargs)
+    except DagCborError as exc:
+        return "refused", str(exc)
+
+
+@given(values_with_a_big, st.data())
+def test_decode_segments_has_the_verdict_of_decode_on_the_joined_bytes(value, data):
+    """Pieces re-cut, merged or mutated (a large piece that no longer is a
+    byte string's contents, heads broken around it): always decode's verdict."""
+    pieces = [bytearray(p) for p in dagcbor.encode_segments(value)]
+    for _ in range(data.draw(st.integers(0, 3))):
+        i = data.draw(st.integers(0, len(pieces) - 1))
+        piece = pieces[i]
+        op = data.draw(st.sampled_from(["flip", "insert", "delete", "shift", "merge"]))
+        at = data.draw(st.integers(0, max(len(piece) - 1, 0)))
+        if op == "flip" and piece:
+            piece[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "insert":
+            piece.insert(at, data.draw(st.integers(0, 255)))
+        elif op == "delete" and piece:
+            del piece[at]
+        elif op in ("shift", "merge") and i + 1 < len(pieces):
+            cut = len(piece) if op == "merge" else at
+            pieces[i + 1][:0] = piece[cut:]
+            del piece[cut:]
+    joined = b"".join(pieces)
+    sorted_keys = data.draw(st.booleans())
+    max_items = data.draw(st.none() | st.integers(0, 30))
+    assert _verdict(
+        dagcbor.decode_segments, [bytes(p) for p in pieces], sorted_keys=sorted_keys,
+        max_items=max_items,
+    ) == _verdict(decode, joined, sorted_keys=sorted_keys, max_items=max_items)
+
+
+def test_decode_segments_of_one_piece_or_none():
+    assert dagcbor.decode_segments([encode({"a": 1})]) == {"a": 1}
+    with pytest.raises(DagCborError):
+        dagcbor.decode_segments([])
+    big = b"\x01" * 5000
+    # a large piece that is not a byte string's contents: decoded from the joined bytes
+    text = encode("x" * 5000)
+    assert dagcbor.decode_segments([text[:3], text[3:]]) == "x" * 5000
+    got = dagcbor.decode_segments([encode(big)[:3], big])
+    assert got == big and got is big
