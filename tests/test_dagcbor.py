@@ -12,6 +12,7 @@ from typing import Any
 
 import dag_cbor
 import pytest
+from _support import mutate_pieces
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from multiformats import CID as RefCID
@@ -429,28 +430,12 @@ def _verdict(fn: Any, *args: Any, **kwargs: Any) -> tuple[str, Any]:
 def test_decode_segments_has_the_verdict_of_decode_on_the_joined_bytes(value, data):
     """Pieces re-cut, merged or mutated (a large piece that no longer is a
     byte string's contents, heads broken around it): always decode's verdict."""
-    pieces = [bytearray(p) for p in dagcbor.encode_segments(value)]
-    for _ in range(data.draw(st.integers(0, 3))):
-        i = data.draw(st.integers(0, len(pieces) - 1))
-        piece = pieces[i]
-        op = data.draw(st.sampled_from(["flip", "insert", "delete", "shift", "merge"]))
-        at = data.draw(st.integers(0, max(len(piece) - 1, 0)))
-        if op == "flip" and piece:
-            piece[at] ^= 1 << data.draw(st.integers(0, 7))
-        elif op == "insert":
-            piece.insert(at, data.draw(st.integers(0, 255)))
-        elif op == "delete" and piece:
-            del piece[at]
-        elif op in ("shift", "merge") and i + 1 < len(pieces):
-            cut = len(piece) if op == "merge" else at
-            pieces[i + 1][:0] = piece[cut:]
-            del piece[cut:]
+    pieces = mutate_pieces(dagcbor.encode_segments(value), data)
     joined = b"".join(pieces)
     sorted_keys = data.draw(st.booleans())
     max_items = data.draw(st.none() | st.integers(0, 30))
     assert _verdict(
-        dagcbor.decode_segments, [bytes(p) for p in pieces], sorted_keys=sorted_keys,
-        max_items=max_items,
+        dagcbor.decode_segments, pieces, sorted_keys=sorted_keys, max_items=max_items,
     ) == _verdict(decode, joined, sorted_keys=sorted_keys, max_items=max_items)
 
 

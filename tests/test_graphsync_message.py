@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from _support import mutate_pieces
 from anyio.streams.buffered import BufferedByteReceiveStream
 from hypothesis import given
 from hypothesis import strategies as st
@@ -513,7 +514,6 @@ def _frames_verdict(fn, *args, **kwargs):
 def test_split_frame_pieces_agrees_with_split_frames(msgs, data):
     """Whatever the pieces (one frame, several, re-cut, mutated): the
     payloads and refusals of split_frames on the joined bytes."""
-    pieces = [bytearray(p) for msg in msgs for p in encode_frame_pieces(msg)]
     if len(msgs) == 1 and data.draw(st.booleans()):
         # one frame as the sender cut it: its payload's pieces, the large ones as they were
         whole = encode_frame_pieces(msgs[0])
@@ -521,21 +521,7 @@ def test_split_frame_pieces_agrees_with_split_frames(msgs, data):
         assert b"".join(payload) == encode_message(msgs[0])
         assert all(any(p is q for q in payload) for p in whole[1:])
         assert decode_message(payload) == msgs[0]
-    for _ in range(data.draw(st.integers(0, 3)) if pieces else 0):
-        i = data.draw(st.integers(0, len(pieces) - 1))
-        piece = pieces[i]
-        op = data.draw(st.sampled_from(["flip", "insert", "delete", "shift"]))
-        at = data.draw(st.integers(0, max(len(piece) - 1, 0)))
-        if op == "flip" and piece:
-            piece[at] ^= 1 << data.draw(st.integers(0, 7))
-        elif op == "insert":
-            piece.insert(at, data.draw(st.integers(0, 255)))
-        elif op == "delete" and piece:
-            del piece[at]
-        elif op == "shift" and i + 1 < len(pieces):
-            pieces[i + 1][:0] = piece[at:]
-            del piece[at:]
-    pieces = [bytes(p) for p in pieces]
+    pieces = mutate_pieces([p for msg in msgs for p in encode_frame_pieces(msg)], data)
     max_size = data.draw(st.sampled_from([MAX_FRAME, 5000, 10]))
     assert _frames_verdict(split_frame_pieces, pieces, max_size=max_size) == _frames_verdict(
         split_frames, b"".join(pieces), max_size=max_size)
