@@ -1,5 +1,6 @@
 """Shared helpers for Manager tests: voucher types, scriptable validators,
-DAG builders and an in-memory two-node harness that records every event."""
+DAG builders and an in-memory two-node harness that records every event;
+and a mutator of encodings cut into pieces (the codec and framing tests)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from hypothesis import strategies as st
 
 from datatransfer.config import ManagerConfig
 from datatransfer.errors import Pause, Rejected, RetryValidation
@@ -344,3 +346,27 @@ async def harness(config: ManagerConfig = FAST):
         yield h
     for node in h.nodes.values():
         node.manager.events.flush(DEADLINE)
+
+
+def mutate_pieces(pieces: list[bytes], data: st.DataObject) -> list[bytes]:
+    """``pieces`` after up to three edits drawn from ``data``: a bit
+    flipped, a byte inserted or deleted, a piece's tail moved onto the next
+    piece (a re-cut) or the whole piece merged into it; the joined bytes
+    change with the first three only."""
+    out = [bytearray(p) for p in pieces]
+    for _ in range(data.draw(st.integers(0, 3)) if out else 0):
+        i = data.draw(st.integers(0, len(out) - 1))
+        piece = out[i]
+        op = data.draw(st.sampled_from(["flip", "insert", "delete", "shift", "merge"]))
+        at = data.draw(st.integers(0, max(len(piece) - 1, 0)))
+        if op == "flip" and piece:
+            piece[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "insert":
+            piece.insert(at, data.draw(st.integers(0, 255)))
+        elif op == "delete" and piece:
+            del piece[at]
+        elif op in ("shift", "merge") and i + 1 < len(out):
+            cut = len(piece) if op == "merge" else at
+            out[i + 1][:0] = piece[cut:]
+            del piece[cut:]
+    return [bytes(p) for p in out]

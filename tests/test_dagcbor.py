@@ -12,6 +12,7 @@ from typing import Any
 
 import dag_cbor
 import pytest
+from _support import mutate_pieces
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from multiformats import CID as RefCID
@@ -379,3 +380,72 @@ def test_mutated_encodings_only_raise_dagcbor_error(value, data):
         elif encoded:
             del encoded[i]
     _check_robust(bytes(encoded))
+
+
+# -- decoding an encoding given as pieces ------------------------------------------------
+
+#: Byte strings that encode_segments leaves whole (4 KiB and more).
+big_strings = st.builds(lambda n, b: bytes([b]) * n, st.integers(4096, 4200), st.integers(0, 255))
+values_with_big = st.recursive(
+    leaves | big_strings,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(texts, children, max_size=4),
+    max_leaves=12,
+)
+#: ... and at least one such string.
+values_with_a_big = st.builds(
+    lambda big, value, first: [big, value] if first else {"v": value, "big": big},
+    big_strings, values_with_big, st.booleans(),
+)
+
+
+def _bytes_in(value: Any) -> list[bytes]:
+    if isinstance(value, bytes):
+        return [value]
+    if isinstance(value, list):
+        return [b for v in value for b in _bytes_in(v)]
+    if isinstance(value, dict):
+        return [b for v in value.values() for b in _bytes_in(v)]
+    return []
+
+
+@given(values_with_big)
+def test_decode_segments_gives_large_strings_back_as_the_pieces(value):
+    pieces = dagcbor.encode_segments(value)
+    got = dagcbor.decode_segments(pieces)
+    assert got == value
+    large = [b for b in _bytes_in(got) if len(b) >= 4096]
+    assert all(any(b is p for p in pieces) for b in large)
+    assert len(pieces) == 2 * len(large) + 1  # each of them was a piece, none was copied
+
+
+def _verdict(fn: Any, *args: Any, **kwargs: Any) -> tuple[str, Any]:
+    try:
+        return "value", fn(*args, **kwargs)
+    except DagCborError as exc:
+        return "refused", str(exc)
+
+
+@given(values_with_a_big, st.data())
+def test_decode_segments_has_the_verdict_of_decode_on_the_joined_bytes(value, data):
+    """Pieces re-cut, merged or mutated (a large piece that no longer is a
+    byte string's contents, heads broken around it): always decode's verdict."""
+    pieces = mutate_pieces(dagcbor.encode_segments(value), data)
+    joined = b"".join(pieces)
+    sorted_keys = data.draw(st.booleans())
+    max_items = data.draw(st.none() | st.integers(0, 30))
+    assert _verdict(
+        dagcbor.decode_segments, pieces, sorted_keys=sorted_keys, max_items=max_items,
+    ) == _verdict(decode, joined, sorted_keys=sorted_keys, max_items=max_items)
+
+
+def test_decode_segments_of_one_piece_or_none():
+    assert dagcbor.decode_segments([encode({"a": 1})]) == {"a": 1}
+    with pytest.raises(DagCborError):
+        dagcbor.decode_segments([])
+    big = b"\x01" * 5000
+    # a large piece that is not a byte string's contents: decoded from the joined bytes
+    text = encode("x" * 5000)
+    assert dagcbor.decode_segments([text[:3], text[3:]]) == "x" * 5000
+    got = dagcbor.decode_segments([encode(big)[:3], big])
+    assert got == big and got is big

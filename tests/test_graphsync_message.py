@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from _support import mutate_pieces
 from anyio.streams.buffered import BufferedByteReceiveStream
 from hypothesis import given
 from hypothesis import strategies as st
@@ -60,6 +61,7 @@ from transport.graphsync import (
     read_message,
     split_frames,
 )
+from transport.graphsync.framing import encode_frame_pieces, split_frame_pieces
 
 GO_VECTORS = {
     "empty": "06a163677332a0",
@@ -472,6 +474,57 @@ def test_round_trip_generated_messages(msg):
     assert unverified.verified_blocks() == list(msg.blocks)
     assert encode_message(unverified) == data
     assert split_frames(encode_frame(msg) * 2) == [data, data]
+
+
+# -- frames and messages as pieces (the in-memory network's, without copies) -----------
+
+big_blocks = st.builds(
+    lambda n, b: Block.of(bytes([b]) * n, codec=RAW), st.integers(4096, 4200), st.integers(0, 255)
+)
+#: Messages that may carry blocks of 4 KiB and more (pieces of their own).
+gs_messages_big = st.builds(
+    lambda msg, big: GraphsyncMessage(msg.requests, msg.responses, msg.blocks + tuple(big)),
+    gs_messages,
+    st.lists(big_blocks, max_size=2),
+)
+
+
+def test_decode_message_from_pieces_takes_block_data_without_a_copy():
+    blocks = tuple(Block.of(bytes([i]) * n, codec=RAW) for i, n in enumerate((600_000, 10, 5000)))
+    meta = tuple(LinkMetadatum(b.cid, LinkAction.PRESENT) for b in blocks)
+    msg = GraphsyncMessage(
+        responses=(GraphsyncResponse(rid(1), ResponseStatus.PARTIAL_RESPONSE, meta),),
+        blocks=blocks)
+    [payload] = split_frame_pieces(encode_frame_pieces(msg))
+    got = decode_message(payload)
+    assert got == msg == decode_message(b"".join(payload))
+    assert got.blocks[0].data is blocks[0].data and got.blocks[2].data is blocks[2].data
+    with pytest.raises(GraphsyncWireError, match="empty message"):
+        decode_message([b"", b""])
+
+
+def _frames_verdict(fn, *args, **kwargs):
+    try:
+        return "frames", [b"".join(p) if isinstance(p, list) else p for p in fn(*args, **kwargs)]
+    except GraphsyncWireError as exc:
+        return "refused", str(exc)
+
+
+@given(st.lists(gs_messages_big, max_size=3), st.data())
+def test_split_frame_pieces_agrees_with_split_frames(msgs, data):
+    """Whatever the pieces (one frame, several, re-cut, mutated): the
+    payloads and refusals of split_frames on the joined bytes."""
+    if len(msgs) == 1 and data.draw(st.booleans()):
+        # one frame as the sender cut it: its payload's pieces, the large ones as they were
+        whole = encode_frame_pieces(msgs[0])
+        [payload] = split_frame_pieces(whole)
+        assert b"".join(payload) == encode_message(msgs[0])
+        assert all(any(p is q for q in payload) for p in whole[1:])
+        assert decode_message(payload) == msgs[0]
+    pieces = mutate_pieces([p for msg in msgs for p in encode_frame_pieces(msg)], data)
+    max_size = data.draw(st.sampled_from([MAX_FRAME, 5000, 10]))
+    assert _frames_verdict(split_frame_pieces, pieces, max_size=max_size) == _frames_verdict(
+        split_frames, b"".join(pieces), max_size=max_size)
 
 
 # -- what the decoder refuses ------------------------------------------------------------

@@ -44,7 +44,8 @@ from transport.base import (
     UnknownTransportChannel,
 )
 from transport.carrier import EngineCarrier
-from transport.graphsync.message import GraphsyncMessage, GraphsyncResponse
+from transport.graphsync.framing import encode_frame, split_frames
+from transport.graphsync.message import GraphsyncMessage, GraphsyncResponse, decode_message
 from transport.graphsync.status import ResponseStatus
 from transport.inmem import PACKET_KINDS, InMemoryNetwork, InMemoryNode, Packet
 
@@ -353,6 +354,29 @@ async def test_pull_moves_every_block_in_traversal_order():
     assert {pk.request_id for pk in p.wire} == {request.request_id}
     assert p.wire[-1].terminal and p.wire[-1].status is ResponseStatus.COMPLETED_FULL
     assert not p.s_ev.entries("on_receive_data_error") and not p.r_ev.entries("on_disconnected")
+
+
+@pytest.mark.anyio
+async def test_frames_cross_as_the_senders_pieces_yet_read_as_their_bytes():
+    """A frame nobody rewrites reaches the receiver as the pieces its sender
+    encoded (a block's data of 4 KiB or more a piece of its own): decoded
+    and hashed there, but not copied. Its ``payload`` is still the frame's
+    bytes for whoever reads it."""
+    p = Pair(width=2, depth=1, leaf_size=6000)
+    async with p.running():
+        await p.pull()
+        await p.completed()
+        await p.settle()
+    p.assert_received_all()
+    leaves = [(cid, data) for cid, data in p.order if cid.codec == RAW]
+    assert leaves and all(len(data) >= 4096 for _, data in leaves)
+    for cid, _ in leaves:  # the very bytes the sender holds: no copy on the way
+        assert p.r_store.get(cid) is p.s_store.get(cid)
+    for pk in p.wire:
+        if pk.kind != "message":
+            [body] = split_frames(pk.payload)
+            assert encode_frame(decode_message(body)) == pk.payload
+            assert [b.cid for b in decode_message(body).blocks] == list(pk.cids)
 
 
 @pytest.mark.anyio

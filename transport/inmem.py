@@ -8,7 +8,12 @@ Every node runs the real graphsync engine
 network. The network carries what an engine sends as libp2p would: each
 graphsync message as a frame's bytes, each data-transfer message the engine
 sends on its own as that message; the receiving node decodes the frame and
-hands it to its engine.
+hands it to its engine. A frame travels as the pieces its sender encoded
+(each block's data of 4 KiB or more a piece of its own, as libp2p writes
+them): the receiver decodes all of it, and hashes every block, but takes a
+block's data without copying it; a fault rule or a test that reads a
+packet's ``payload`` gets the frame's bytes, and a rule that replaces them
+has its bytes delivered instead.
 
 Usage::
 
@@ -44,7 +49,7 @@ data-transfer message it carries, a response's status and error text and
 its metadata entries (:class:`Link`: each block's index in the sender's walk
 of the request, its CID, whether the frame carries its data), a request's
 root and do-not-send-first-blocks count. The description is for aiming; what
-is delivered is ``payload``.
+is delivered is the frame (``payload``).
 
 Sending checks reachability at once (both nodes serving, not disconnected,
 not partitioned apart) and raises :class:`~transport.base.PeerUnreachable`
@@ -82,7 +87,12 @@ from datatransfer.types import ChannelID, PeerID
 from transport.base import PeerUnreachable
 from transport.carrier import EngineCarrier
 from transport.graphsync.engine import EXTENSION_ERROR, GraphsyncEngine
-from transport.graphsync.framing import encode_frame, split_frames
+from transport.graphsync.framing import (
+    encode_frame,
+    encode_frame_pieces,
+    split_frame_pieces,
+    split_frames,
+)
 from transport.graphsync.message import (
     EXTENSION_DATA_TRANSFER,
     EXTENSION_DO_NOT_SEND_FIRST_BLOCKS,
@@ -126,7 +136,27 @@ class Link(NamedTuple):
     sent: bool
 
 
-@dataclass(frozen=True, slots=True)
+class _Payload:
+    """:attr:`Packet.payload`: as given, or else the frame's pieces joined
+    when first read (a fault rule or a test reading the bytes); a packet
+    nobody reads is delivered as its pieces, without that copy."""
+
+    def __get__(self, packet: Packet | None, owner: type | None = None) -> Any:
+        if packet is None:
+            return None  # the field's default
+        given = packet.__dict__.get("_payload")
+        if given is not None or not packet.pieces:
+            return given
+        joined = packet.__dict__.get("_joined")
+        if joined is None:
+            joined = packet.__dict__["_joined"] = b"".join(packet.pieces)
+        return joined
+
+    def __set__(self, packet: Packet, value: Any) -> None:
+        packet.__dict__["_payload"] = value
+
+
+@dataclass(frozen=True)
 class Packet:
     """One unit crossing the in-memory network (see the module docs).
 
@@ -137,13 +167,19 @@ class Packet:
     known; ``request_id`` the graphsync request (None for a ``"message"``);
     ``status`` and ``error`` of a response; ``links`` a response's metadata
     entries; ``root`` and ``skip_blocks`` (do-not-send-first-blocks) of a
-    new request.
+    new request. ``pieces``: the frame as the sender encoded it
+    (:func:`~transport.graphsync.framing.encode_frame_pieces`: each large
+    block's data a piece of its own); a frame without a ``payload`` of its
+    own is that (joined when read), and is delivered as those pieces: the
+    receiver decodes every byte but those of the blocks' data, which it
+    takes without a copy and hashes (what a zero-copy network stack would
+    hand it).
     """
 
     kind: str
     src: PeerID
     dst: PeerID
-    payload: Any = None
+    payload: Any = _Payload()  # type: ignore[assignment]
     channel_id: ChannelID | None = None
     request_id: bytes | None = None
     message: Any = None
@@ -152,6 +188,18 @@ class Packet:
     links: tuple[Link, ...] = ()
     root: CID | None = None
     skip_blocks: int = 0
+    pieces: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
+
+    def _frames(self) -> list[bytes] | list[list[bytes]]:
+        """The payload of each graphsync frame this packet carries, for
+        :meth:`~transport.graphsync.engine.GraphsyncEngine.handle_frame`:
+        the sender's pieces unless a ``payload`` was given (a tamper rule's),
+        else the payload's bytes split; raises
+        :class:`~transport.graphsync.message.GraphsyncWireError` for bytes
+        that are not whole frames."""
+        if self.__dict__.get("_payload") is None and self.pieces:
+            return split_frame_pieces(list(self.pieces))
+        return split_frames(self.payload)
 
     @property
     def blocks(self) -> tuple[Link, ...]:
@@ -397,11 +445,11 @@ class InMemoryNetwork:
 
     def _describe(self, src: PeerID, dst: PeerID, msg: GraphsyncMessage, *,
                   track: bool) -> Packet:
-        payload = encode_frame(msg)
+        pieces = tuple(encode_frame_pieces(msg))
         if msg.responses:
-            return self._describe_response(src, dst, msg, payload, track)
+            return self._describe_response(src, dst, msg, pieces, track)
         if not msg.requests:
-            return Packet("response", src, dst, payload)
+            return Packet("response", src, dst, pieces=pieces)
         req = msg.requests[0]
         key = (src, dst, req.id)
         walk = self._walks.get(key)
@@ -421,11 +469,11 @@ class InMemoryNetwork:
                         req.extensions[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS])
                 except Exception:  # noqa: BLE001 - malformed: described as none
                     skip = 0
-        return Packet(kind, src, dst, payload, chid, req.id, message, root=req.root,
-                      skip_blocks=skip)
+        return Packet(kind, src, dst, None, chid, req.id, message, root=req.root,
+                      skip_blocks=skip, pieces=pieces)
 
     def _describe_response(self, src: PeerID, dst: PeerID, msg: GraphsyncMessage,
-                           payload: bytes, track: bool) -> Packet:
+                           pieces: tuple[bytes, ...], track: bool) -> Packet:
         rsp = msg.responses[0]
         key = (dst, src, rsp.request_id)
         walk = self._walks.get(key)
@@ -444,10 +492,10 @@ class InMemoryNetwork:
                 del self._walks[key]
         error = rsp.extensions.get(EXTENSION_ERROR)
         return Packet(
-            "blocks" if msg.blocks else "response", src, dst, payload,
+            "blocks" if msg.blocks else "response", src, dst, None,
             walk.channel_id if walk is not None else None, rsp.request_id,
             _dt_message(rsp.extensions), rsp.status,
-            error if isinstance(error, str) else None, tuple(links),
+            error if isinstance(error, str) else None, tuple(links), pieces=pieces,
         )
 
     # -- internals ------------------------------------------------------------
@@ -643,7 +691,7 @@ class InMemoryNode(EngineCarrier):
             self.engine.handle_dt_message(packet.src, packet.payload)
             return
         try:
-            for payload in split_frames(packet.payload):
+            for payload in packet._frames():
                 self.engine.handle_frame(packet.src, payload)
         except GraphsyncWireError:
             pass  # counted and refused by the engine (a stream reset on libp2p)

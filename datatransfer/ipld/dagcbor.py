@@ -26,6 +26,11 @@ How it is built (and why), measured on this machine with cbor2 6.x:
   a pure-Python reference decoder gives the verdict. The tests check that
   the fast path never accepts what the reference refuses, on random and
   mutated input.
+* An encoding can also be written and read as pieces
+  (:func:`encode_segments`, :func:`decode_segments`): each byte string of
+  4 KiB or more is a piece of its own, never copied, so a graphsync frame of
+  megabyte blocks crosses the in-memory network without a copy of its
+  blocks; every head is still scanned and the verdict is :func:`decode`'s.
 
 Text strings that are not valid UTF-8 decode with ``surrogateescape`` and
 re-encode to the same bytes: go-data-transfer writes raw peer-id bytes as
@@ -371,8 +376,25 @@ def scan(
     trailing bytes. Not checked: UTF-8 of text and the CID inside a link,
     which the value's decoder checks as it builds them.
     """
+    _scan(data, sorted_keys, max_items, max_depth, None)
+
+
+def _scan(
+    data: bytes | bytearray | memoryview,
+    sorted_keys: bool,
+    max_items: int | None,
+    max_depth: int,
+    holes: dict[int, int] | None,
+) -> list[int]:
+    """:func:`scan`; with ``holes`` (offset in ``data`` -> length), ``data``
+    is an encoding with the contents of some byte strings left out (see
+    :func:`decode_segments`): a byte string whose contents start at such an
+    offset must be exactly that long, and takes no bytes of ``data``. Returns
+    the offsets of those byte strings' heads, one per hole, in order; raises
+    :class:`DagCborError` if a hole is not exactly a byte string's contents."""
     if type(data) is not bytes:
         data = bytes(data)
+    matched: list[int] = []
     end = len(data)
     budget = end if max_items is None else max_items
     pos = 0
@@ -429,6 +451,12 @@ def scan(
             pos = start
             continue
         if major <= 3:
+            if holes is not None and start in holes:
+                if major != 2 or holes[start] != n:
+                    raise DagCborError(f"a piece is not the contents of the item at byte {pos}")
+                matched.append(pos)
+                pos = start
+                continue
             stop = start + n
             if stop > end:
                 raise DagCborError(f"truncated: need {n} bytes at byte {start}")
@@ -489,6 +517,9 @@ def scan(
             keys.append(None if sorted_keys else set())
     if pos != end:
         raise DagCborError(f"{end - pos} trailing bytes at byte {pos}")
+    if holes is not None and len(matched) != len(holes):
+        raise DagCborError("a piece is not the contents of a byte string")
+    return matched
 
 
 # -- decoding: reference ---------------------------------------------------------
@@ -671,3 +702,69 @@ def decode(
         raise DagCborError("nesting too deep for the interpreter stack") from None
     except Exception as exc:  # defensive: a bug must still surface as a codec error
         raise DagCborError(f"malformed DAG-CBOR: {exc!r}") from exc
+
+
+#: The tag that stands for a left-out byte string while cbor2 builds a value
+#: from an encoding with holes (:func:`decode_segments`); real input carrying
+#: it was refused by the scan (only tag 42 is DAG-CBOR).
+_HOLE_TAG = 6
+
+
+def decode_segments(
+    pieces: list[bytes],
+    *,
+    sorted_keys: bool = True,
+    max_items: int | None = None,
+) -> Any:
+    """:func:`decode` of ``b"".join(pieces)``, with the same result and the
+    same refusals, except that a byte string whose contents are exactly one
+    whole piece of at least 4 KiB (as :func:`encode_segments` leaves a
+    block's data) comes out as that very piece, not a copy: a receiver that
+    is handed an encoding as pieces (the in-memory network) checks every
+    head of it without copying megabytes of blocks.
+
+    Any doubt (a large piece that is not exactly a byte string's contents,
+    text that is not UTF-8, any refusal) is settled by decoding the joined
+    bytes, so the verdict is always :func:`decode`'s.
+    """
+    holes: list[tuple[int, bytes]] = []
+    small: list[bytes] = []
+    at = 0
+    for piece in pieces:
+        if type(piece) is bytes and len(piece) >= _HOLE_MIN:
+            holes.append((at, piece))
+        else:
+            small.append(piece)
+            at += len(piece)
+    if holes:
+        try:
+            return _decode_holes(b"".join(small), holes, sorted_keys, max_items)
+        except Exception:  # noqa: BLE001 - the joined bytes give the verdict
+            pass
+    return decode(b"".join(pieces), sorted_keys=sorted_keys, max_items=max_items)
+
+
+def _decode_holes(skeleton: bytes, holes: list[tuple[int, bytes]], sorted_keys: bool,
+                  max_items: int | None) -> Any:
+    """The value of ``skeleton`` with each hole's piece put back at its
+    offset: scanned as it stands (every head, every limit), then built by
+    cbor2 with each hole's head replaced by a tag standing for its piece."""
+    lengths = {offset: len(piece) for offset, piece in holes}
+    if len(lengths) != len(holes):
+        raise DagCborError("two pieces at one place")
+    heads = _scan(skeleton, sorted_keys, max_items, MAX_DEPTH, lengths)
+    parts: list[bytes] = []
+    at = 0
+    for index, (head, (offset, _)) in enumerate(zip(heads, holes, strict=True)):
+        parts.append(skeleton[at:head])
+        parts.append(_head(0xC0, _HOLE_TAG) + _head(0, index))
+        at = offset
+    parts.append(skeleton[at:])
+    data = [piece for _, piece in holes]
+    return _loads(
+        b"".join(parts),
+        tag_hook=_link_hook,
+        semantic_decoders={**_REFUSED_TAGS, _HOLE_TAG: lambda index, immutable: data[index]},
+        allow_indefinite=False,
+        max_depth=MAX_DEPTH,
+    )

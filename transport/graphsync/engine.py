@@ -606,10 +606,11 @@ class GraphsyncEngine(Transport):
 
     # -- inbound -------------------------------------------------------------------
 
-    def handle_frame(self, sender: PeerID, payload: bytes) -> None:
-        """Decode one frame payload from ``sender`` and handle it; a frame
-        that does not decode is counted and dropped (raises
-        :class:`GraphsyncWireError` so the caller can reset the stream)."""
+    def handle_frame(self, sender: PeerID, payload: bytes | list[bytes]) -> None:
+        """Decode one frame payload from ``sender`` (its bytes, or its
+        pieces: see :func:`~transport.graphsync.message.decode_message`) and
+        handle it; a frame that does not decode is counted and dropped
+        (raises :class:`GraphsyncWireError` so the caller can reset the stream)."""
         try:
             msg = decode_message(payload)
         except GraphsyncWireError:

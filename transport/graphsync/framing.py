@@ -20,7 +20,8 @@ Three ways to read frames, all refusing an oversized frame from its header:
 * :func:`read_frame` / :func:`read_message` -- async, over a callable that
   reads exactly ``n`` bytes (e.g. anyio's ``BufferedByteReceiveStream.receive_exactly``);
 * :class:`FrameDecoder` -- push bytes in as they arrive, get whole frames out;
-* :func:`split_frames` -- a complete buffer, for tests and files.
+* :func:`split_frames` -- a complete buffer, for tests and files
+  (:func:`split_frame_pieces` -- the same, for a frame made of pieces).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ __all__ = [
     "frame",
     "read_frame",
     "read_message",
+    "split_frame_pieces",
     "split_frames",
 ]
 
@@ -216,6 +218,28 @@ def split_frames(data: bytes | bytearray | memoryview, *, max_size: int = MAX_FR
         frames.append(bytes(view[pos:pos + length]))
         pos += length
     return frames
+
+
+def split_frame_pieces(pieces: list[bytes], *, max_size: int = MAX_FRAME) -> list[list[bytes]]:
+    """:func:`split_frames` of ``b"".join(pieces)`` (the same payloads, the
+    same refusals), each payload as a list of pieces: the pieces of one
+    frame as :func:`encode_frame_pieces` gives them come out as its
+    payload's pieces, the large ones not copied (for
+    :func:`~transport.graphsync.message.decode_message`); anything else is
+    joined and split, each payload a list of one piece."""
+    first = pieces[0] if pieces else b""
+    header = _Header(max_size)
+    length = None
+    pos = 0
+    try:
+        while length is None and pos < len(first):
+            length = header.push(first[pos])
+            pos += 1
+    except GraphsyncWireError:
+        length = None  # split_frames gives the verdict below
+    if length is not None and sum(len(p) for p in pieces) - pos == length:
+        return [[first[pos:], *pieces[1:]]]
+    return [[payload] for payload in split_frames(b"".join(pieces), max_size=max_size)]
 
 
 ReceiveExact = Callable[[int], Awaitable[bytes]]

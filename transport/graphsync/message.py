@@ -611,23 +611,33 @@ MAX_MESSAGE_ITEMS = 1 << 19
 
 
 def decode_message(
-    data: bytes | bytearray | memoryview, *, verify_blocks: bool = True
+    data: bytes | bytearray | memoryview | list[bytes], *, verify_blocks: bool = True
 ) -> GraphsyncMessage:
     """Decode one message (a frame's payload, without the length prefix).
 
     With ``verify_blocks`` (the default, like Go) each block's CID is rebuilt
     from its prefix by hashing, and ``blocks`` holds :class:`Block` values;
     without it, ``blocks`` holds unchecked :class:`RawBlock` pairs (hash them
-    later with :meth:`GraphsyncMessage.verified_blocks`). Any malformed input
-    raises :class:`GraphsyncWireError`; ``data`` that is not bytes-like is a
-    :class:`TypeError`.
+    later with :meth:`GraphsyncMessage.verified_blocks`). ``data`` may also
+    be the payload as a list of pieces (:func:`encode_message_segments`'
+    form): it decodes exactly as the pieces joined, but a block's data that
+    is a whole piece is taken as it is, not copied
+    (:func:`~datatransfer.ipld.dagcbor.decode_segments`). Any malformed
+    input raises :class:`GraphsyncWireError`; ``data`` that is not
+    bytes-like is a :class:`TypeError`.
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"message data must be bytes-like, not {type(data).__name__}")
-    if not data:
-        raise GraphsyncWireError("empty message")
+    if isinstance(data, list):
+        decode = dagcbor.decode_segments
+        if not any(data):
+            raise GraphsyncWireError("empty message")
+    else:
+        decode = dagcbor.decode
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"message data must be bytes-like, not {type(data).__name__}")
+        if not data:
+            raise GraphsyncWireError("empty message")
     try:
-        node = dagcbor.decode(data, sorted_keys=False, max_items=MAX_MESSAGE_ITEMS)
+        node = decode(data, sorted_keys=False, max_items=MAX_MESSAGE_ITEMS)  # type: ignore[arg-type]
     except dagcbor.DagCborError as exc:
         raise GraphsyncWireError(f"message is not DAG-CBOR: {exc}") from None
     try:
