@@ -409,10 +409,11 @@ def test_connection_cut_mid_push_resumes_without_resending(tmp_path, procs, rela
     assert restarts, server.describe()
     arrived = int(restarts[0][5])
     assert MIB <= arrived < size, restarts
-    assert relay.accepted[1] >= 1, relay.accepted
+    assert relay.accepted[1] >= 1, (relay.accepted, client.describe(), server.describe())
     resent = relay.after_first_cut("up")
     assert size - relay.forwarded[0]["up"] <= resent, (resent, relay.forwarded)
-    assert resent <= size - arrived + _resend_slack(size), (resent, size, arrived)
+    assert resent <= size - arrived + _resend_slack(size), (
+        resent, size, arrived, client.describe(), server.describe())
     server.send("quit")
     assert server.wait() == 0, server.describe()
     back = tmp_path / "back.bin"
