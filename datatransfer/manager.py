@@ -683,6 +683,11 @@ class TransportInputs(TransportEvents):
         await self._run(self._core.transport_trouble(channel_id, E.Disconnected, reason))
 
     @_guarded(None)
+    async def on_peer_lost(self, peer: PeerID, reason: str,
+                           notified: frozenset[ChannelID]) -> None:
+        await self._run(self._core.peer_lost(peer, reason, notified))
+
+    @_guarded(None)
     async def on_send_data_error(self, channel_id: ChannelID, reason: str) -> None:
         await self._run(self._core.transport_trouble(channel_id, E.SendDataError, reason))
 

@@ -131,6 +131,9 @@ class Events:
         self.log.append(("disconnected", reason))
         self._end(chid)
 
+    async def on_peer_lost(self, peer, reason, notified):
+        self.log.append(("peer-lost", peer, notified))
+
     async def on_send_data_error(self, chid, reason):
         self.log.append(("send-error", reason))
         self._end(chid)
@@ -536,9 +539,26 @@ async def test_peer_lost_ends_every_channel_with_that_peer():
         a.engine.peer_lost(B, "gone")
         b.engine.peer_lost(A, "gone")
         await wait_done((a, chid), (b, chid))
-        assert a.events.log[-1] == ("disconnected", "gone")
-        assert b.events.log[-1] == ("disconnected", "gone")
+        await quiesce(0.05)
+        # each side's channel hears of it, and the peer-level notice (on a
+        # lane of its own: either may come first) names the channels told,
+        # so that the Manager tells the peer's others
+        for side, other in ((a, B), (b, A)):
+            told = [e for e in side.events.log if e[0] in ("disconnected", "peer-lost")]
+            assert sorted(told, key=repr) == [
+                ("disconnected", "gone"), ("peer-lost", other, frozenset({chid}))]
         assert a.engine.is_idle() and b.engine.is_idle()
+
+
+async def test_peer_lost_is_told_with_no_channel_open():
+    """A peer lost while no data request with it is open is still told:
+    the Manager may hold channels with it (an initiator waiting for the
+    responder's last word)."""
+    async with pair() as (a, b):
+        a.engine.peer_lost(B, "gone")
+        await quiesce(0.05)
+        assert a.events.log == [("peer-lost", B, frozenset())]
+        assert a.engine.is_idle()
 
 
 async def test_backlog_of_received_blocks_is_bounded():

@@ -377,6 +377,47 @@ async def test_push_connection_blip_resumes_without_resending(tmp_path: Path) ->
         assert restart_msg.kind == "message"
 
 
+@pytest.mark.anyio
+async def test_push_that_sent_everything_restarts_when_the_link_is_lost(tmp_path: Path) -> None:
+    """The pusher sent its last block (TransferFinished: its data request
+    is over, it waits for the responder's Complete) but blocks k+1.. never
+    arrived (they sat in socket buffers when the connection was cut). The
+    pusher hears of the lost peer although no data request of it was open,
+    restarts at once, and the responder re-requests what it lacks. (Found
+    under load in the two-process push test: the pusher waited for its
+    no-progress timeout, the responder failed on its own first and then
+    refused the restart, and the push ended "rejected by the responder".)"""
+    k = 5
+    # the pusher would wait for its own timeout for ever; the responder
+    # gives up on it after 3 s, as it did in the two-process test
+    cfg_a = replace(CFG, no_progress_timeout=None)
+    async with world(tmp_path) as w:
+        a, b = w.node("a", cfg_a), w.node("b")
+        await a.start()
+        await b.start()
+        root, total, order = dag(a)
+        n = len(order)
+        lost = [True]
+        w.net.drop(lambda p: lost[0] and p.src == a.peer and p.kind == "blocks"
+                   and max(p.indices) > k)
+        chid = await a.m.open_push_channel(b.peer, voucher(), root, ALL)
+        await until(lambda: a.state(chid).status == S.TransferFinished)
+        await until(lambda: b.state(chid).received_index == k)
+        lost[0] = False
+        w.net.disconnect(a.peer, b.peer)
+        w.net.connect(a.peer, b.peer)
+        sa = await a.m.wait(chid, timeout=DEADLINE)
+        sb = await b.m.wait(chid, timeout=DEADLINE)
+        assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
+        assert "Disconnected" in a.codes(chid)
+        assert len(w.wire.restart_requests(a.peer)) == 1
+        first, reopened = w.wire.requests(b.peer)
+        assert reopened.skip_blocks == k
+        assert w.wire.blocks(a.peer, {reopened.request_id}) == list(range(k + 1, n + 1))
+        assert sb.received == total and sb.received_index == n
+        assert sa.sent == total and sa.sent_index == n
+
+
 # ------------------------------------------------------------ node restarts
 
 
