@@ -247,6 +247,10 @@ async def test_restart_skips_the_first_blocks():
         sent_cids = {blk.cid for m in b.wire for blk in m.blocks}
         assert sent_cids == set(order[k:])
         assert a.events.log[-1] == ("completed", None)
+        # the block data that crossed, counted on both sides
+        rest = sum(len(b.store.get(cid)) for cid in order[k:])
+        assert b.engine.stats.block_bytes_sent == rest == a.engine.stats.block_bytes_received
+        assert a.engine.stats.block_bytes_sent == b.engine.stats.block_bytes_received == 0
 
 
 async def test_receiver_pause_cancels_and_resume_asks_again_as_go_graphsync_does():

@@ -242,6 +242,11 @@ class EngineStats:
     work_refused: int = 0
     #: Work items that raised (each logged; the channel's request ended).
     lane_errors: int = 0
+    #: Bytes of block data handed to the network in responses, and taken
+    #: from it: every copy, so a block sent again (after a restart) counts
+    #: again. What moved, beside what the channels count once.
+    block_bytes_sent: int = 0
+    block_bytes_received: int = 0
 
 
 class _Charge:
@@ -553,6 +558,8 @@ class GraphsyncEngine(Transport):
     async def _send(self, peer: PeerID, msg: GraphsyncMessage) -> None:
         await self._send_gs(peer, msg)
         self.stats.messages_sent += 1
+        if msg.blocks:
+            self.stats.block_bytes_sent += msg.block_bytes
 
     async def _try_send(self, peer: PeerID, msg: GraphsyncMessage) -> bool:
         try:
@@ -626,6 +633,8 @@ class GraphsyncEngine(Transport):
             return
         sender = PeerID(sender)
         self.stats.messages_received += 1
+        if msg.blocks:
+            self.stats.block_bytes_received += msg.block_bytes
         for req in msg.requests:
             if req.type is RequestType.NEW:
                 self._on_new_request(sender, req)
