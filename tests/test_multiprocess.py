@@ -149,7 +149,9 @@ def test_paid_retrieval_pauses_and_completes_with_a_final_voucher(tmp_path, proc
 # -- 3. cancel from either side ----------------------------------------------------------
 
 
-def test_client_sigint_during_pull_cancels_on_both_sides(tmp_path, procs):
+def test_client_sigint_during_pull_leaves_its_channel_to_resume(tmp_path, procs):
+    """Ctrl-C is not a cancel: the channel stays live on both sides and the
+    client says how to resume it (tests/test_interruptions.py runs it again)."""
     server_home, client_home = tmp_path / "server", tmp_path / "client"
     src = tmp_path / "src.bin"
     make_file(src, 4 * MIB, seed=31)
@@ -161,13 +163,17 @@ def test_client_sigint_during_pull_cancels_on_both_sides(tmp_path, procs):
     assert client.proc.poll() is None, client.describe()
     client.proc.send_signal(signal.SIGINT)
     assert client.wait() == 130, client.describe()
-    assert "SIGINT: transfer stopped" in "".join(client.stderr)
-    assert "Traceback" not in "".join(client.stderr)
-    server.expect(lambda w: _status(w) == "Cancelled")
+    err = "".join(client.stderr)
+    assert "Traceback" not in err
+    live = json.loads(run("ls", "--json", "--home", client_home).stdout)
+    assert [c["status"] for c in live] == ["ResponderPaused"], live
+    assert (f"SIGINT: interrupted; run the same command again to resume channel "
+            f"{live[0]['id']}") in err, err
+    # the server was told nothing: its channel waits for the client to come back
     server.send("quit")
     assert server.wait() == 0, server.describe()
-    assert_ls(client_home, "receive (pull out)", "Cancelled")
-    assert_ls(server_home, "send (pull in)", "Cancelled")
+    assert not any(_status(line.split()) in ("Cancelled", "Failed") for line in server.seen)
+    assert_ls(server_home, "send (pull in)", "ResponderPaused")
 
 
 def test_server_cancel_during_pull_cancels_on_both_sides(tmp_path, procs):
