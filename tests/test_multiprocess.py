@@ -1,8 +1,10 @@
 """Two nodes in separate OS processes on 127.0.0.1 (issue 5): large pull and
-push, paid retrieval, cancel from either side, a server killed and restarted
-mid-transfer, the connection cut mid-transfer (pull and push), a peer sending
-malformed frames, a rogue responder sending blocks nobody asked for, and
-rogue clients flooding a node with graphsync requests and with channels.
+push, paid retrieval, a client's Ctrl-C (its channel left to resume: the
+resumes are in tests/test_interruptions.py) and a cancel from the server, a
+server killed and restarted mid-transfer, the connection cut mid-transfer
+(pull and push), a peer sending malformed frames, a rogue responder sending
+blocks nobody asked for, and rogue clients flooding a node with graphsync
+requests and with channels.
 
 Processes are ``datatransfer serve/pull/push/add/cat/ls``,
 ``tests/_procnode.py`` (a scriptable node printing ``WORD args`` lines) and
@@ -146,7 +148,7 @@ def test_paid_retrieval_pauses_and_completes_with_a_final_voucher(tmp_path, proc
     assert sha256(out) == digest
 
 
-# -- 3. cancel from either side ----------------------------------------------------------
+# -- 3. Ctrl-C of the client, cancel from the server -------------------------------
 
 
 def test_client_sigint_during_pull_leaves_its_channel_to_resume(tmp_path, procs):
@@ -606,36 +608,3 @@ def test_channel_flood_is_refused_past_the_per_peer_limit_and_an_honest_pull_com
     out = tmp_path / "out.bin"
     run("cat", cid, "-o", out, "--home", honest_home)
     assert sha256(out) == digest
-
-
-# -- 9. an interrupted pull, run again, resumes ------------------------------------------
-
-
-def test_pull_killed_then_run_again_resumes_its_channel(tmp_path, procs):
-    """`datatransfer pull` killed (SIGKILL) mid-transfer leaves its channel
-    live in the home; the same command run again restarts that channel (no
-    second channel) and completes it with the file intact."""
-    server_home, client_home = tmp_path / "server", tmp_path / "client"
-    src = tmp_path / "src.bin"
-    digest = make_file(src, 8 * MIB + 3, seed=71)
-    cid = add(src, server_home)
-    server, addr = node_serve(procs, server_home, "--slow", 0.05)
-    out = tmp_path / "out.bin"
-    client = procs([*CLI, "pull", addr, cid, "--home", str(client_home), "-o", str(out)])
-    server.expect(lambda w: w[0] == "STATE" and int(w[4]) >= 2 * MIB, timeout=60)
-    client.proc.send_signal(signal.SIGKILL)
-    client.wait(20)
-    before = json.loads(run("ls", "--all", "--json", "--home", client_home).stdout)
-    assert [c["status"] for c in before] == ["Ongoing"], before
-    again = run("pull", addr, cid, "--home", client_home, "-o", out, "--force")
-    assert "resuming channel" in again.stderr, again.stderr
-    after = json.loads(run("ls", "--all", "--json", "--home", client_home).stdout)
-    assert [(c["id"], c["status"]) for c in after] == [(before[0]["id"], "Completed")], after
-    assert sha256(out) == digest
-    from datatransfer.home import open_blockstore
-    from datatransfer.ipld.cid import CID
-    from datatransfer.node import dag_size
-
-    with open_blockstore(client_home) as store:
-        total = dag_size(CID.parse(cid), store)
-    assert after[0]["received"] == total  # every byte of the DAG counted once
