@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,10 @@ DRAIN_TIMEOUT = 2.0
 
 
 def _now() -> float:
-    return time.monotonic()
+    """The event loop's clock: the one the Manager's sleeps (the watchdog's
+    tick, restart backoffs) run on, so the core's timeouts and restart window
+    count the same seconds (under trio's MockClock too)."""
+    return anyio.current_time()
 
 
 def _decision(answer: Answer | None) -> Decision:

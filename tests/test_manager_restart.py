@@ -38,6 +38,7 @@ from _support import (
     make_dag,
     quiesce,
 )
+from trio.testing import MockClock
 
 from datatransfer.config import ManagerConfig
 from datatransfer.ipld.blockstore import MemoryBlockstore
@@ -930,6 +931,34 @@ async def test_server_vanishes_client_gives_up_then_server_ends_too(tmp_path: Pa
         sb = await b.m.wait(chid, timeout=DEADLINE)
         assert sb.status == S.Failed
         assert sb.message == "no progress for 0.2 s: the other peer stopped answering"
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock")],
+)
+@pytest.mark.anyio
+async def test_a_peer_that_never_comes_back_fails_the_channel_after_the_restart_window(
+        tmp_path: Path) -> None:
+    """A node's defaults (``ManagerConfig()``): the client whose server left
+    mid-pull for good keeps restarting, with a backoff of at most 5 s, for
+    the restart window (10 minutes) without progress, then fails saying why.
+    On trio's MockClock: the ten minutes pass while every task waits."""
+    k = 4
+    async with world(tmp_path) as w:
+        a, b = w.node("a", ManagerConfig()), w.node("b")
+        chid, root, total, order = await pull_until_gate(w, a, b, k)
+        await b.stop()
+        gone = anyio.current_time()
+        sa = await a.m.wait(chid, timeout=2 * 600)
+        waited = anyio.current_time() - gone
+        assert sa.status == S.Failed
+        assert re.fullmatch(r"gave up after (\d+) restarts in (\d+) s without progress: .+",
+                            sa.message), sa.message
+        tries = a.stored(chid).restarts
+        assert 600 <= waited < 600 + 2 * 5, waited
+        assert tries >= 600 / 5, tries  # tried all along, not a few times early on
+        assert sa.received_index == k
 
 
 @pytest.mark.anyio
