@@ -330,7 +330,8 @@ async def _transfer(home: Path | None, addr: str, root: CID, selector: Any, *, p
         await node.__aexit__(None, None, None)
     if hit:
         name = signal.Signals(hit[0]).name
-        if chid is not None and (state is None or state.status not in FINAL_STATUSES):
+        if chid is not None and (state is None or state.channel_id != chid
+                                 or state.status not in FINAL_STATUSES):
             click.echo(f"{name}: interrupted; run the same command again to resume channel "
                        f"{short_channel_id(chid)}", err=True)
         else:
