@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,10 @@ DRAIN_TIMEOUT = 2.0
 
 
 def _now() -> float:
-    return time.monotonic()
+    """The event loop's clock: the one the Manager's sleeps (the watchdog's
+    tick, restart backoffs) run on, so the core's timeouts and restart window
+    count the same seconds (under trio's MockClock too)."""
+    return anyio.current_time()
 
 
 def _decision(answer: Answer | None) -> Decision:
@@ -691,6 +693,11 @@ class TransportInputs(TransportEvents):
     @_guarded(None)
     async def on_disconnected(self, channel_id: ChannelID, reason: str) -> None:
         await self._run(self._core.transport_trouble(channel_id, E.Disconnected, reason))
+
+    @_guarded(None)
+    async def on_peer_lost(self, peer: PeerID, reason: str,
+                           notified: frozenset[ChannelID]) -> None:
+        await self._run(self._core.peer_lost(peer, reason, notified))
 
     @_guarded(None)
     async def on_send_data_error(self, channel_id: ChannelID, reason: str) -> None:

@@ -387,6 +387,12 @@ class Node:
         if manager is not None:
             manager.events.flush(5)
             await manager.__aexit__(None, None, None)
+            stats = getattr(self.transport, "stats", None)
+            if stats is not None:
+                # what moved, copies included: a resumed transfer shows here
+                # whether it moved only what was missing
+                log.info("block data this run: %d bytes sent, %d bytes received",
+                         stats.block_bytes_sent, stats.block_bytes_received)
 
     async def __aexit__(self, *exc_info: Any) -> None:
         stack, self._stack = self._stack, None
@@ -535,9 +541,13 @@ class NodeMetrics:
     ``datatransfer_channels{status}`` (gauge), ``datatransfer_bytes_sent_total``,
     ``datatransfer_bytes_received_total``, ``datatransfer_blocks_sent_total``,
     ``datatransfer_blocks_received_total``, ``datatransfer_restarts_total``,
-    ``datatransfer_errors_total`` (counters) and
+    ``datatransfer_errors_total`` (counters),
     ``datatransfer_graphsync_requests_active{direction}`` (gauge: ``outgoing``
-    requests this node made, ``incoming`` ones it serves).
+    requests this node made, ``incoming`` ones it serves) and
+    ``datatransfer_graphsync_block_bytes_total{direction}`` (``sent``,
+    ``received``: block data that crossed the network, every copy; the bytes
+    counters above count each byte of a channel once, so the difference is
+    what moved again, e.g. after a restart).
 
     Build it before the Manager starts: it seeds the channel gauge from the
     store, then follows the events.
@@ -624,7 +634,9 @@ class _RefusalCollector:
     or ``messages`` (the data-transfer message protocol); and
     ``datatransfer_connections_refused_total{reason}``: inbound connections
     refused at accept (see :mod:`transport.libp2p.admission`), with
-    ``reason="handshake-timeout"`` for those closed for taking too long."""
+    ``reason="handshake-timeout"`` for those closed for taking too long;
+    and ``datatransfer_graphsync_block_bytes_total{direction}`` (see
+    :class:`NodeMetrics`)."""
 
     def __init__(self, manager: Manager, transport: Any) -> None:
         self.layers = [("channels", manager.refusals)]
@@ -635,6 +647,7 @@ class _RefusalCollector:
             if dtnet is not None:
                 self.layers.append(("messages", dtnet.refusals))
         self.admission = getattr(getattr(transport, "host", None), "admission", None)
+        self.transport = transport
 
     def collect(self):  # type: ignore[no-untyped-def]
         from prometheus_client.core import CounterMetricFamily
@@ -646,6 +659,14 @@ class _RefusalCollector:
             for kind, count in sorted(refusals.counts.items()):
                 refused.add_metric([layer, kind], count)
         yield refused
+        stats = getattr(self.transport, "stats", None)
+        if stats is not None:
+            wire = CounterMetricFamily("datatransfer_graphsync_block_bytes",
+                                       "Block data bytes that crossed the network (every copy).",
+                                       labels=["direction"])
+            wire.add_metric(["sent"], stats.block_bytes_sent)
+            wire.add_metric(["received"], stats.block_bytes_received)
+            yield wire
         if self.admission is not None:
             conns = CounterMetricFamily("datatransfer_connections_refused",
                                         "Inbound connections refused, by reason.",

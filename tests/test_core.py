@@ -118,6 +118,39 @@ def test_an_unanswerable_send_is_a_disconnect_and_arms_a_restart() -> None:
     assert core.get(chid).record.message == "unable to send message: peer unreachable"
 
 
+def test_a_lost_peer_restarts_the_initiators_the_transport_did_not_tell() -> None:
+    """A pusher that sent its last block (TransferFinished: no data request
+    left in the transport) restarts when the peer is lost; a channel the
+    transport told on its own (``notified``) is not told twice, and a
+    request never answered is left to its accept timeout."""
+    core = _core(restart_backoff=0.5)
+    _, done = _run(core, core.open(PEER, ("v", 1), ROOT, ALL_SELECTOR_NODE, is_pull=False))
+    _run(core, core.message(PEER, TransferResponse(type=MessageType.New, transfer_id=done.id,
+                                                   accepted=True)))
+    _run(core, core.channel_completed(done, None))
+    assert core.get(done).record.status is Status.TransferFinished
+    _, told = _run(core, core.open(PEER, ("v", 1), ROOT, ALL_SELECTOR_NODE, is_pull=False))
+    _run(core, core.message(PEER, TransferResponse(type=MessageType.New, transfer_id=told.id,
+                                                   accepted=True)))
+    _, unanswered = _run(core, core.open(PEER, ("v", 1), ROOT, ALL_SELECTOR_NODE,
+                                         is_pull=False))
+    effects, _ = _run(core, core.peer_lost(PEER, "lost connection", frozenset({told})))
+    published = [(e.state.channel_id, e.event) for e in effects if isinstance(e, fx.Publish)]
+    assert published == [(done, EventCode.Disconnected)]
+    assert [e for e in effects if isinstance(e, fx.ArmRestart)] == [fx.ArmRestart(done, 0.5)]
+    assert core.get(done).record.message == "lost connection"
+    assert core.get(unanswered).record.status is Status.Requested
+    # told again before the restart ran, or after it ran with nothing moved
+    # since (a second notice of one loss, as a failed send gives): nothing more
+    effects, _ = _run(core, core.peer_lost(PEER, "lost again", frozenset({told})))
+    assert effects == []
+    effects, _ = _run(core, core.restart_due(done))
+    assert any(isinstance(e, fx.Send) and e.message.type == MessageType.Restart
+               for e in effects)
+    effects, _ = _run(core, core.peer_lost(PEER, "lost again", frozenset({told})))
+    assert effects == []
+
+
 class _FakeTransport:
     peer_id = ME
     supports_pause = True

@@ -131,6 +131,9 @@ class Events:
         self.log.append(("disconnected", reason))
         self._end(chid)
 
+    async def on_peer_lost(self, peer, reason, notified):
+        self.log.append(("peer-lost", peer, notified))
+
     async def on_send_data_error(self, chid, reason):
         self.log.append(("send-error", reason))
         self._end(chid)
@@ -244,6 +247,10 @@ async def test_restart_skips_the_first_blocks():
         sent_cids = {blk.cid for m in b.wire for blk in m.blocks}
         assert sent_cids == set(order[k:])
         assert a.events.log[-1] == ("completed", None)
+        # the block data that crossed, counted on both sides
+        rest = sum(len(b.store.get(cid)) for cid in order[k:])
+        assert b.engine.stats.block_bytes_sent == rest == a.engine.stats.block_bytes_received
+        assert a.engine.stats.block_bytes_sent == b.engine.stats.block_bytes_received == 0
 
 
 async def test_receiver_pause_cancels_and_resume_asks_again_as_go_graphsync_does():
@@ -585,9 +592,26 @@ async def test_peer_lost_ends_every_channel_with_that_peer():
         a.engine.peer_lost(B, "gone")
         b.engine.peer_lost(A, "gone")
         await wait_done((a, chid), (b, chid))
-        assert a.events.log[-1] == ("disconnected", "gone")
-        assert b.events.log[-1] == ("disconnected", "gone")
+        await quiesce(0.05)
+        # each side's channel hears of it, and the peer-level notice (on a
+        # lane of its own: either may come first) names the channels told,
+        # so that the Manager tells the peer's others
+        for side, other in ((a, B), (b, A)):
+            told = [e for e in side.events.log if e[0] in ("disconnected", "peer-lost")]
+            assert sorted(told, key=repr) == [
+                ("disconnected", "gone"), ("peer-lost", other, frozenset({chid}))]
         assert a.engine.is_idle() and b.engine.is_idle()
+
+
+async def test_peer_lost_is_told_with_no_channel_open():
+    """A peer lost while no data request with it is open is still told:
+    the Manager may hold channels with it (an initiator waiting for the
+    responder's last word)."""
+    async with pair() as (a, b):
+        a.engine.peer_lost(B, "gone")
+        await quiesce(0.05)
+        assert a.events.log == [("peer-lost", B, frozenset())]
+        assert a.engine.is_idle()
 
 
 async def test_backlog_of_received_blocks_is_bounded():

@@ -166,6 +166,9 @@ class Recorder:
     async def on_disconnected(self, channel_id, reason):
         await self._event("on_disconnected", channel_id, reason)
 
+    async def on_peer_lost(self, peer, reason, notified):
+        pass  # not a channel's event (each node hears it as the other stops)
+
     async def on_send_data_error(self, channel_id, reason):
         await self._event("on_send_data_error", channel_id, reason)
 

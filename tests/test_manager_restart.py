@@ -38,6 +38,7 @@ from _support import (
     make_dag,
     quiesce,
 )
+from trio.testing import MockClock
 
 from datatransfer.config import ManagerConfig
 from datatransfer.ipld.blockstore import MemoryBlockstore
@@ -375,6 +376,47 @@ async def test_push_connection_blip_resumes_without_resending(tmp_path: Path) ->
         assert sa.sent == total and sa.queued == total and sa.sent_index == n
         assert all(b.blockstore.has(c) for c in order)
         assert restart_msg.kind == "message"
+
+
+@pytest.mark.anyio
+async def test_push_that_sent_everything_restarts_when_the_link_is_lost(tmp_path: Path) -> None:
+    """The pusher sent its last block (TransferFinished: its data request
+    is over, it waits for the responder's Complete) but blocks k+1.. never
+    arrived (they sat in socket buffers when the connection was cut). The
+    pusher hears of the lost peer although no data request of it was open,
+    restarts at once, and the responder re-requests what it lacks. (Found
+    under load in the two-process push test: the pusher waited for its
+    no-progress timeout, the responder failed on its own first and then
+    refused the restart, and the push ended "rejected by the responder".)"""
+    k = 5
+    # the pusher would wait for its own timeout for ever; the responder
+    # gives up on it after 3 s, as it did in the two-process test
+    cfg_a = replace(CFG, no_progress_timeout=None)
+    async with world(tmp_path) as w:
+        a, b = w.node("a", cfg_a), w.node("b")
+        await a.start()
+        await b.start()
+        root, total, order = dag(a)
+        n = len(order)
+        lost = [True]
+        w.net.drop(lambda p: lost[0] and p.src == a.peer and p.kind == "blocks"
+                   and max(p.indices) > k)
+        chid = await a.m.open_push_channel(b.peer, voucher(), root, ALL)
+        await until(lambda: a.state(chid).status == S.TransferFinished)
+        await until(lambda: b.state(chid).received_index == k)
+        lost[0] = False
+        w.net.disconnect(a.peer, b.peer)
+        w.net.connect(a.peer, b.peer)
+        sa = await a.m.wait(chid, timeout=DEADLINE)
+        sb = await b.m.wait(chid, timeout=DEADLINE)
+        assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
+        assert "Disconnected" in a.codes(chid)
+        assert len(w.wire.restart_requests(a.peer)) == 1
+        first, reopened = w.wire.requests(b.peer)
+        assert reopened.skip_blocks == k
+        assert w.wire.blocks(a.peer, {reopened.request_id}) == list(range(k + 1, n + 1))
+        assert sb.received == total and sb.received_index == n
+        assert sa.sent == total and sa.sent_index == n
 
 
 # ------------------------------------------------------------ node restarts
@@ -890,6 +932,34 @@ async def test_server_vanishes_client_gives_up_then_server_ends_too(tmp_path: Pa
         sb = await b.m.wait(chid, timeout=DEADLINE)
         assert sb.status == S.Failed
         assert sb.message == "no progress for 0.2 s: the other peer stopped answering"
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock")],
+)
+@pytest.mark.anyio
+async def test_a_peer_that_never_comes_back_fails_the_channel_after_the_restart_window(
+        tmp_path: Path) -> None:
+    """A node's defaults (``ManagerConfig()``): the client whose server left
+    mid-pull for good keeps restarting, with a backoff of at most 5 s, for
+    the restart window (10 minutes) without progress, then fails saying why.
+    On trio's MockClock: the ten minutes pass while every task waits."""
+    k = 4
+    async with world(tmp_path) as w:
+        a, b = w.node("a", ManagerConfig()), w.node("b")
+        chid, root, total, order = await pull_until_gate(w, a, b, k)
+        await b.stop()
+        gone = anyio.current_time()
+        sa = await a.m.wait(chid, timeout=2 * 600)
+        waited = anyio.current_time() - gone
+        assert sa.status == S.Failed
+        assert re.fullmatch(r"gave up after (\d+) restarts in (\d+) s without progress: .+",
+                            sa.message), sa.message
+        tries = a.stored(chid).restarts
+        assert 600 <= waited < 600 + 2 * 5, waited
+        assert tries >= 600 / 5, tries  # tried all along, not a few times early on
+        assert sa.received_index == k
 
 
 @pytest.mark.anyio

@@ -122,6 +122,14 @@ class TransportEvents(Protocol):
     async def on_disconnected(self, channel_id: ChannelID, reason: str) -> None:
         """The connection carrying the channel was lost."""
 
+    async def on_peer_lost(self, peer: PeerID, reason: str,
+                           notified: frozenset[ChannelID]) -> None:
+        """The connection with ``peer`` is gone. The channels in ``notified``
+        had a data request here and hear of it on their own
+        (:meth:`on_disconnected`); this is for the others with that peer,
+        which the transport holds nothing for (an initiator that moved all
+        its data and waits for the responder's last word)."""
+
     async def on_send_data_error(self, channel_id: ChannelID, reason: str) -> None:
         """Sending data failed (a transport error, not a protocol decision)."""
 

@@ -317,16 +317,17 @@ async def _transfer(home: Path | None, addr: str, root: CID, selector: Any, *, p
                                           exact_total=selector is ALL_SELECTOR_NODE)
             tg.cancel_scope.cancel()
     finally:
-        if hit and chid is not None and node.manager is not None:
-            with anyio.move_on_after(3, shield=True):
-                try:
-                    await node.manager.close_channel(chid)
-                    await node.manager.wait(chid, timeout=2)
-                except Exception:  # noqa: BLE001 - best effort on the way out
-                    pass
+        # an interrupted channel stays live in the home (not cancelled): the
+        # same command run again resumes it and moves only what is missing
         await node.__aexit__(None, None, None)
     if hit:
-        click.echo(f"{signal.Signals(hit[0]).name}: transfer stopped", err=True)
+        name = signal.Signals(hit[0]).name
+        if chid is not None and (state is None or state.channel_id != chid
+                                 or state.status not in FINAL_STATUSES):
+            click.echo(f"{name}: interrupted; run the same command again to resume channel "
+                       f"{short_channel_id(chid)}", err=True)
+        else:
+            click.echo(f"{name}: transfer stopped", err=True)
         sys.exit(INTERRUPTED)
     if failure:
         raise click.ClickException(failure[0])

@@ -584,6 +584,29 @@ class ChannelCore:
         if ch.is_initiator and event != E.RequestCancelled:
             yield from self._schedule_restart(ch, reason)
 
+    def peer_lost(self, peer: PeerID, reason: str,
+                  notified: frozenset[ChannelID] = frozenset()) -> Steps:
+        """The connection with ``peer`` is gone. The channels in ``notified``
+        had a data request in the transport and hear of it on their own
+        (:meth:`transport_trouble`). This input reaches this node's other
+        live initiator channels with the peer: they restart as those do.
+        Without it, a pusher that sent its last block into socket buffers
+        the cut then lost (TransferFinished, no data request left) would wait
+        for its no-progress timeout, while the responder, which heard of the
+        cut, fails on its own timeout first and then refuses the restart."""
+        for ch in list(self.channels.values()):
+            chid = ch.channel_id
+            rt = self._runtime[chid]
+            if (ch.other_peer != peer or not ch.is_initiator or chid in notified
+                    or is_ending(ch.record.status) or ch.record.app_paused
+                    # a request never answered: its accept timeout decides
+                    or ch.record.status == S.Requested
+                    # restarting already, nothing moved since: it heard of
+                    # this loss its own way (its data request failed first)
+                    or rt.restart_scheduled or rt.stalled_since is not None):
+                continue
+            yield from self.transport_trouble(chid, E.Disconnected, reason)
+
     # ------------------------------------------------------------------ requests
 
     def _on_request_message(self, sender: PeerID, request: TransferRequest) -> Steps:

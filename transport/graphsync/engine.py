@@ -243,6 +243,11 @@ class EngineStats:
     work_refused: int = 0
     #: Work items that raised (each logged; the channel's request ended).
     lane_errors: int = 0
+    #: Bytes of block data handed to the network in responses, and taken
+    #: from it: every copy, so a block sent again (after a restart) counts
+    #: again. What moved, beside what the channels count once.
+    block_bytes_sent: int = 0
+    block_bytes_received: int = 0
 
 
 class _Charge:
@@ -417,6 +422,9 @@ class GraphsyncEngine(Transport):
             self._events = None
 
     def _stopping(self) -> None:
+        # nothing new starts: the task group takes no more tasks (a peer
+        # lost meanwhile, as another node stops, finds it closed)
+        self._tg = None
         for state in self._channels.values():
             state.traverser.close()
         self._channels.clear()
@@ -551,6 +559,8 @@ class GraphsyncEngine(Transport):
     async def _send(self, peer: PeerID, msg: GraphsyncMessage) -> None:
         await self._send_gs(peer, msg)
         self.stats.messages_sent += 1
+        if msg.blocks:
+            self.stats.block_bytes_sent += msg.block_bytes
 
     async def _try_send(self, peer: PeerID, msg: GraphsyncMessage) -> bool:
         try:
@@ -625,6 +635,8 @@ class GraphsyncEngine(Transport):
             return
         sender = PeerID(sender)
         self.stats.messages_received += 1
+        if msg.blocks:
+            self.stats.block_bytes_received += msg.block_bytes
         for req in msg.requests:
             if req.type is RequestType.NEW:
                 self._on_new_request(sender, req)
@@ -711,7 +723,8 @@ class GraphsyncEngine(Transport):
     def peer_lost(self, peer: PeerID, reason: str) -> None:
         """The connection with ``peer`` is gone: every channel with it ends
         with ``on_disconnected`` (on its lane, unless a newer request
-        replaced it by then)."""
+        replaced it by then); then ``on_peer_lost`` names those, so that
+        the Manager tells the peer's other channels too."""
         peer = PeerID(peer)
         self._waiting.pop(peer, None)
         for key in [k for k, s in self._incoming.items() if s.peer == peer]:
@@ -719,12 +732,23 @@ class GraphsyncEngine(Transport):
             if not self._current(state):
                 del self._incoming[key]  # admitted, never served
                 state.traverser.close()
+        notified: set[ChannelID] = set()
         for state in [s for s in self._channels.values() if s.peer == peer]:
             self._remove(state)
+            notified.add(state.channel_id)
             self._enqueue(state.channel_id, partial(self._notify_disconnected, state, reason))
         for chid in [c for c, p in self._parked.items() if p == peer]:
             del self._parked[chid]
+            notified.add(chid)
             self._enqueue(chid, partial(self._notify_parked_lost, chid, reason))
+        # and the channels with that peer this engine holds nothing for
+        key: Any = ("peer-lost", peer)
+        self._enqueue(key, partial(self._notify_peer_lost, peer, reason, frozenset(notified)))
+
+    async def _notify_peer_lost(self, peer: PeerID, reason: str,
+                                notified: frozenset[ChannelID]) -> None:
+        assert self._events is not None
+        await self._events.on_peer_lost(peer, reason, notified)
 
     async def _notify_parked_lost(self, chid: ChannelID, reason: str) -> None:
         assert self._events is not None
