@@ -53,7 +53,6 @@ import threading
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import multiaddr
@@ -61,7 +60,7 @@ import multiaddr
 from datatransfer.config import ManagerConfig
 from datatransfer.core.channels import selector_node
 from datatransfer.errors import TrioRequired
-from datatransfer.home import HomeLock, open_blockstore, resolve_home
+from datatransfer.home import CHANNELS_FILE, HomeLock, channels_path, open_blockstore, resolve_home
 from datatransfer.ipld import dagpb
 from datatransfer.ipld.cid import CID, DAG_PB
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
@@ -71,8 +70,6 @@ from datatransfer.types import ChannelID, ChannelState, Event, PeerID
 from registry import Voucher
 from statemachine import FINAL_STATUSES, EventCode, Status
 
-#: File name of the channel store inside the home directory.
-CHANNELS_FILE = "channels.sqlite"
 #: Where a node listens when nothing is said: loopback, a port the OS picks.
 LOCAL_LISTEN = "/ip4/127.0.0.1/tcp/0"
 
@@ -87,11 +84,6 @@ __all__ = [
     "dag_size",
     "dialable_addr",
 ]
-
-
-def channels_path(home: str | os.PathLike[str] | None = None) -> Path:
-    """Where the home's channel store lives."""
-    return resolve_home(home) / CHANNELS_FILE
 
 
 @dataclass(frozen=True)
