@@ -423,11 +423,18 @@ async def connect(host: IHost, addr: str | PeerInfo) -> PeerID:
     else:
         peer, addrs = parse_peer_addr(addr)
         info = PeerInfo(libp2p_id(peer), addrs)
+    network = host.get_network()
     # Let an explicit connect re-dial a peer the swarm recently marked as failed.
-    unblock = getattr(host.get_network(), "unblock_peer", None)
+    unblock = getattr(network, "unblock_peer", None)
     if unblock is not None:
         unblock(info.peer_id)
-    await host.connect(info)
+    if len(info.addrs) == 1 and not network.get_connections(info.peer_id):
+        # The one address given, dialed directly: the swarm's dial of a peer
+        # starts each address with a 250 ms head start over the next one
+        # (happy eyeballs) and waits it out even after the last address has
+        # connected, a quarter of a second added to every first contact.
+        await network.dial_addr(info.addrs[0], info.peer_id)
+    await host.connect(info)  # connected by now: keeps the addresses, waits until ready
     # host.connect stores the addresses with a 2-minute TTL; keep them.
     add_peer_addrs(host, info.peer_id, info.addrs)
     return PeerID(info.peer_id.to_bytes())
