@@ -43,7 +43,7 @@ from libp2p.network.auto_connector import AutoConnector
 from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.peer.peerstore import PERMANENT_ADDR_TTL
+from libp2p.peer.peerstore import PERMANENT_ADDR_TTL, PeerStore
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -201,6 +201,7 @@ def make_host(
         muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
         listen_addrs=listen_addrs,
         transports=[GuardedTCP(guard)],
+        peerstore_opt=_Peerstore(),
         retry_config=RetryConfig(max_retries=dial_retries),
         connection_config=ConnectionConfig(
             max_connections=policy.max_connections,
@@ -221,6 +222,39 @@ def make_host(
     host = BasicHost(network=swarm)
     host.admission = guard  # type: ignore[attr-defined]
     return host
+
+
+class _Peerstore(PeerStore):
+    """py-libp2p's peerstore, keeping the addresses this node was given for
+    a peer (:func:`add_peer_addrs`, :func:`connect`) when the peer's own
+    word replaces the others: identify, on every new connection, clears a
+    peer's addresses and stores those it announces, which are not always
+    where it can be reached (a relay, a NAT's forwarded port, a name)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given: dict[ID, list[multiaddr.Multiaddr]] = {}
+
+    def give(self, peer_id: ID, addrs: Sequence[multiaddr.Multiaddr]) -> None:
+        """Keep ``addrs`` for ``peer_id``, with no expiry."""
+        kept = self.given.setdefault(peer_id, [])
+        kept.extend(a for a in addrs if a not in kept)
+        self.add_addrs(peer_id, addrs, PERMANENT_ADDR_TTL)
+
+    def clear_addrs(self, peer_id: ID) -> None:
+        super().clear_addrs(peer_id)
+        self._restore(peer_id)
+
+    def consume_peer_record(self, envelope: Any, ttl: int) -> bool:
+        accepted = super().consume_peer_record(envelope, ttl)
+        if accepted:
+            self._restore(envelope.record().peer_id)
+        return accepted
+
+    def _restore(self, peer_id: ID) -> None:
+        kept = self.given.get(peer_id)
+        if kept:
+            self.add_addrs(peer_id, kept, PERMANENT_ADDR_TTL)
 
 
 class _NoAutoDial(AutoConnector):
@@ -405,10 +439,15 @@ def add_peer_addrs(
     host: IHost, peer: PeerID | ID, addrs: Iterable[str | multiaddr.Multiaddr]
 ) -> None:
     """Remember ``addrs`` for ``peer`` (without dialing), so a later stream to
-    the peer can dial it. The addresses do not expire."""
+    the peer can dial it. The addresses do not expire, and on a host of
+    :func:`make_host` the peer's identify does not replace them."""
     mas = [multiaddr.Multiaddr(str(a)) for a in addrs]
     if mas:
-        host.get_peerstore().add_addrs(libp2p_id(peer), mas, PERMANENT_ADDR_TTL)
+        peerstore = host.get_peerstore()
+        if isinstance(peerstore, _Peerstore):
+            peerstore.give(libp2p_id(peer), mas)
+        else:
+            peerstore.add_addrs(libp2p_id(peer), mas, PERMANENT_ADDR_TTL)
 
 
 async def connect(host: IHost, addr: str | PeerInfo) -> PeerID:
