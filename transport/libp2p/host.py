@@ -333,13 +333,13 @@ async def close_host(host: IHost) -> None:
 
     The listeners are closed first (nothing new comes in). Then the host
     closes gracefully, for at most :data:`GRACEFUL_CLOSE`: each connection
+    (all at once: py-libp2p's own close takes them in turn, 0.2 s each)
     says go-away, so what was written last (a cancel sent on the way out)
     still reaches the peer. A graceful close writes, though, and a write to
-    a peer that stopped reading never ends; py-libp2p's own close waits for
-    each in turn. So whatever is still open then is cut: each connection's
-    socket is closed under its muxer, which fails any write in flight at
-    once. (Leaving the host's block without closing it would even leave the
-    listener open.)
+    a peer that stopped reading never ends. So whatever is still open then
+    is cut: each connection's socket is closed under its muxer, which fails
+    any write in flight at once. (Leaving the host's block without closing
+    it would even leave the listener open.)
     """
     network = host.get_network()
     with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
@@ -350,6 +350,12 @@ async def close_host(host: IHost) -> None:
                 log.debug("closing a listener: %s", exc)
         with anyio.move_on_after(GRACEFUL_CLOSE):
             try:
+                # py-libp2p closes the connections one after another, each
+                # pausing 0.2 s for its tasks: all at once first
+                async with anyio.create_task_group() as tg:
+                    for conns in list(getattr(network, "connections", {}).values()):
+                        for conn in list(conns):
+                            tg.start_soon(_close_connection, conn)
                 await host.close()
                 return
             except Exception as exc:  # noqa: BLE001
@@ -363,6 +369,13 @@ async def close_host(host: IHost) -> None:
                     await secured.close()
                 except Exception as exc:  # noqa: BLE001 - already closed
                     log.debug("closing a connection: %s", exc)
+
+
+async def _close_connection(conn: Any) -> None:
+    try:
+        await conn.close()
+    except Exception as exc:  # noqa: BLE001 - py-libp2p logs and goes on, too
+        log.debug("closing a connection: %s", exc)
 
 
 # -- streams -------------------------------------------------------------------------
