@@ -76,3 +76,10 @@ def test_every_command_is_listed() -> None:
     ctx = click.Context(main)
     for name in COMMAND_MODULES:
         assert main.get_command(ctx, name) is main.commands[name]
+
+
+def test_python_m_datatransfer_is_the_command() -> None:
+    proc = subprocess.run([sys.executable, "-m", "datatransfer", "--version"], capture_output=True,
+                          text=True, timeout=TIMEOUT, env=child_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("datatransfer ")
