@@ -19,6 +19,7 @@ from _processes import TIMEOUT, child_env
 
 from datatransfer.store import SqliteChannelStore
 
+ROOT = Path(__file__).resolve().parent.parent
 #: Imported by none of the light commands.
 HEAVY = ("libp2p", "trio", "transport.libp2p", "datatransfer.node", "datatransfer.manager",
          "datatransfer.core")
@@ -34,7 +35,7 @@ def imported(tmp_path: Path, *args: str) -> set[str]:
             ".write(json.dumps(sorted(sys.modules))))\n"
             "from datatransfer.cli import main; main()")
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=TIMEOUT, env=child_env())
+                          timeout=TIMEOUT, env=child_env(), cwd=ROOT)  # -c: cwd on sys.path
     assert proc.returncode == 0, proc.stderr[-3000:]
     return set(json.loads(out.read_text()))
 
@@ -80,6 +81,6 @@ def test_every_command_is_listed() -> None:
 
 def test_python_m_datatransfer_is_the_command() -> None:
     proc = subprocess.run([sys.executable, "-m", "datatransfer", "--version"], capture_output=True,
-                          text=True, timeout=TIMEOUT, env=child_env())
+                          text=True, timeout=TIMEOUT, env=child_env(), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("datatransfer ")
