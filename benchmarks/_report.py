@@ -72,6 +72,10 @@ class Reporter:
         print(entry.render(), flush=True)
         return entry
 
+    def note(self, name: str, text: str) -> None:
+        """A line with no figure: something not measured, and why."""
+        print(f"{name:<48} {text:>14}", flush=True)
+
     def section(self, title: str) -> None:
         print(f"\n== {title} ==", flush=True)
 

@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # pragma: no cover
 ENV_VAR = "DATATRANSFER_HOME"
 DEFAULT_DIRNAME = ".datatransfer"
 BLOCKSTORE_FILE = "blocks.sqlite"
+#: File name of the channel store inside the home directory.
+CHANNELS_FILE = "channels.sqlite"
 LOCK_FILE = "node.lock"
 
 
@@ -94,6 +96,11 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
 def blockstore_path(home: str | os.PathLike[str] | None = None) -> Path:
     """Where the home's block store database lives."""
     return resolve_home(home) / BLOCKSTORE_FILE
+
+
+def channels_path(home: str | os.PathLike[str] | None = None) -> Path:
+    """Where the home's channel store lives."""
+    return resolve_home(home) / CHANNELS_FILE
 
 
 def open_blockstore(home: str | os.PathLike[str] | None = None) -> SqliteBlockstore:

@@ -58,7 +58,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import multiaddr
@@ -66,7 +65,7 @@ import multiaddr
 from datatransfer.config import ManagerConfig
 from datatransfer.core.channels import selector_node
 from datatransfer.errors import TrioRequired
-from datatransfer.home import HomeLock, open_blockstore, resolve_home
+from datatransfer.home import CHANNELS_FILE, HomeLock, channels_path, open_blockstore, resolve_home
 from datatransfer.ipld import dagpb
 from datatransfer.ipld.cid import CID, DAG_PB
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
@@ -79,8 +78,6 @@ from statemachine import FINAL_STATUSES, EventCode, Status
 
 log = logging.getLogger("datatransfer.node")
 
-#: File name of the channel store inside the home directory.
-CHANNELS_FILE = "channels.sqlite"
 #: Where a node listens when nothing is said: loopback, a port the OS picks.
 LOCAL_LISTEN = "/ip4/127.0.0.1/tcp/0"
 
@@ -96,11 +93,6 @@ __all__ = [
     "describe_dial_failure",
     "dialable_addr",
 ]
-
-
-def channels_path(home: str | os.PathLike[str] | None = None) -> Path:
-    """Where the home's channel store lives."""
-    return resolve_home(home) / CHANNELS_FILE
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,30 @@ async def test_identity_persists_across_host_restarts(tmp_path: Path) -> None:
         assert ids[0] == ids[1] == peer_id_of(load_or_create_identity(tmp_path))
 
 
+@pytest.mark.anyio
+async def test_connect_keeps_the_dialed_address_when_identify_replaces_the_others(
+        tmp_path: Path, relay_to) -> None:  # type: ignore[no-untyped-def]
+    """A peer reached at an address it does not announce (through a relay
+    here; a NAT's forwarded port, a name) is re-dialed there: its identify,
+    which arrives after the dial and replaces the peer's addresses with
+    those it announces, does not drop the one given to connect."""
+    with anyio.fail_after(TIMEOUT):
+        async with open_host(load_or_create_identity(tmp_path / "a"), LOCAL) as a, \
+                open_host(load_or_create_identity(tmp_path / "b"), LOCAL) as b:
+            (announced,) = peer_addrs(b)
+            port = int(announced.split("/")[4])
+            relay = relay_to(port)
+            await connect(a, relay.addr(b.get_id().to_base58()))
+            store = a.get_peerstore()
+
+            def known() -> list[str]:
+                return [str(x) for x in store.addrs(b.get_id())]
+
+            while not any(f"/tcp/{port}" in x for x in known()):  # identify has come
+                await anyio.sleep(0.01)
+            assert any(f"/tcp/{relay.port}" in x for x in known()), known()
+
+
 # -- framing ---------------------------------------------------------------------------
 
 

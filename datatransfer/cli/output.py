@@ -52,9 +52,11 @@ def levels(verbosity: int) -> tuple[int, int]:
 
 class _Handler(logging.Handler):
     """Prints each record as one line on the shared console (above any live
-    progress bar): ``LEVEL name: message``."""
+    progress bar): ``LEVEL name: message``. ``out`` None: the stderr
+    console, built at the first record (a command that logs nothing does not
+    import rich)."""
 
-    def __init__(self, out: Any) -> None:
+    def __init__(self, out: Any = None) -> None:
         super().__init__()
         self.out = out
         self.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -65,7 +67,8 @@ class _Handler(logging.Handler):
 
             line = Text(f"{record.levelname:<7} ", style=_STYLES.get(record.levelno, ""))
             line.append(self.format(record))
-            self.out.print(line, soft_wrap=True, highlight=False, markup=False)
+            out = self.out if self.out is not None else console()
+            out.print(line, soft_wrap=True, highlight=False, markup=False)
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 
@@ -78,7 +81,7 @@ def setup_logging(verbosity: int, out: Any = None) -> logging.Handler:
     """Route every log record through one handler on ``out`` (default: the
     stderr console) with the levels of :func:`levels`; return the handler."""
     own, libraries = levels(verbosity)
-    handler = _Handler(out if out is not None else console())
+    handler = _Handler(out)
     root = logging.getLogger()
     for old in list(root.handlers):
         if isinstance(old, _Handler):

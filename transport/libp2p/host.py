@@ -43,7 +43,7 @@ from libp2p.network.auto_connector import AutoConnector
 from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.peer.peerstore import PERMANENT_ADDR_TTL
+from libp2p.peer.peerstore import PERMANENT_ADDR_TTL, PeerStore
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -201,6 +201,7 @@ def make_host(
         muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
         listen_addrs=listen_addrs,
         transports=[GuardedTCP(guard)],
+        peerstore_opt=_Peerstore(),
         retry_config=RetryConfig(max_retries=dial_retries),
         connection_config=ConnectionConfig(
             max_connections=policy.max_connections,
@@ -221,6 +222,39 @@ def make_host(
     host = BasicHost(network=swarm)
     host.admission = guard  # type: ignore[attr-defined]
     return host
+
+
+class _Peerstore(PeerStore):
+    """py-libp2p's peerstore, keeping the addresses this node was given for
+    a peer (:func:`add_peer_addrs`, :func:`connect`) when the peer's own
+    word replaces the others: identify, on every new connection, clears a
+    peer's addresses and stores those it announces, which are not always
+    where it can be reached (a relay, a NAT's forwarded port, a name)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given: dict[ID, list[multiaddr.Multiaddr]] = {}
+
+    def give(self, peer_id: ID, addrs: Sequence[multiaddr.Multiaddr]) -> None:
+        """Keep ``addrs`` for ``peer_id``, with no expiry."""
+        kept = self.given.setdefault(peer_id, [])
+        kept.extend(a for a in addrs if a not in kept)
+        self.add_addrs(peer_id, addrs, PERMANENT_ADDR_TTL)
+
+    def clear_addrs(self, peer_id: ID) -> None:
+        super().clear_addrs(peer_id)
+        self._restore(peer_id)
+
+    def consume_peer_record(self, envelope: Any, ttl: int) -> bool:
+        accepted = super().consume_peer_record(envelope, ttl)
+        if accepted:
+            self._restore(envelope.record().peer_id)
+        return accepted
+
+    def _restore(self, peer_id: ID) -> None:
+        kept = self.given.get(peer_id)
+        if kept:
+            self.add_addrs(peer_id, kept, PERMANENT_ADDR_TTL)
 
 
 class _NoAutoDial(AutoConnector):
@@ -299,13 +333,13 @@ async def close_host(host: IHost) -> None:
 
     The listeners are closed first (nothing new comes in). Then the host
     closes gracefully, for at most :data:`GRACEFUL_CLOSE`: each connection
+    (all at once: py-libp2p's own close takes them in turn, 0.2 s each)
     says go-away, so what was written last (a cancel sent on the way out)
     still reaches the peer. A graceful close writes, though, and a write to
-    a peer that stopped reading never ends; py-libp2p's own close waits for
-    each in turn. So whatever is still open then is cut: each connection's
-    socket is closed under its muxer, which fails any write in flight at
-    once. (Leaving the host's block without closing it would even leave the
-    listener open.)
+    a peer that stopped reading never ends. So whatever is still open then
+    is cut: each connection's socket is closed under its muxer, which fails
+    any write in flight at once. (Leaving the host's block without closing
+    it would even leave the listener open.)
     """
     network = host.get_network()
     with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
@@ -316,6 +350,12 @@ async def close_host(host: IHost) -> None:
                 log.debug("closing a listener: %s", exc)
         with anyio.move_on_after(GRACEFUL_CLOSE):
             try:
+                # py-libp2p closes the connections one after another, each
+                # pausing 0.2 s for its tasks: all at once first
+                async with anyio.create_task_group() as tg:
+                    for conns in list(getattr(network, "connections", {}).values()):
+                        for conn in list(conns):
+                            tg.start_soon(_close_connection, conn)
                 await host.close()
                 return
             except Exception as exc:  # noqa: BLE001
@@ -329,6 +369,13 @@ async def close_host(host: IHost) -> None:
                     await secured.close()
                 except Exception as exc:  # noqa: BLE001 - already closed
                     log.debug("closing a connection: %s", exc)
+
+
+async def _close_connection(conn: Any) -> None:
+    try:
+        await conn.close()
+    except Exception as exc:  # noqa: BLE001 - py-libp2p logs and goes on, too
+        log.debug("closing a connection: %s", exc)
 
 
 # -- streams -------------------------------------------------------------------------
@@ -405,10 +452,15 @@ def add_peer_addrs(
     host: IHost, peer: PeerID | ID, addrs: Iterable[str | multiaddr.Multiaddr]
 ) -> None:
     """Remember ``addrs`` for ``peer`` (without dialing), so a later stream to
-    the peer can dial it. The addresses do not expire."""
+    the peer can dial it. The addresses do not expire, and on a host of
+    :func:`make_host` the peer's identify does not replace them."""
     mas = [multiaddr.Multiaddr(str(a)) for a in addrs]
     if mas:
-        host.get_peerstore().add_addrs(libp2p_id(peer), mas, PERMANENT_ADDR_TTL)
+        peerstore = host.get_peerstore()
+        if isinstance(peerstore, _Peerstore):
+            peerstore.give(libp2p_id(peer), mas)
+        else:
+            peerstore.add_addrs(libp2p_id(peer), mas, PERMANENT_ADDR_TTL)
 
 
 async def connect(host: IHost, addr: str | PeerInfo) -> PeerID:
@@ -423,11 +475,18 @@ async def connect(host: IHost, addr: str | PeerInfo) -> PeerID:
     else:
         peer, addrs = parse_peer_addr(addr)
         info = PeerInfo(libp2p_id(peer), addrs)
+    network = host.get_network()
     # Let an explicit connect re-dial a peer the swarm recently marked as failed.
-    unblock = getattr(host.get_network(), "unblock_peer", None)
+    unblock = getattr(network, "unblock_peer", None)
     if unblock is not None:
         unblock(info.peer_id)
-    await host.connect(info)
+    if len(info.addrs) == 1 and not network.get_connections(info.peer_id):
+        # The one address given, dialed directly: the swarm's dial of a peer
+        # starts each address with a 250 ms head start over the next one
+        # (happy eyeballs) and waits it out even after the last address has
+        # connected, a quarter of a second added to every first contact.
+        await network.dial_addr(info.addrs[0], info.peer_id)
+    await host.connect(info)  # connected by now: keeps the addresses, waits until ready
     # host.connect stores the addresses with a 2-minute TTL; keep them.
     add_peer_addrs(host, info.peer_id, info.addrs)
     return PeerID(info.peer_id.to_bytes())
