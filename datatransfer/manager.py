@@ -562,6 +562,8 @@ class Manager:
                 if outcome is NOT_HANDLED:
                     continue
                 return "accept", _encode_result(outcome)
+            except Pause as exc:
+                return "pause", _encode_result(exc.result)
             except Exception as exc:
                 return "fail", exc
         return "none", None

@@ -299,6 +299,30 @@ async def test_pay_as_you_go_push():
         assert_holds_dag(b, order)
 
 
+async def test_completion_result_rides_the_complete_message_without_waiting():
+    """A revalidator whose ``on_complete`` returns a result (and does not
+    raise Pause) completes the channel with that result on the Complete
+    message, as Go's ``OnComplete`` without ``ErrPause``: a retrieval
+    provider's "deal completed" answer. Nobody waits for a final voucher."""
+
+    class Done(IgnoreAll):
+        async def on_complete(self, channel_id):
+            return NoteResult("done")
+
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating(Done()))
+        root, size, _ = make_dag(b.blockstore, leaves=3)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        await settle(a, b, chid=chid)
+        sa, sb = a.manager.channel_state(chid), b.manager.channel_state(chid)
+        assert (sa.status, sb.status) == (S.Completed, S.Completed)
+        assert sa.voucher_results[-1] == NoteResult("done") == sb.voucher_results[-1]
+        assert "Finalizing" not in b.recorder.statuses(chid)
+        assert a.recorder.codes(chid)[-3:] == ["NewVoucherResult", "ResponderCompletes",
+                                               "CleanupComplete"]
+
+
 async def test_revalidator_that_handles_nothing_is_skipped():
     async with harness() as h:
         a = await h.node("a", setup=validating())

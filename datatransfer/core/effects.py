@@ -188,7 +188,9 @@ class RevalidateProgress(Effect):
 @dataclass(frozen=True, slots=True)
 class RevalidateComplete(Effect):
     """Ask the revalidators whether the responder needs a final voucher.
-    Outcome: ``("none", None)``, ``("accept", result)`` or ``("fail", reason)``."""
+    Outcome: ``("none", None)`` or ``("accept", result)`` (complete, the
+    result, if any, sent with the Complete message), ``("pause", result)``
+    (wait for a final voucher) or ``("fail", reason)``."""
 
     channel_id: ChannelID
 
