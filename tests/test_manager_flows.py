@@ -30,7 +30,7 @@ from datatransfer.errors import ChannelNotFound, Unsupported
 from datatransfer.ipld.cid import CID
 from datatransfer.types import ChannelID
 from registry import NOT_HANDLED, Voucher
-from statemachine import EventCode, IllegalTransition
+from statemachine import FINAL_STATUSES, EventCode, IllegalTransition
 from statemachine import Status as S
 
 pytestmark = pytest.mark.anyio
@@ -321,6 +321,27 @@ async def test_completion_result_rides_the_complete_message_without_waiting():
         assert "Finalizing" not in b.recorder.statuses(chid)
         assert a.recorder.codes(chid)[-3:] == ["NewVoucherResult", "ResponderCompletes",
                                                "CleanupComplete"]
+
+
+async def test_wait_until_a_condition_on_the_snapshot():
+    """``wait(until=...)`` returns at the first event after which the
+    condition holds (here: the second voucher result, a payment request in
+    the middle of the transfer), not only at a status."""
+    reval = PayEveryN(3000)
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating(reval))
+        root, size, _ = make_dag(b.blockstore, leaves=8)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        state = await a.manager.wait(chid, until=lambda s: len(s.voucher_results) >= 2,
+                                     timeout=DEADLINE)
+        assert state.voucher_results[1].note.startswith("pay")
+        assert state.status not in FINAL_STATUSES
+        # already true: returns at once
+        again = await a.manager.wait(chid, until=lambda s: len(s.voucher_results) >= 2,
+                                     timeout=DEADLINE)
+        assert again.voucher_results[:2] == state.voucher_results[:2]
+        await a.manager.close_channel(chid)
 
 
 async def test_revalidator_that_handles_nothing_is_skipped():
