@@ -23,6 +23,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -806,3 +807,50 @@ def test_paid_total_is_exact_and_never_above_the_budget(
             w.assert_each_voucher_redeemed_once()
 
     anyio.run(main)
+
+
+# ------------------------------------------------------------------ over libp2p
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio
+async def test_paid_retrieval_over_libp2p(tmp_path: Path) -> None:
+    """The same deal between two libp2p hosts on loopback, whose engine
+    batches blocks into frames: the client pays exactly what Go's
+    arithmetic asks, payment by payment."""
+    from contextlib import AsyncExitStack
+
+    from transport.libp2p import connect, load_or_create_identity, open_host, peer_addrs
+    from transport.libp2p.transport import Libp2pTransport
+
+    ledger = InProcessLedger()
+    payee, payer = ledger.new_account(), ledger.new_account(10**12)
+    ask = Ask(price_per_byte=3, unseal_price=1000, payment_interval=64 << 10,
+              payment_interval_increase=32 << 10, payment_address=payee)
+    async with AsyncExitStack() as stack:
+        hosts, managers, stores = [], [], []
+        for name in ("provider", "client"):
+            host = await stack.enter_async_context(
+                open_host(load_or_create_identity(tmp_path / name), ("/ip4/127.0.0.1/tcp/0",)))
+            bs = MemoryBlockstore()
+            hosts.append(host)
+            stores.append(bs)
+            managers.append(Manager(Libp2pTransport(host, bs), store=MemoryChannelStore(),
+                                    config=FAST))
+        provider_m, client_m = managers
+        root, size, order = make_dag(stores[0], leaves=40, leaf_size=8000, fanout=8)
+        register_provider(provider_m, stores[0], ask, ledger.wallet(payee))
+        client = register_client(client_m, ledger.wallet(payer))
+        events: list[DealEvent] = []
+        client.subscribe(events.append)
+        for m in managers:
+            await stack.enter_async_context(m)
+        await connect(hosts[1], peer_addrs(hosts[0])[0])
+        result = await retrieve(client, provider_m.peer_id, root, ask=ask, budget=10**7)
+        expected = expected_payments(ask.params(), sizes_of(stores[0], order))
+        assert len(expected) >= 4
+        assert [e.owed for e in events
+                if e.status in (D.SEND_FUNDS, D.SEND_FUNDS_LAST_PAYMENT)] == expected
+        assert result.paid == 3 * size + 1000 == ledger.balance(payee)
+        for cid in order:
+            cid.verify(stores[1].get(cid))
