@@ -176,7 +176,9 @@ class Revalidate(Effect):
 @dataclass(frozen=True, slots=True)
 class RevalidateProgress(Effect):
     """Ask the revalidators about ``size`` more bytes moved (``method`` is
-    ``on_pull_data_sent`` or ``on_push_data_received``). Outcome:
+    ``on_pull_data_sent`` or ``on_push_data_received``). A sender asks as a
+    block is queued, its bytes already counted in ``queued`` and not yet in
+    ``sent``; a pause holds that block (it goes when resumed). Outcome:
     ``(verdict, value)``: ``("none", None)`` when none answered,
     ``("accept", result)``, ``("pause", result)`` or ``("fail", reason)``."""
 
