@@ -302,16 +302,25 @@ class Manager:
         channel_id: ChannelID,
         statuses: Iterable[Status] = FINAL_STATUSES,
         timeout: float | None = None,
+        *,
+        until: Callable[[ChannelState], bool] | None = None,
     ) -> ChannelState:
         """Wait until the channel reaches one of ``statuses`` (default: a final
         one) and return its snapshot; ``TimeoutError`` after ``timeout``. A
         channel that ends in a final status not among ``statuses`` never
-        reaches them: its snapshot is returned then (check its ``status``)."""
+        reaches them: its snapshot is returned then (check its ``status``).
+
+        ``until``: return as well as soon as it holds for the channel's
+        snapshot, checked now and after each of the channel's events (a
+        client that acts on voucher results waits for the next one without
+        polling)."""
         require_channel_id(channel_id)
         wanted = frozenset(statuses)
         ch = self._lookup(channel_id)
         with anyio.fail_after(timeout if timeout is not None else math.inf):
             while ch.record.status not in wanted and ch.record.status not in FINAL_STATUSES:
+                if until is not None and until(self.core.snapshot(ch)):
+                    break
                 ev = anyio.Event()
                 self._waiters.setdefault(channel_id, []).append(ev)
                 try:
@@ -568,6 +577,8 @@ class Manager:
                 if outcome is NOT_HANDLED:
                     continue
                 return "accept", _encode_result(outcome)
+            except Pause as exc:
+                return "pause", _encode_result(exc.result)
             except Exception as exc:
                 return "fail", exc
         return "none", None

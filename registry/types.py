@@ -128,5 +128,7 @@ class Revalidator(Protocol):
         ...
 
     async def on_complete(self, channel_id: ChannelID) -> VoucherResult | None:
-        """The transfer finished; return a result to ask for a final voucher."""
+        """The transfer finished: raise ``Pause(result)`` to wait for a final
+        voucher; a result returned is sent with the Complete message (Go's
+        ``OnComplete``: ``ErrPause`` waits)."""
         ...

@@ -143,7 +143,7 @@ class PayEveryN:
     async def on_complete(self, channel_id):
         self.completed.add(channel_id)
         if self.final and self.paid.get(channel_id, 0) < self.owed.get(channel_id, 0):
-            return NoteResult(f"final {self.owed[channel_id]}")
+            raise Pause(NoteResult(f"final {self.owed[channel_id]}"))
         return None
 
 

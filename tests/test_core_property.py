@@ -267,7 +267,7 @@ class World:
                 return "none", None
             case fx.RevalidateComplete(channel_id=chid):
                 if peer.final and peer.paid.get(chid, 0) < peer.owed.get(chid, 0):
-                    return "accept", ("pay", peer.owed[chid])
+                    return "pause", ("pay", peer.owed[chid])
                 return "none", None
             case fx.ArmRestart(channel_id=chid, delay=delay):
                 self.timers.append((self.now + delay, me, chid))

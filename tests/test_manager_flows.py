@@ -30,7 +30,7 @@ from datatransfer.errors import ChannelNotFound, Unsupported
 from datatransfer.ipld.cid import CID
 from datatransfer.types import ChannelID
 from registry import NOT_HANDLED, Voucher
-from statemachine import EventCode, IllegalTransition
+from statemachine import FINAL_STATUSES, EventCode, IllegalTransition
 from statemachine import Status as S
 
 pytestmark = pytest.mark.anyio
@@ -358,6 +358,51 @@ async def test_pay_as_you_go_push():
         assert b.manager.channel_state(chid).received == size
         assert a.manager.channel_state(chid).sent == size
         assert_holds_dag(b, order)
+
+
+async def test_completion_result_rides_the_complete_message_without_waiting():
+    """A revalidator whose ``on_complete`` returns a result (and does not
+    raise Pause) completes the channel with that result on the Complete
+    message, as Go's ``OnComplete`` without ``ErrPause``: a retrieval
+    provider's "deal completed" answer. Nobody waits for a final voucher."""
+
+    class Done(IgnoreAll):
+        async def on_complete(self, channel_id):
+            return NoteResult("done")
+
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating(Done()))
+        root, size, _ = make_dag(b.blockstore, leaves=3)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        await settle(a, b, chid=chid)
+        sa, sb = a.manager.channel_state(chid), b.manager.channel_state(chid)
+        assert (sa.status, sb.status) == (S.Completed, S.Completed)
+        assert sa.voucher_results[-1] == NoteResult("done") == sb.voucher_results[-1]
+        assert "Finalizing" not in b.recorder.statuses(chid)
+        assert a.recorder.codes(chid)[-3:] == ["NewVoucherResult", "ResponderCompletes",
+                                               "CleanupComplete"]
+
+
+async def test_wait_until_a_condition_on_the_snapshot():
+    """``wait(until=...)`` returns at the first event after which the
+    condition holds (here: the second voucher result, a payment request in
+    the middle of the transfer), not only at a status."""
+    reval = PayEveryN(3000)
+    async with harness() as h:
+        a = await h.node("a", setup=validating())
+        b = await h.node("b", setup=validating(reval))
+        root, size, _ = make_dag(b.blockstore, leaves=8)
+        chid = await a.manager.open_pull_channel(b.peer, LabelVoucher(), root, ALL)
+        state = await a.manager.wait(chid, until=lambda s: len(s.voucher_results) >= 2,
+                                     timeout=DEADLINE)
+        assert state.voucher_results[1].note.startswith("pay")
+        assert state.status not in FINAL_STATUSES
+        # already true: returns at once
+        again = await a.manager.wait(chid, until=lambda s: len(s.voucher_results) >= 2,
+                                     timeout=DEADLINE)
+        assert again.voucher_results[:2] == state.voucher_results[:2]
+        await a.manager.close_channel(chid)
 
 
 async def test_revalidator_that_handles_nothing_is_skipped():

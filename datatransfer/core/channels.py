@@ -969,7 +969,10 @@ class ChannelCore:
                                                      True, False, value))
 
     def _responder_completes(self, ch: Channel) -> Steps:
-        """The responder moved all data: ask for a final voucher or complete."""
+        """The responder moved all data: ask for a final voucher (the
+        revalidator paused) or complete, with the revalidator's result if it
+        gave one (Go's ``OnComplete``: a result with ``ErrPause`` waits, a
+        result alone rides the Complete message)."""
         chid = ch.channel_id
         verdict, value = yield RevalidateComplete(chid)
         if verdict == "fail":
@@ -978,12 +981,13 @@ class ChannelCore:
             return
         if value is not None:
             yield from self._fire(ch, E.NewVoucherResult, voucher_result=value)
+        waits = verdict == "pause"
+        if waits:
             self._flag(ch, paused_for_voucher=True)
             yield from self._fire(ch, E.BeginFinalizing)
-            response = self._result_response(MessageType.Complete, chid.id, True, True, value)
         else:
             yield from self._fire(ch, E.Complete)
-            response = self._result_response(MessageType.Complete, chid.id, True, False, None)
+        response = self._result_response(MessageType.Complete, chid.id, True, waits, value)
         yield from self._send_or_disconnect(ch, response)
 
     # ------------------------------------------------------------------ responses

@@ -178,7 +178,9 @@ class Revalidate(Effect):
 @dataclass(frozen=True, slots=True)
 class RevalidateProgress(Effect):
     """Ask the revalidators about ``size`` more bytes moved (``method`` is
-    ``on_pull_data_sent`` or ``on_push_data_received``). Outcome:
+    ``on_pull_data_sent`` or ``on_push_data_received``). A sender asks as a
+    block is queued, its bytes already counted in ``queued`` and not yet in
+    ``sent``; a pause holds that block (it goes when resumed). Outcome:
     ``(verdict, value)``: ``("none", None)`` when none answered,
     ``("accept", result)``, ``("pause", result)`` or ``("fail", reason)``."""
 
@@ -190,7 +192,9 @@ class RevalidateProgress(Effect):
 @dataclass(frozen=True, slots=True)
 class RevalidateComplete(Effect):
     """Ask the revalidators whether the responder needs a final voucher.
-    Outcome: ``("none", None)``, ``("accept", result)`` or ``("fail", reason)``."""
+    Outcome: ``("none", None)`` or ``("accept", result)`` (complete, the
+    result, if any, sent with the Complete message), ``("pause", result)``
+    (wait for a final voucher) or ``("fail", reason)``."""
 
     channel_id: ChannelID
 
