@@ -33,17 +33,24 @@ def _client(home) -> ControlClient:  # type: ignore[no-untyped-def]
     return client
 
 
-@pytest.fixture
-def two_daemons(tmp_path, procs):  # type: ignore[no-untyped-def]
+def _start_two(tmp_path, procs, size: int, seed: int) -> dict:  # type: ignore[no-untyped-def]
+    """A serving daemon holding a file of ``size`` bytes and a client
+    daemon on a fresh home."""
     server_home, client_home = tmp_path / "server", tmp_path / "client"
     data = tmp_path / "data.bin"
-    digest = make_file(data, 3 * MIB + 17, seed=11)
+    digest = make_file(data, size, seed=seed)
     root = run("add", data, "--home", server_home).stdout.split()[-1]
     server, addr = _serve(procs, server_home)
     client, _ = _serve(procs, client_home)
     return {"server": server, "addr": addr, "client": client, "root": root, "data": data,
             "digest": digest, "server_home": server_home, "client_home": client_home,
-            "tmp": tmp_path}
+            "tmp": tmp_path, "api": _client(client_home),
+            "peer": addr.rsplit("/", 1)[-1], "port": int(addr.split("/")[4])}
+
+
+@pytest.fixture
+def two_daemons(tmp_path, procs):  # type: ignore[no-untyped-def]
+    return _start_two(tmp_path, procs, 3 * MIB + 17, seed=11)
 
 
 def test_pull_push_ls_watch_go_through_the_daemon(two_daemons):
@@ -153,15 +160,10 @@ def test_the_api_answers_bad_requests_with_typed_errors(two_daemons):
 
 
 def test_pause_resume_restart_cancel_a_live_channel(tmp_path, procs):
-    server_home, client_home = tmp_path / "server", tmp_path / "client"
-    data = tmp_path / "data.bin"
-    digest = make_file(data, 6 * MIB, seed=5)
-    root = run("add", data, "--home", server_home).stdout.split()[-1]
-    server, addr = _serve(procs, server_home)
-    _serve(procs, client_home)
-    client = _client(client_home)
-    port = int(addr.split("/")[4])
-    peer = addr.rsplit("/", 1)[-1]
+    d = _start_two(tmp_path, procs, 6 * MIB, seed=5)
+    server_home, client_home, data, digest = (d["server_home"], d["client_home"], d["data"],
+                                              d["digest"])
+    root, client, port, peer = d["root"], d["api"], d["port"], d["peer"]
     with Relay(port) as relay:
         relay.hold_after("down", 1 * MIB)  # the transfer stalls mid-way
         opened = client.open(relay.addr(peer), root)
@@ -226,15 +228,10 @@ def test_the_readme_lists_every_route():
 def test_ctrl_c_detaches_and_the_same_pull_attaches_again(tmp_path, procs):
     """Ctrl-C of a pull through the daemon leaves the channel in the daemon;
     the same pull run again attaches to it and nothing is sent twice."""
-    server_home, client_home = tmp_path / "server", tmp_path / "client"
-    data = tmp_path / "data.bin"
-    digest = make_file(data, 6 * MIB, seed=8)
-    root = run("add", data, "--home", server_home).stdout.split()[-1]
-    _, addr = _serve(procs, server_home)
-    _serve(procs, client_home)
-    client = _client(client_home)
-    peer = addr.rsplit("/", 1)[-1]
-    with Relay(int(addr.split("/")[4])) as relay:
+    d = _start_two(tmp_path, procs, 6 * MIB, seed=8)
+    client_home, data, digest = d["client_home"], d["data"], d["digest"]
+    root, client, peer = d["root"], d["api"], d["peer"]
+    with Relay(d["port"]) as relay:
         relay.hold_after("down", 2 * MIB)
         pull = procs([*CLI, "pull", relay.addr(peer), root, "--home", str(client_home)])
         wait_until(lambda: any(r["received"] > 0 for r in client.channels()), "some bytes")
