@@ -270,6 +270,17 @@ def _raise_sent_index(rec: ChannelRecord, index: int) -> None:
         rec.sent_index = index
 
 
+def _restart(rec: ChannelRecord) -> None:
+    """A restarted transfer starts clean. A responder that held its data for
+    a voucher had queued the block it held and never sent it: ``queued``
+    goes back to ``sent``, so that block is counted, and its revalidation
+    asked, anew when the restarted request reaches it (the restart may be
+    accepted without waiting for the voucher; nothing leaves undecided)."""
+    rec.message = ""
+    if rec.paused_for_voucher:
+        rec.queued, rec.queued_index = rec.sent, rec.sent_index
+
+
 def _raise_queued_index(rec: ChannelRecord, index: int) -> None:
     if index > rec.queued_index:
         rec.queued_index = index
@@ -312,7 +323,7 @@ class Effect:
 #: nothing (their only effect is on the status).
 EFFECTS: Mapping[EventCode, Effect] = {
     E.TransferRequestQueued: Effect(_clear_message),
-    E.Restart: Effect(_clear_message),
+    E.Restart: Effect(_restart),
     E.Opened: Effect(_clear_message),
     E.Error: Effect(_set_message, ("error",)),
     E.Disconnected: Effect(_set_message, ("error",)),

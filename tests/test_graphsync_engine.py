@@ -582,6 +582,49 @@ async def test_send_to_a_stopped_engine_fails():
         await engine.send_message(B, new_response(1, accepted=True))
 
 
+async def test_a_message_arriving_while_the_engine_stops_is_dropped():
+    """A peer's message delivered while the engine's task group winds down
+    (its last task just ended, so it takes no new ones) is dropped as if the
+    node were gone; it used to raise RuntimeError into the sender (over the
+    in-memory network, whose delivery is a call: a client paying a provider
+    that was stopping). The moment falls in a scheduling race, so it is
+    tried many times."""
+
+    async def nowhere(peer, msg):  # type: ignore[no-untyped-def]
+        raise PeerUnreachable("no route")
+
+    for _ in range(40):
+        engine = GraphsyncEngine(A, MemoryBlockstore(), nowhere, nowhere)
+        last_task_ending = anyio.Event()
+        events = Events()
+
+        async def blocked_on_message(sender, message, _ending=last_task_ending):  # type: ignore[no-untyped-def]
+            try:
+                await anyio.sleep_forever()
+            finally:
+                _ending.set()  # and the task ends: the engine's group closes
+
+        events.on_message = blocked_on_message  # type: ignore[method-assign]
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as tg:
+                await tg.start(engine.serve, events)
+                engine.handle_dt_message(B, cancel_request(1))
+                await anyio.wait_all_tasks_blocked()
+
+                async def deliver_while_stopping(_engine=engine,
+                                                 _ending=last_task_ending) -> None:
+                    with anyio.CancelScope(shield=True):
+                        await _ending.wait()
+                        # another peer: a new lane, a new task
+                        _engine.handle_dt_message(PeerID(b"\x00\x08peer-c__"),
+                                                  cancel_request(2))
+
+                tg.start_soon(deliver_while_stopping)
+                await anyio.wait_all_tasks_blocked()
+                tg.cancel_scope.cancel()
+        assert engine.is_idle()
+
+
 async def test_peer_lost_ends_every_channel_with_that_peer():
     async with pair() as (a, b):
         root, _, _ = make_dag(b.store, leaves=3)

@@ -41,6 +41,7 @@ from _support import (
 from trio.testing import MockClock
 
 from datatransfer.config import ManagerConfig
+from datatransfer.errors import Pause
 from datatransfer.ipld.blockstore import MemoryBlockstore
 from datatransfer.ipld.cid import CID
 from datatransfer.manager import Manager
@@ -762,6 +763,59 @@ async def test_responder_pause_survives_restart(tmp_path: Path) -> None:
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         assert w.wire.blocks(b.peer) == list(range(1, n + 1))
         assert sa.received == total and sb.sent == total and sb.queued == total
+
+
+class PauseOnceAt(Gate):
+    """Holds the pull for a voucher at its ``at``-th revalidation, once;
+    records the size of every block it was asked about."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.pause_at = at
+        self.sizes: list[int] = []
+
+    async def on_pull_data_sent(self, channel_id, additional_bytes):
+        self.sizes.append(additional_bytes)
+        if len(self.sizes) == self.pause_at:
+            raise Pause(NoteResult("pay"))
+        return None
+
+
+@pytest.mark.anyio
+async def test_restart_accepted_releases_a_voucher_pause_and_decides_the_held_block_anew(
+        tmp_path: Path) -> None:
+    """The responder holds a pull for a voucher, at a block it queued and
+    never sent, and restarts. Its validator accepts the initiator's restart
+    without pausing: the restart decides (as in Go, whose restarted data
+    request is paused only if its validation pauses it), so the data flows
+    again; and the held block, queued again (the Restart row: ``queued``
+    back to ``sent``), is asked about anew, never sent undecided. Counters
+    and the wire come out exact."""
+    k = 5
+    patient = replace(CFG, max_restarts=30, no_progress_timeout=5)
+    async with world(tmp_path) as w:
+        a, b = w.node("a", patient), w.node("b", patient)
+        b.revalidator = reval = PauseOnceAt(k)
+        await a.start()
+        await b.start()
+        root, total, order = dag(b)
+        n = len(order)
+        chid = await a.m.open_pull_channel(b.peer, voucher(), root, ALL)
+        await until(lambda: a.state(chid).status == S.ResponderPaused)
+        sb = b.state(chid)
+        assert (sb.status, sb.queued_index, sb.sent_index) == (S.ResponderPaused, k, k - 1)
+        await b.stop()
+        stored = b.stored(chid)
+        assert stored.record.paused_for_voucher and stored.record.queued_index == k
+        await b.start()
+        sa = await a.m.wait(chid, timeout=DEADLINE)
+        sb = await b.m.wait(chid, timeout=DEADLINE)
+        assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
+        sizes = [len(b.blockstore.get(cid)) for cid in order]
+        # block k: asked about when first queued (held), and again after the restart
+        assert reval.sizes == sizes[:k] + sizes[k - 1:]
+        assert w.wire.blocks(b.peer) == list(range(1, n + 1))
+        assert (sa.received, sb.sent, sb.queued) == (total, total, total)
 
 
 # ------------------------------------------------------------ final channels

@@ -399,7 +399,7 @@ async def test_free_retrieval_completes() -> None:
         # the provider answered Accepted, and Completed with the Complete message
         sc = c.m.channel_state(result.channel_id)
         assert [r.status for r in sc.voucher_results] == [D.ACCEPTED, D.COMPLETED]
-        assert p.m.channel_state(result.channel_id).status == S.Completed
+        assert (await p.m.wait(result.channel_id, timeout=DEADLINE)).status == S.Completed
         assert w.ledger.history == []
 
 
@@ -535,7 +535,7 @@ async def test_paid_retrieval_pays_unseal_then_every_interval_then_the_rest() ->
                                 D.SEND_FUNDS, D.ONGOING]
         assert statuses[-4:] == [D.FUNDS_NEEDED_LAST_PAYMENT, D.SEND_FUNDS_LAST_PAYMENT,
                                  D.BLOCKS_COMPLETE, D.COMPLETED]
-        sp = p.m.channel_state(result.channel_id)
+        sp = await p.m.wait(result.channel_id, timeout=DEADLINE)
         assert sp.status == S.Completed and sp.voucher_results[-1].status == D.COMPLETED
 
 
@@ -683,7 +683,7 @@ async def test_provider_restart_mid_deal_charges_nothing_twice(when: str) -> Non
             await until(lambda: payments_sent(c.m, chid) == 3)
             assert len(w.ledger.history) == 2
         else:
-            await until(lambda: len(w.ledger.history) == 2)
+            await until(lambda: len(w.ledger.history) >= 2)
             await p.stop()
         await p.start()
         result = await done.get()
@@ -693,7 +693,7 @@ async def test_provider_restart_mid_deal_charges_nothing_twice(when: str) -> Non
         assert w.ledger.balance(w.provider_account) == total
         w.assert_each_voucher_redeemed_once()
         w.wire.assert_never_ahead_of_payment(ask.params(), sizes)
-        assert p.m.channel_state(result.channel_id).status == S.Completed
+        assert (await p.m.wait(result.channel_id, timeout=DEADLINE)).status == S.Completed
         # the voucher lost while the provider was away went again, once (one
         # redeemed just before the stop may go again too, if the provider
         # stopped before it resumed: counted once all the same)
@@ -732,7 +732,7 @@ async def test_client_restart_mid_deal_charges_nothing_twice(when: str) -> None:
             with anyio.fail_after(DEADLINE):
                 await gate.reached.wait()
         else:
-            await until(lambda: len(w.ledger.history) == 2)
+            await until(lambda: len(w.ledger.history) >= 2)
         scope.cancel()  # the client process goes away: first its deal, then its node
         await left.wait()
         (chid,) = c.m.channels()
@@ -742,9 +742,10 @@ async def test_client_restart_mid_deal_charges_nothing_twice(when: str) -> None:
         gate.release.set()
         await c.start()  # its Manager restarts the channel by itself
         if when == "asked-not-paid":
-            # the provider, still holding, asks again in its answer to the restart
-            await until(lambda: len(p.m.channel_state(chid).voucher_results) > asked)
-            assert p.m.channel_state(chid).voucher_results[-1].status == D.FUNDS_NEEDED
+            # the provider serves the restart and holds the same block again,
+            # asking again for what it owes
+            await until(lambda: D.FUNDS_NEEDED in [
+                r.status for r in p.m.channel_state(chid).voucher_results[asked:]])
         with anyio.fail_after(DEADLINE):
             result = await c.role.resume(chid, ask=ask, budget=10**6)
         total = 2 * size + 500

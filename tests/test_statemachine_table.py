@@ -444,3 +444,18 @@ def test_transitions_library_does_not_log_each_transition_at_info(caplog):
     apply(record, E.Accept)
     assert record.status is S.Ongoing
     assert [r for r in caplog.records if r.name.startswith("transitions")] == []
+
+
+def test_restart_queues_again_what_a_voucher_pause_held() -> None:
+    """A responder held for a voucher had queued the held block and never
+    sent it: Restart puts ``queued`` back to ``sent``, so that block is
+    counted and decided anew; otherwise Restart leaves the counters alone."""
+    held = ChannelRecord(status=S.ResponderPaused, message="gone", sent=700, sent_index=4,
+                         queued=1000, queued_index=5, paused_for_voucher=True)
+    apply(held, E.Restart)
+    assert (held.queued, held.queued_index, held.message) == (700, 4, "")
+    assert (held.sent, held.sent_index, held.status) == (700, 4, S.ResponderPaused)
+    flowing = ChannelRecord(status=S.Ongoing, sent=700, sent_index=4, queued=1000,
+                            queued_index=5)
+    apply(flowing, E.Restart)
+    assert (flowing.queued, flowing.queued_index) == (1000, 5)

@@ -80,6 +80,7 @@ from statemachine import (
     FINALIZING_STATUSES,
     RESPONDER_FINALIZING_STATUSES,
     RESPONDER_HOLDS_STATUSES,
+    RESPONDER_PAUSED_STATUSES,
     SUCCEEDED_STATUSES,
     EventCode,
     IllegalTransition,
@@ -840,9 +841,18 @@ class ChannelCore:
                 MessageType.Restart, chid.id, False, False, result), accept=False)
         yield from self._fire(ch, E.Restart)
         rt = self._runtime[chid]
-        if outcome == "pause" and not ch.record.paused_for_voucher:
+        rec = ch.record
+        if outcome == "pause" and not rec.paused_for_voucher:
             self._flag(ch, paused_for_voucher=True)
             yield from self._try_fire(ch, E.PauseResponder)
+        elif outcome == "accept" and rec.paused_for_voucher and not rec.app_paused \
+                and rec.status in RESPONDER_PAUSED_STATUSES:
+            # validated anew, the restart decides whether the data waits for a
+            # voucher (as in Go, whose restarted data request is paused only
+            # if its validation pauses it); the block that was held is queued
+            # again (see the Restart row) and its revalidation asked again
+            self._flag(ch, paused_for_voucher=False)
+            yield from self._try_fire(ch, E.ResumeResponder)
         hold = is_paused(ch.record.status)
         rt.data_open = True
         return Answer(

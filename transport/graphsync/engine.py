@@ -416,6 +416,10 @@ class GraphsyncEngine(Transport):
                 try:
                     await anyio.sleep_forever()
                 finally:
+                    # not serving from here on: what arrives while the task
+                    # group winds down (it takes no new tasks) is dropped, as
+                    # if the node were already gone, not raised into its sender
+                    self._tg = None
                     self._stopping()
         finally:
             self._tg = None

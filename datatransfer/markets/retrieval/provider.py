@@ -12,11 +12,16 @@ intervals grow by their increase, :meth:`Params.next_interval`), holding the
 next block until a voucher covers what is owed, and asks for the rest before
 completing (``FundsNeededLastPayment``).
 
+The proposal's piece CID is not checked: this provider holds blocks, not
+sealed pieces, and unsealing is only a price here.
+
 Nothing about a deal is kept beside the channel's record: what was paid is
 rebuilt from the payment vouchers the record lists (redeeming is idempotent
 per voucher, :mod:`~datatransfer.markets.retrieval.payments`), what was sent
 is the record's ``sent`` and ``queued``. A provider restarted on its store
-therefore neither charges a voucher twice nor forgets one.
+therefore neither charges a voucher twice nor forgets one; and as a restart
+queues again what was queued and never sent (the ``Restart`` row), no block
+leaves without being decided on with what was paid by then.
 """
 
 from __future__ import annotations
@@ -32,7 +37,12 @@ from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE, Selector, selector_to_node
 from datatransfer.manager import Manager
 from datatransfer.markets.retrieval.errors import PaymentError
-from datatransfer.markets.retrieval.filecoin import Address, check_int, check_token_amount
+from datatransfer.markets.retrieval.filecoin import (
+    UINT64_MAX,
+    Address,
+    check_int,
+    check_token_amount,
+)
 from datatransfer.markets.retrieval.payments import Payments
 from datatransfer.markets.retrieval.types import (
     DealPayment,
@@ -43,7 +53,7 @@ from datatransfer.markets.retrieval.types import (
 )
 from datatransfer.types import ChannelID, ChannelState, PeerID
 from registry import NOT_HANDLED, AlreadyRegistered, Voucher
-from statemachine import FINALIZING_STATUSES, RESPONDER_PAUSED_STATUSES
+from statemachine import FINALIZING_STATUSES
 
 log = logging.getLogger("datatransfer.markets.retrieval")
 
@@ -68,9 +78,9 @@ class Ask:
     def __post_init__(self) -> None:
         check_token_amount(self.price_per_byte, "Ask.price_per_byte")
         check_token_amount(self.unseal_price, "Ask.unseal_price")
-        check_int(self.payment_interval, "Ask.payment_interval", 0, (1 << 64) - 1)
+        check_int(self.payment_interval, "Ask.payment_interval", 0, UINT64_MAX)
         check_int(self.payment_interval_increase, "Ask.payment_interval_increase", 0,
-                  (1 << 64) - 1)
+                  UINT64_MAX)
         if self.price_per_byte and not (self.payment_interval or self.payment_interval_increase):
             raise ValueError("a priced ask needs a payment interval or an increase above zero")
         if not isinstance(self.payment_address, Address):
@@ -120,6 +130,8 @@ class RetrievalProvider:
         self.payments = payments
         #: per paid channel: what each voucher (channel, lane, nonce) added
         self._redeemed: dict[ChannelID, dict[tuple[Address, int, int], int]] = {}
+        #: how many channels' entries are kept before those of ended ones are dropped
+        self._sweep_at = _SWEEP_AT
 
     # ------------------------------------------------------------------ the validator
 
@@ -180,26 +192,19 @@ class RetrievalProvider:
         return None
 
     async def _restarted(self, channel_id: ChannelID, proposal: DealProposal) -> DealResponse:
-        """A restart of a deal this node serves (either side restarted): ask
-        again for what is owed if the channel is held for a payment; else let
-        it go on (a new boundary is asked for at the next block)."""
-        state = self.manager.channel_state(channel_id)
+        """A restart of a deal this node serves (either side restarted).
+        Only an unpaid unseal price is asked for here: what the bytes owe is
+        asked as the restarted request goes. It sends again the blocks sent
+        before that the client lacks (lost in flight, say), which the client
+        then holds; the first block never sent (one held for a payment) is
+        queued again and decided anew (:meth:`on_pull_data_sent`). Asking now,
+        for bytes the client may not hold, could not be checked by it."""
         p, deal_id = proposal.params, proposal.deal_id
-        if p.is_free:
-            return DealResponse(DealStatus.ONGOING, deal_id)
-        funds = await self._funds(state)
-        if funds < p.unseal_price:
-            raise Pause(DealResponse(DealStatus.FUNDS_NEEDED_UNSEAL, deal_id,
-                                     payment_owed=p.unseal_price - funds))
-        if state.status in FINALIZING_STATUSES:
-            raise Pause(DealResponse(DealStatus.FUNDS_NEEDED_LAST_PAYMENT, deal_id,
-                                     payment_owed=p.outstanding_balance(funds, state.sent, True)))
-        if state.status in RESPONDER_PAUSED_STATUSES:
-            # held for a payment: what the bytes sent owe (0 if a crash lost the
-            # last counts: the client then sends its last voucher again)
-            raise Pause(DealResponse(DealStatus.FUNDS_NEEDED, deal_id,
-                                     payment_owed=p.outstanding_balance(funds, state.sent,
-                                                                        False)))
+        if not p.is_free:
+            funds = await self._funds(self.manager.channel_state(channel_id))
+            if funds < p.unseal_price:
+                raise Pause(DealResponse(DealStatus.FUNDS_NEEDED_UNSEAL, deal_id,
+                                         payment_owed=p.unseal_price - funds))
         return DealResponse(DealStatus.ONGOING, deal_id)
 
     # ------------------------------------------------------------------ the revalidator
@@ -305,7 +310,7 @@ class RetrievalProvider:
                 raise PaymentError("this provider takes no payments")
             redeemed[key] = await self.payments.redeem_voucher(
                 payment.payment_channel, v, deal_reference(state.channel_id))
-        if len(self._redeemed) > _SWEEP_AT:
+        if len(self._redeemed) > self._sweep_at:
             self._sweep()
         return sum(redeemed.values())
 
@@ -313,10 +318,12 @@ class RetrievalProvider:
         self._redeemed.pop(channel_id, None)
 
     def _sweep(self) -> None:
-        """Drop what is kept for channels that ended (failed, cancelled)."""
+        """Drop what is kept for channels that ended without completing
+        (failed, cancelled); sweep again when twice as many are kept."""
         live = self.manager.in_progress_channels()
         for chid in [c for c in self._redeemed if c not in live]:
             del self._redeemed[chid]
+        self._sweep_at = max(_SWEEP_AT, 2 * len(self._redeemed))
 
 
 #: Entries of channels kept before those of ended ones are swept.
