@@ -238,7 +238,8 @@ def test_ctrl_c_detaches_and_the_same_pull_attaches_again(tmp_path, procs):
         (row,) = client.channels()
         pull.proc.send_signal(signal.SIGINT)
         assert pull.wait() == 130
-        assert "detached" in "".join(pull.stderr)
+        # (its stderr is read by a thread: wait for the line, not only the exit)
+        wait_until(lambda: "detached" in "".join(pull.stderr), "the detached message")
         assert client.channel(row["id"])["status"] == "Ongoing"  # still the daemon's
 
         # run again while the channel is still held: it attaches
