@@ -19,9 +19,10 @@ Nothing about a deal is kept beside the channel's record: what was paid is
 rebuilt from the payment vouchers the record lists (redeeming is idempotent
 per voucher, :mod:`~datatransfer.markets.retrieval.payments`), what was sent
 is the record's ``sent`` and ``queued``. A provider restarted on its store
-therefore neither charges a voucher twice nor forgets one; and as a restart
-queues again what was queued and never sent (the ``Restart`` row), no block
-leaves without being decided on with what was paid by then.
+therefore neither charges a voucher twice nor forgets one. A restart is
+served at once (only an unpaid unseal price is asked for then); the block
+held for a payment is queued again by it (the ``Restart`` row) and decided
+anew, once the client holds what went before.
 """
 
 from __future__ import annotations
