@@ -156,6 +156,15 @@ class Proc:
                     pass
 
 
+def cli_serve(start: Callable[..., Proc], home: Path, listen: str = LOOPBACK) -> tuple[Proc, str]:
+    """``datatransfer serve`` on ``home`` started with ``start`` (the
+    ``procs`` fixture); the process and the address it printed first."""
+    p = start([*CLI, "serve", "--home", str(home), "--listen", listen])
+    addr = p.expect(lambda w: True)[0]
+    assert addr.startswith("/ip4/127.0.0.1/tcp/"), p.describe()
+    return p, addr
+
+
 def wait_until(cond: Callable[[], object], what: str, timeout: float = TIMEOUT,
                interval: float = 0.05) -> None:
     """Poll ``cond`` until it holds; fail naming ``what`` after ``timeout``."""

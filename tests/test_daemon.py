@@ -14,17 +14,22 @@ import urllib.error
 import urllib.request
 
 import pytest
-from _processes import CLI, LOOPBACK, MIB, TIMEOUT, child_env, make_file, run, sha256, wait_until
+from _processes import (
+    CLI,
+    LOOPBACK,
+    MIB,
+    TIMEOUT,
+    child_env,
+    cli_serve,
+    make_file,
+    run,
+    sha256,
+    wait_until,
+)
 from _relay import Relay
 
 from datatransfer.daemon.client import ControlClient
 from datatransfer.daemon.protocol import API_FILE, ROUTES, TOKEN_FILE, ApiError
-
-
-def _serve(procs, home):  # type: ignore[no-untyped-def]
-    proc = procs([*CLI, "serve", "--home", str(home), "--listen", LOOPBACK])
-    addr = proc.expect(lambda w: w[0].startswith("/ip4/"))[0]
-    return proc, addr
 
 
 def _client(home) -> ControlClient:  # type: ignore[no-untyped-def]
@@ -40,8 +45,8 @@ def _start_two(tmp_path, procs, size: int, seed: int) -> dict:  # type: ignore[n
     data = tmp_path / "data.bin"
     digest = make_file(data, size, seed=seed)
     root = run("add", data, "--home", server_home).stdout.split()[-1]
-    server, addr = _serve(procs, server_home)
-    client, _ = _serve(procs, client_home)
+    server, addr = cli_serve(procs, server_home)
+    client, _ = cli_serve(procs, client_home)
     return {"server": server, "addr": addr, "client": client, "root": root, "data": data,
             "digest": digest, "server_home": server_home, "client_home": client_home,
             "tmp": tmp_path, "api": _client(client_home),
@@ -210,7 +215,7 @@ def test_commands_needing_a_daemon_say_so(tmp_path):
 
 def test_an_api_file_left_by_a_killed_daemon_is_ignored(tmp_path, procs):
     home = tmp_path / "h"
-    proc, _ = _serve(procs, home)
+    proc, _ = cli_serve(procs, home)
     assert (home / API_FILE).exists()
     proc.kill()  # SIGKILL: the files stay behind
     assert (home / API_FILE).exists()

@@ -30,6 +30,7 @@ from _processes import (
     PROCNODE,
     TIMEOUT,
     Proc,
+    cli_serve,
     free_port,
     make_file,
     run,
@@ -37,13 +38,6 @@ from _processes import (
     split_addr,
     wait_until,
 )
-
-
-def cli_serve(start: Callable[..., Proc], home: Path, listen: str = LOOPBACK) -> tuple[Proc, str]:
-    p = start([*CLI, "serve", "--home", str(home), "--listen", listen])
-    addr = p.expect(lambda w: True)[0]
-    assert addr.startswith("/ip4/127.0.0.1/tcp/"), p.describe()
-    return p, addr
 
 
 def node_serve(start: Callable[..., Proc], home: Path, *extra: object,

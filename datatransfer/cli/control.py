@@ -18,14 +18,10 @@ from typing import Any, NoReturn
 import click
 
 from datatransfer.cli.blocks import _home_option
+from datatransfer.cli.output import INTERRUPTED, progress_bar
 from datatransfer.daemon.client import ControlClient, DaemonUnavailable
 from datatransfer.daemon.protocol import ApiError
 from datatransfer.home import resolve_home
-
-#: Exit status when interrupted (as the embedded pull).
-INTERRUPTED = 130
-#: Channel statuses after which nothing more happens.
-FINAL = frozenset({"Completed", "Failed", "Cancelled"})
 
 
 def daemon_for(home: Path | None) -> ControlClient | None:
@@ -51,23 +47,6 @@ def fail(exc: ApiError | DaemonUnavailable) -> NoReturn:
     raise click.ClickException(exc.message if isinstance(exc, ApiError) else str(exc))
 
 
-def _progress():  # type: ignore[no-untyped-def]
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    from datatransfer.cli.output import console
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=console(),
-                    transient=False)
-
-
 def follow(client: ControlClient, names: Iterable[str],
            describe: Any = None) -> dict[str, dict[str, Any]]:
     """Show progress bars of the channels ``names`` names (every live one
@@ -75,7 +54,7 @@ def follow(client: ControlClient, names: Iterable[str],
     return the last row of each by short id."""
     last: dict[str, dict[str, Any]] = {}
     bars: dict[str, Any] = {}
-    with _progress() as progress:
+    with progress_bar() as progress:
         try:
             for row in client.watch(list(names)):
                 key = row["id"]
@@ -178,5 +157,5 @@ def register(group: click.Group) -> None:
         group.add_command(command)
 
 
-__all__ = ["FINAL", "cancel", "daemon_for", "follow", "need_daemon", "pause", "register",
+__all__ = ["cancel", "daemon_for", "follow", "need_daemon", "pause", "register",
            "restart", "resume", "transfer", "watch"]

@@ -31,12 +31,14 @@ from datatransfer.cli.blocks import _home_option, _parse_cid
 from datatransfer.cli.control import daemon_for, fail
 from datatransfer.cli.control import transfer as transfer_via_daemon
 from datatransfer.cli.output import (
+    INTERRUPTED,
     adopt_libp2p_logger,
     check_output,
     force_option,
     is_stdout,
     message,
     open_output,
+    progress_bar,
 )
 from datatransfer.cli.peers import complete_peer_name, resolve_peer_arg
 from datatransfer.config import ManagerConfig
@@ -53,8 +55,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Client listen address for pull/push (peers reuse the connection we open).
 CLIENT_LISTEN = "/ip4/0.0.0.0/tcp/0"
-#: Exit status after SIGINT/SIGTERM stopped a pull or push.
-INTERRUPTED = 130
 
 
 def _run(fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -64,12 +64,6 @@ def _run(fn: Callable[[], Awaitable[Any]]) -> Any:
 
     adopt_libp2p_logger()
     return anyio.run(fn, backend="trio")
-
-
-def _stderr_console():  # type: ignore[no-untyped-def]
-    from datatransfer.cli.output import console
-
-    return console()
 
 
 def _parse_selector(text: str | None) -> Any:
@@ -226,27 +220,6 @@ def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_a
 # -- pull / push ---------------------------------------------------------------------
 
 
-def _progress(description: str):  # type: ignore[no-untyped-def]
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=_stderr_console(),
-        transient=False,
-    )
-
-
 async def _follow(node: Node, chid: ChannelID, root: CID, total: int | None,
                   description: str, *, pull: bool, exact_total: bool) -> ChannelState:
     """Show the channel's progress until it reaches a final status."""
@@ -254,7 +227,7 @@ async def _follow(node: Node, chid: ChannelID, root: CID, total: int | None,
 
     assert node.manager is not None
     manager = node.manager
-    with _progress(description) as progress:
+    with progress_bar() as progress:
         task = progress.add_task(description, total=total)
         while True:
             state = manager.channel_state(chid)

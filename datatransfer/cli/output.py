@@ -113,6 +113,27 @@ def adopt_libp2p_logger() -> None:
     libp2p.setLevel(_libraries)
 
 
+#: Exit status after SIGINT/SIGTERM stopped (or detached) a pull or push.
+INTERRUPTED = 130
+
+
+def progress_bar() -> Any:
+    """A transfer's progress bar (description, bar, bytes, rate, time left)
+    on the shared stderr console."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(), console=console(),
+                    transient=False)
+
+
 # -- output files ----------------------------------------------------------------------
 
 force_option = click.option("--force", "-f", is_flag=True, default=False,
@@ -157,5 +178,5 @@ def message(text: str, *, to_stdout: bool = True) -> None:
     click.echo(text, err=not to_stdout)
 
 
-__all__ = ["adopt_libp2p_logger", "check_output", "console", "force_option", "is_stdout", "levels", "message",
-           "open_output", "setup_logging"]
+__all__ = ["INTERRUPTED", "adopt_libp2p_logger", "check_output", "console", "force_option", "is_stdout", "levels", "message",
+           "open_output", "progress_bar", "setup_logging"]
