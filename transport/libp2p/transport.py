@@ -63,7 +63,13 @@ __all__ = ["GRAPHSYNC_PROTOCOL", "Libp2pTransport"]
 log = logging.getLogger(__name__)
 
 GRAPHSYNC_PROTOCOL = TProtocol(PROTOCOL_ID)
-READ_CHUNK = 256 * 1024
+#: A read takes whatever the stream holds, up to this. py-libp2p's Yamux keeps
+#: a stream's unread bytes in one bytearray: a read that leaves some behind
+#: moves them (and every later append may copy them again), so a reader
+#: that is a little behind would pay per byte in proportion to its backlog
+#: (up to the 16 MiB window: about 2 s of CPU per GiB); taking everything
+#: at once empties it.
+READ_CHUNK = 16 * 1024 * 1024
 #: Largest stream write that py-libp2p sends as one Yamux frame in one Noise
 #: message: Noise carries at most 65535 - 16 (MAC) = 65519 plaintext bytes
 #: and the Yamux header takes 12. Yamux cuts a larger write into frames of
