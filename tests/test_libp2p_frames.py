@@ -29,6 +29,7 @@ from transport.graphsync.message import (
 from transport.graphsync.status import LinkAction, ResponseStatus
 from transport.libp2p.transport import (
     DECODE_IN_THREAD,
+    INLINE_ITEMS,
     WRITE_PIECE,
     Libp2pTransport,
     _StreamReader,
@@ -178,22 +179,32 @@ def _recording_hash(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return on_main
 
 
-async def test_large_frames_are_hashed_in_a_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_large_frames_of_blocks_are_hashed_inline_and_many_items_go_to_a_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large frame holding few items costs its hashing, which a thread
+    hop would not make cheaper: decoded inline. One holding more than
+    INLINE_ITEMS items (a walk a hostile peer could make long) is decoded
+    in a worker thread."""
     transport = Libp2pTransport(_StubHost(), MemoryBlockstore())  # type: ignore[arg-type]
     on_main = _recording_hash(monkeypatch)
     msg = _message(DECODE_IN_THREAD, 10)
     got = await transport._decode(encode_message(msg))
     assert got == msg
     assert all(type(b) is Block for b in got.blocks)
-    assert on_main == [False, False]
+    assert on_main == [True, True]
+    many = _message(DECODE_IN_THREAD, *[10] * (INLINE_ITEMS // 3))
+    got = await transport._decode(encode_message(many))
+    assert got == many
+    assert on_main[2:] == [False] * len(many.blocks)  # refused inline before any hashing
     small = _message(100)
     assert await transport._decode(encode_message(small)) == small
-    assert on_main == [False, False, True]
+    assert on_main[-1] is True
+    assert transport.stats.bad_frames == 0
 
 
 async def test_blocks_get_the_cid_of_their_bytes_and_bad_prefixes_are_refused() -> None:
     transport = Libp2pTransport(_StubHost(), MemoryBlockstore())  # type: ignore[arg-type]
-    for size in (100, 2 * DECODE_IN_THREAD):  # hashed inline, then in a thread
+    for size in (100, 2 * DECODE_IN_THREAD):  # a small frame, a large one of few items
         good = _message(size)
         (block,) = good.blocks
         tampered = bytes(size)

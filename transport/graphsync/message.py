@@ -611,7 +611,8 @@ MAX_MESSAGE_ITEMS = 1 << 19
 
 
 def decode_message(
-    data: bytes | bytearray | memoryview, *, verify_blocks: bool = True
+    data: bytes | bytearray | memoryview, *, verify_blocks: bool = True,
+    max_items: int = MAX_MESSAGE_ITEMS,
 ) -> GraphsyncMessage:
     """Decode one message (a frame's payload, without the length prefix).
 
@@ -620,14 +621,15 @@ def decode_message(
     without it, ``blocks`` holds unchecked :class:`RawBlock` pairs (hash them
     later with :meth:`GraphsyncMessage.verified_blocks`). Any malformed input
     raises :class:`GraphsyncWireError`; ``data`` that is not bytes-like is a
-    :class:`TypeError`.
+    :class:`TypeError`. ``max_items``: a lower item limit, to try a frame
+    cheaply first (see :mod:`transport.libp2p.transport`).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"message data must be bytes-like, not {type(data).__name__}")
     if not data:
         raise GraphsyncWireError("empty message")
     try:
-        node = dagcbor.decode(data, sorted_keys=False, max_items=MAX_MESSAGE_ITEMS)
+        node = dagcbor.decode(data, sorted_keys=False, max_items=min(max_items, MAX_MESSAGE_ITEMS))
     except dagcbor.DagCborError as exc:
         raise GraphsyncWireError(f"message is not DAG-CBOR: {exc}") from None
     try:
