@@ -211,6 +211,25 @@ async def test_full_pull_batches_blocks_per_512_kib():
         assert a.engine.is_idle() and b.engine.is_idle()
 
 
+async def test_libp2p_senders_batch_three_unixfs_chunks_per_message():
+    """Go's 512 KiB of blocks per message holds one 256 KiB UnixFS chunk (its
+    framing makes two just too many); the libp2p transport's senders batch
+    up to MESSAGE_BLOCK_BYTES: three, a third of the per-message work."""
+    from transport.libp2p.transport import MESSAGE_BLOCK_BYTES
+
+    chunk = 256 * 1024 + 14  # a classic UnixFS leaf: the chunk in its dag-pb node
+    for limit, per_message in ((512 * 1024, 1), (MESSAGE_BLOCK_BYTES, 3)):
+        async with pair(max_block_bytes=limit) as (a, b):
+            root, _, order = make_dag(b.store, leaves=7, leaf_size=chunk, fanout=8)
+            chid = ChannelID(A, B, 1)
+            await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+            await wait_done((a, chid), (b, chid))
+            assert a.events.log[-1] == ("completed", None)
+            leaves = [sum(len(blk.data) == chunk for blk in m.blocks) for m in b.wire if m.blocks]
+            assert max(leaves) == per_message and sum(leaves) == 7
+            assert all(m.block_bytes <= limit for m in b.wire if len(m.blocks) > 1)
+
+
 async def test_push_acceptance_rides_the_request():
     async with pair() as (a, b):
         root, _, order = make_dag(a.store, leaves=3)
