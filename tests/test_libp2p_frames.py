@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from trio.testing import MockClock
 
 import transport.graphsync.message as gsmessage
 from datatransfer.ipld import dagcbor
@@ -28,6 +29,8 @@ from transport.graphsync.message import (
 )
 from transport.graphsync.status import LinkAction, ResponseStatus
 from transport.libp2p.transport import (
+    COALESCE,
+    COALESCE_ABOVE,
     DECODE_IN_THREAD,
     INLINE_ITEMS,
     WRITE_PIECE,
@@ -57,6 +60,34 @@ class _ChunkStream:
         return self.chunks.pop(0) if self.chunks else b""
 
 
+class _TrickleStream:
+    """A stream receiving ``piece`` bytes every ``every`` seconds (the
+    sender's frames landing one by one); a read returns what has landed."""
+
+    def __init__(self, total: int, piece: int, every: float) -> None:
+        self.left, self.piece, self.every = total, piece, every
+        self.landed = bytearray()
+        self.arrived = anyio.Event()
+        self.reads = 0
+
+    async def produce(self) -> None:
+        while self.left:
+            await anyio.sleep(self.every)
+            k = min(self.piece, self.left)
+            self.landed += bytes(k)
+            self.left -= k
+            self.arrived.set()
+
+    async def read(self, n: int | None = None) -> bytes:
+        while not self.landed:
+            self.arrived = anyio.Event()
+            await self.arrived.wait()
+        self.reads += 1
+        out = bytes(self.landed[:n])
+        del self.landed[:n]
+        return out
+
+
 class _StubHost:
     def get_id(self) -> Any:
         return SimpleNamespace(to_bytes=lambda: b"\x00\x06peer-a")
@@ -74,6 +105,26 @@ def _message(*sizes: int, seed: int = 0) -> GraphsyncMessage:
 
 
 # -- _StreamReader -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock")],
+)
+async def test_reader_lets_a_large_frames_bytes_gather_before_reading() -> None:
+    """Virtual time: 1 MiB landing in 16 KiB pieces every 0.2 ms. Read as
+    they land, that is 64 reads (64 window updates the sender answers with
+    64 small frames); waiting COALESCE before each large read takes a few
+    pieces at a time, and the remainder under COALESCE_ABOVE as it lands."""
+    total, piece = 1 << 20, 16 * 1024
+    stream = _TrickleStream(total, piece, COALESCE / 5)
+    reader = _StreamReader(stream)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream.produce)
+        assert await reader.receive_exact(total) == bytes(total)
+    as_they_land = total // piece
+    gathered = (total - COALESCE_ABOVE) // (5 * piece) + COALESCE_ABOVE // piece
+    assert stream.reads <= gathered + 2 < as_they_land
 
 
 @pytest.mark.parametrize("seed", range(5))
