@@ -107,6 +107,18 @@ def _message(*sizes: int, seed: int = 0) -> GraphsyncMessage:
 # -- _StreamReader -------------------------------------------------------------------
 
 
+async def test_reader_takes_everything_buffered_in_one_read() -> None:
+    """A reader behind by megabytes empties the muxer's buffer in one read:
+    py-libp2p's Yamux moves what a partial read leaves behind, each time."""
+    stream = _TrickleStream(4 << 20, 4 << 20, 0)  # all of it landed at once
+    reader = _StreamReader(stream)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream.produce)
+        for _ in range(16):  # sixteen 256 KiB frames
+            assert await reader.receive_exact(256 * 1024) == bytes(256 * 1024)
+    assert stream.reads == 1
+
+
 @pytest.mark.parametrize(
     "anyio_backend",
     [pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock")],
