@@ -499,7 +499,10 @@ def run(report: Reporter, quick: bool, size: int | None = None, rounds: int | No
         inproc: dict[str, list[tuple[float, float]]] = {"pull": [], "push": []}
         for i in range(rounds):
             print(f"   round {i + 1} of {rounds}", file=sys.stderr, flush=True)
-            _round(tmp, files, gonode, todo)
+            # each round's homes and logs apart: a client home reused from an
+            # earlier round would resume that round's channel at its old address
+            (tmp / f"round-{i + 1}").mkdir()
+            _round(tmp / f"round-{i + 1}", files, gonode, todo)
             for kind in inproc:
                 inproc[kind].append(_in_process(kind, data, tmp / f"inproc-{kind}-{i}"))
         del data

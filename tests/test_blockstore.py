@@ -283,6 +283,22 @@ def test_sqlite_options(tmp_path):
         SqliteBlockstore(tmp_path / "x.db", synchronous="sometimes")
 
 
+def test_sqlite_reads_through_a_memory_map_and_says_it_does_io(tmp_path):
+    """Reads go through a memory map by default (``mmap_size=0``: plain
+    reads); an event loop learns from ``blocking_io`` to write in a thread."""
+    big = [block(i, 300_000) for i in range(3)]  # overflow pages: the blob path
+    with SqliteBlockstore(tmp_path / "m.db") as s:
+        assert s._db().execute("PRAGMA mmap_size").fetchone()[0] > 0
+        s.put_many(big)
+        s.checkpoint()  # in the main file: read through the map
+    for mmap_size in (None, 0):
+        options = {} if mmap_size is None else {"mmap_size": mmap_size}
+        with SqliteBlockstore(tmp_path / "m.db", **options) as s:
+            assert (s._db().execute("PRAGMA mmap_size").fetchone()[0] > 0) == (mmap_size is None)
+            assert [s.get(cid) for cid, _ in big] == [data for _, data in big]
+    assert SqliteBlockstore.blocking_io and not MemoryBlockstore.blocking_io
+
+
 def test_sqlite_refuses_unknown_schema(tmp_path):
     path = tmp_path / "future.db"
     conn = sqlite3.connect(path)

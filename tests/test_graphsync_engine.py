@@ -214,6 +214,25 @@ async def test_full_pull_batches_blocks_per_512_kib():
         assert a.engine.is_idle() and b.engine.is_idle()
 
 
+async def test_libp2p_senders_batch_three_unixfs_chunks_per_message():
+    """Go's 512 KiB of blocks per message holds one 256 KiB UnixFS chunk (its
+    framing makes two just too many); the libp2p transport's senders batch
+    up to MESSAGE_BLOCK_BYTES: three, a third of the per-message work."""
+    from transport.libp2p.transport import MESSAGE_BLOCK_BYTES
+
+    chunk = 256 * 1024 + 14  # a classic UnixFS leaf: the chunk in its dag-pb node
+    for limit, per_message in ((512 * 1024, 1), (MESSAGE_BLOCK_BYTES, 3)):
+        async with pair(max_block_bytes=limit) as (a, b):
+            root, _, order = make_dag(b.store, leaves=7, leaf_size=chunk, fanout=8)
+            chid = ChannelID(A, B, 1)
+            await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+            await wait_done((a, chid), (b, chid))
+            assert a.events.log[-1] == ("completed", None)
+            leaves = [sum(len(blk.data) == chunk for blk in m.blocks) for m in b.wire if m.blocks]
+            assert max(leaves) == per_message and sum(leaves) == 7
+            assert all(m.block_bytes <= limit for m in b.wire if len(m.blocks) > 1)
+
+
 async def test_push_acceptance_rides_the_request():
     async with pair() as (a, b):
         root, _, order = make_dag(a.store, leaves=3)
@@ -913,6 +932,63 @@ async def test_paused_receiver_takes_only_what_comes_next_and_skips_a_new_walks_
         assert [e[1] for e in a.events.log if e[0] == "received"] == list(range(1, n + 1))
         assert a.events.log[-1] == ("completed", None)
         assert all(cid in a.store for cid in order)
+
+
+def record_batches(store: MemoryBlockstore) -> list[list[Any]]:
+    """The CIDs of each ``put_many`` call on ``store``, as they come."""
+    batches: list[list[Any]] = []
+    put_many = store.put_many
+
+    def recorded(blocks):  # type: ignore[no-untyped-def]
+        blocks = list(blocks)
+        batches.append([blk.cid for blk in blocks])
+        put_many(blocks)
+
+    store.put_many = recorded  # type: ignore[method-assign]
+    return batches
+
+
+@pytest.mark.parametrize("limit", [None, 2500])
+async def test_receiver_writes_the_blocks_of_queued_responses_together(limit):
+    """Responses waiting on the channel's lane have their blocks written in
+    one transaction (up to ``write_batch_bytes``), and each block is
+    reported only once it is in the store, in order, before the end."""
+    options = {} if limit is None else {"write_batch_bytes": limit}
+    async with pair(**options) as (a, b):
+        root, _, order = make_dag(b.store, leaves=6, leaf_size=1000)
+        n = len(order)
+        blk = {cid: Block(cid, b.store.get(cid)) for cid in order}
+        batches = record_batches(a.store)
+        stored_when_reported: list[bool] = []
+
+        def received(index: int) -> Decision:
+            stored_when_reported.append(order[index - 1] in a.store)
+            return PROCEED
+
+        a.events.on_received = received
+        b.events.on_request = lambda chid, msg: Decision(pause=True)  # B itself sends nothing
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await quiesce(0.05)
+        rid = a.wire[0].requests[0].id
+        for i in range(n):  # all queued before the lane runs: one block per message
+            status = ResponseStatus.COMPLETED_FULL if i == n - 1 else ResponseStatus.PARTIAL_RESPONSE
+            a.engine.handle_message(B, GraphsyncMessage(
+                responses=(GraphsyncResponse(rid, status, (
+                    LinkMetadatum(order[i], LinkAction.PRESENT),)),),
+                blocks=(blk[order[i]],)))
+        await wait_done((a, chid))
+        assert [cid for batch in batches for cid in batch] == order
+        if limit is None:
+            assert len(batches) == 1
+        else:
+            assert len(batches) > 1
+            for batch in batches[:-1]:  # each flushed once it reached the limit
+                sizes = [len(blk[cid].data) for cid in batch]
+                assert sum(sizes) >= limit > sum(sizes[:-1])
+        assert stored_when_reported == [True] * n
+        assert a.events.kinds() == ["opened"] + ["received"] * n + ["completed"]
+        assert a.engine.backlog_bytes == 0 and a.engine.is_idle()
 
 
 async def test_paused_receiver_fails_on_a_wrong_block_once_the_new_walk_began():

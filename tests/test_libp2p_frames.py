@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from trio.testing import MockClock
 
 import transport.graphsync.message as gsmessage
 from datatransfer.ipld import dagcbor
@@ -28,7 +29,10 @@ from transport.graphsync.message import (
 )
 from transport.graphsync.status import LinkAction, ResponseStatus
 from transport.libp2p.transport import (
+    COALESCE,
+    COALESCE_ABOVE,
     DECODE_IN_THREAD,
+    INLINE_ITEMS,
     WRITE_PIECE,
     Libp2pTransport,
     _StreamReader,
@@ -56,6 +60,34 @@ class _ChunkStream:
         return self.chunks.pop(0) if self.chunks else b""
 
 
+class _TrickleStream:
+    """A stream receiving ``piece`` bytes every ``every`` seconds (the
+    sender's frames landing one by one); a read returns what has landed."""
+
+    def __init__(self, total: int, piece: int, every: float) -> None:
+        self.left, self.piece, self.every = total, piece, every
+        self.landed = bytearray()
+        self.arrived = anyio.Event()
+        self.reads = 0
+
+    async def produce(self) -> None:
+        while self.left:
+            await anyio.sleep(self.every)
+            k = min(self.piece, self.left)
+            self.landed += bytes(k)
+            self.left -= k
+            self.arrived.set()
+
+    async def read(self, n: int | None = None) -> bytes:
+        while not self.landed:
+            self.arrived = anyio.Event()
+            await self.arrived.wait()
+        self.reads += 1
+        out = bytes(self.landed[:n])
+        del self.landed[:n]
+        return out
+
+
 class _StubHost:
     def get_id(self) -> Any:
         return SimpleNamespace(to_bytes=lambda: b"\x00\x06peer-a")
@@ -73,6 +105,38 @@ def _message(*sizes: int, seed: int = 0) -> GraphsyncMessage:
 
 
 # -- _StreamReader -------------------------------------------------------------------
+
+
+async def test_reader_takes_everything_buffered_in_one_read() -> None:
+    """A reader behind by megabytes empties the muxer's buffer in one read:
+    py-libp2p's Yamux moves what a partial read leaves behind, each time."""
+    stream = _TrickleStream(4 << 20, 4 << 20, 0)  # all of it landed at once
+    reader = _StreamReader(stream)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream.produce)
+        for _ in range(16):  # sixteen 256 KiB frames
+            assert await reader.receive_exact(256 * 1024) == bytes(256 * 1024)
+    assert stream.reads == 1
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock")],
+)
+async def test_reader_lets_a_large_frames_bytes_gather_before_reading() -> None:
+    """Virtual time: 1 MiB landing in 16 KiB pieces every 0.2 ms. Read as
+    they land, that is 64 reads (64 window updates the sender answers with
+    64 small frames); waiting COALESCE before each large read takes a few
+    pieces at a time, and the remainder under COALESCE_ABOVE as it lands."""
+    total, piece = 1 << 20, 16 * 1024
+    stream = _TrickleStream(total, piece, COALESCE / 5)
+    reader = _StreamReader(stream)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream.produce)
+        assert await reader.receive_exact(total) == bytes(total)
+    as_they_land = total // piece
+    gathered = (total - COALESCE_ABOVE) // (5 * piece) + COALESCE_ABOVE // piece
+    assert stream.reads <= gathered + 2 < as_they_land
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -178,22 +242,32 @@ def _recording_hash(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return on_main
 
 
-async def test_large_frames_are_hashed_in_a_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_large_frames_of_blocks_are_hashed_inline_and_many_items_go_to_a_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large frame holding few items costs its hashing, which a thread
+    hop would not make cheaper: decoded inline. One holding more than
+    INLINE_ITEMS items (a walk a hostile peer could make long) is decoded
+    in a worker thread."""
     transport = Libp2pTransport(_StubHost(), MemoryBlockstore())  # type: ignore[arg-type]
     on_main = _recording_hash(monkeypatch)
     msg = _message(DECODE_IN_THREAD, 10)
     got = await transport._decode(encode_message(msg))
     assert got == msg
     assert all(type(b) is Block for b in got.blocks)
-    assert on_main == [False, False]
+    assert on_main == [True, True]
+    many = _message(DECODE_IN_THREAD, *[10] * (INLINE_ITEMS // 3))
+    got = await transport._decode(encode_message(many))
+    assert got == many
+    assert on_main[2:] == [False] * len(many.blocks)  # refused inline before any hashing
     small = _message(100)
     assert await transport._decode(encode_message(small)) == small
-    assert on_main == [False, False, True]
+    assert on_main[-1] is True
+    assert transport.stats.bad_frames == 0
 
 
 async def test_blocks_get_the_cid_of_their_bytes_and_bad_prefixes_are_refused() -> None:
     transport = Libp2pTransport(_StubHost(), MemoryBlockstore())  # type: ignore[arg-type]
-    for size in (100, 2 * DECODE_IN_THREAD):  # hashed inline, then in a thread
+    for size in (100, 2 * DECODE_IN_THREAD):  # a small frame, a large one of few items
         good = _message(size)
         (block,) = good.blocks
         tampered = bytes(size)

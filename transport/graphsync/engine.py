@@ -100,6 +100,18 @@ onto graphsync as go-data-transfer's graphsync transport does:
   it never overtakes the last block on the other stream), at most
   :attr:`GraphsyncEngine.complete_hold` seconds.
 
+A receiver writes the blocks it takes in batches: a block the traversal
+needed is taken at once (the traversal walks on), and written with the ones
+taken after it while more responses for the channel wait on its lane (up to
+:attr:`GraphsyncEngine.write_batch_bytes`), in one transaction, in a worker
+thread for a store that does I/O (:attr:`Blockstore.blocking_io`); each is
+reported to ``on_data_received`` only once it is in the store, in order, so
+progress never counts a block the store lacks. Anything else the channel
+reports (a data-transfer message, its end) comes after the blocks before it;
+a receive failure writes and reports the blocks taken before it first; a
+channel that ends otherwise (closed, cancelled, the peer lost) drops the
+blocks it had not written, uncounted.
+
 Each channel's work runs in a lane (one item at a time, in arrival order);
 every task belongs to :meth:`serve`'s task group. Received block data waiting
 in lanes is counted (:attr:`GraphsyncEngine.backlog_bytes`, with
@@ -129,6 +141,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
 from datatransfer.ipld.block import Block
 from datatransfer.ipld.blockstore import Blockstore
@@ -207,6 +220,9 @@ EXTENSION_ERROR = "py-data-transfer/error"
 DEFAULT_MAX_REQUESTS_PER_PEER = 16
 DEFAULT_MAX_QUEUED_PER_PEER = 1024
 DEFAULT_MAX_BACKLOG_BYTES = 16 * 1024 * 1024
+#: Received block bytes a receiver writes in one transaction at most (see
+#: the module docs): 16 blocks of 256 KiB.
+DEFAULT_WRITE_BATCH_BYTES = 4 * 1024 * 1024
 #: Metadata entries per outgoing message. Block bytes alone do not bound a
 #: message: blocks announced but not sent add none, and tiny blocks add little
 #: data per entry. 16384 entries (about 0.7-1.3 MiB of metadata) plus 512 KiB
@@ -270,6 +286,13 @@ class _Charge:
                 self.engine._release_backlog(self.size)
 
 
+class _ResponseItem(partial):
+    """A lane item handling a response (blocks taken by the one before it
+    may wait for it, to be written together)."""
+
+    __slots__ = ()
+
+
 class _Lane:
     __slots__ = ("items", "running")
 
@@ -283,7 +306,8 @@ class _GsReceiver(_Receiver):
     request to send again on resume, and where the sender's entries stand
     against the traversal (see the module docs)."""
 
-    __slots__ = ("request", "paused", "resumed", "awaiting_walk", "replay")
+    __slots__ = ("request", "paused", "resumed", "awaiting_walk", "replay", "unstored",
+                 "unstored_bytes")
 
     def __init__(
         self, channel_id: ChannelID, peer: PeerID, request: GraphsyncRequest,
@@ -301,6 +325,10 @@ class _GsReceiver(_Receiver):
         #: Position (1-based) of the last entry in a new walk whose entries
         #: are still at blocks the traversal already holds; None otherwise.
         self.replay: int | None = None
+        #: Blocks taken, not yet written nor reported: (block, index, whether
+        #: the response carrying it ended the request); and their bytes.
+        self.unstored: list[tuple[Block, int, bool]] = []
+        self.unstored_bytes = 0
 
     @property
     def lenient(self) -> bool:
@@ -338,8 +366,11 @@ class GraphsyncEngine(Transport):
         max_work_without_block: int | None = DEFAULT_MAX_WORK_WITHOUT_BLOCK,
         step_work: int | None = DEFAULT_STEP_WORK,
         peer_work: PeerWorkBudget | None = None,
+        write_batch_bytes: int = DEFAULT_WRITE_BATCH_BYTES,
     ) -> None:
         self._peer_id = PeerID(peer_id)
+        #: See :data:`DEFAULT_WRITE_BATCH_BYTES`.
+        self.write_batch_bytes = write_batch_bytes
         self.max_work_without_block = max_work_without_block
         self.step_work = step_work
         #: What each peer's selectors may cost (see :mod:`transport.budget`).
@@ -514,6 +545,10 @@ class GraphsyncEngine(Transport):
             while lane.items:
                 run = lane.items.popleft()
                 try:
+                    if not isinstance(run, _ResponseItem):
+                        state = self._channels.get(chid)
+                        if isinstance(state, _GsReceiver) and state.unstored:
+                            await self._store_received(state)  # before anything else it reports
                     await run()
                 except Exception as exc:  # noqa: BLE001 - the boundary: see _lane_failed
                     self._lane_failed(chid, exc)
@@ -549,6 +584,10 @@ class GraphsyncEngine(Transport):
         if isinstance(state, _Receiver):
             if self._outgoing.get(state.request_id) is state:
                 del self._outgoing[state.request_id]
+            if isinstance(state, _GsReceiver) and state.unstored:
+                state.unstored = []  # never written, never counted
+                self._release_backlog(state.unstored_bytes)
+                state.unstored_bytes = 0
         else:
             key = (state.peer, state.request_id)
             if self._incoming.get(key) is state:
@@ -669,7 +708,8 @@ class GraphsyncEngine(Transport):
             self.backlog_bytes += charge.size
             for state, rsp in work:
                 self._enqueue(
-                    state.channel_id, partial(charge.run, self._on_response, state, rsp, blocks)
+                    state.channel_id,
+                    _ResponseItem(charge.run, self._on_response, state, rsp, blocks),
                 )
 
     async def wait_backlog(self) -> None:
@@ -682,7 +722,8 @@ class GraphsyncEngine(Transport):
             await self._backlog_drained.wait()
 
     def _release_backlog(self, size: int) -> None:
-        self.backlog_bytes -= size
+        # (never below 0: stopping zeroes it while work is still unwinding)
+        self.backlog_bytes = max(0, self.backlog_bytes - size)
         if self.backlog_bytes <= self.max_backlog_bytes and self._backlog_drained is not None:
             self._backlog_drained.set()
             self._backlog_drained = None
@@ -1091,6 +1132,9 @@ class GraphsyncEngine(Transport):
 
     async def _receive_failed(self, state: _GsReceiver, reason: str) -> None:
         assert self._events is not None
+        # the blocks taken before what failed are good: written and counted first
+        if state.unstored and not await self._store_received(state):
+            return  # (the channel ended over one of them)
         self._remove(state)
         if not state.paused:  # (a paused one was cancelled already)
             await self._try_send(
@@ -1185,6 +1229,8 @@ class GraphsyncEngine(Transport):
             await self._receive_failed(state, f"malformed data-transfer extension: {exc}")
             return
         if message is not None:
+            if not await self._store_received(state):  # the blocks before it first
+                return
             if isinstance(message, TransferResponse):
                 await events.on_response_received(chid, message)
             else:
@@ -1204,7 +1250,10 @@ class GraphsyncEngine(Transport):
             if state.lenient and (expect is None or link != expect.cid):
                 continue  # in flight for the cancelled request, not what comes next: dropped
             if expect is not None and not expect.send:
-                # still in the blocks a restart skips (held here, see the module docs)
+                # still in the blocks a restart skips (held here, see the module docs);
+                # they are loaded from the store, so what was taken is written first
+                if not await self._store_received(state):
+                    return
                 if link == expect.cid:
                     if not await self._walk_on(state, take_skipped(state, self.blockstore)):
                         return
@@ -1224,9 +1273,13 @@ class GraphsyncEngine(Transport):
                     return
                 continue
             # traversed by the sender but not carried: ours to load (see the module docs)
-            if not await self._on_block_not_sent(state, link):
+            if not await self._store_received(state) or not await self._on_block_not_sent(
+                    state, link):
                 return
         status = rsp.status
+        if state.unstored and (status.is_terminal or not self._response_queued(chid)):
+            if not await self._store_received(state):
+                return
         if not status.is_terminal:
             return
         if state.paused:
@@ -1258,48 +1311,88 @@ class GraphsyncEngine(Transport):
         )
 
     async def _on_block(self, state: _GsReceiver, block: Block, *, ended: bool = False) -> bool:
-        """Store and count a block that arrived; ``ended``: the response that
-        carried it ends the request on the sender's side, so a message for
-        the sender cannot ride an update of the request any more."""
-        events = self._events
-        assert events is not None
-        chid = state.channel_id
+        """Take a block that arrived: the traversal walks on at once, the
+        block is written and counted with the next ones taken (see
+        :meth:`_store_received`); ``ended``: the response that carried it
+        ends the request on the sender's side, so a message for the sender
+        cannot ride an update of the request any more."""
         expect = state.expect
         cid, data = block.cid, block.data
         if expect is None or cid != expect.cid:
             wanted = "nothing" if expect is None else f"{expect.cid} at index {expect.index + 1}"
             await self._receive_failed(state, f"unexpected block {cid} (expected {wanted})")
             return False
-        index = expect.index + 1
-        try:
-            self.blockstore.put_many((block,))
-        except Exception as exc:  # noqa: BLE001
-            await self._receive_failed(state, f"cannot store block {cid}: {exc}")
-            return False
-        state.last_index = index
+        state.last_index = expect.index + 1
         state.expect = None
         state.traverser.provide(data)
-        decision: Decision = await events.on_data_received(chid, cid, len(data), index) or PROCEED
-        if not self._current(state):
+        state.unstored.append((block, state.last_index, ended))
+        state.unstored_bytes += len(data)
+        self.backlog_bytes += len(data)  # held until written (or dropped)
+        if state.unstored_bytes >= self.write_batch_bytes and not await self._store_received(
+                state):
             return False
-        if decision.message is not None:
-            if state.paused or ended:  # no live request to carry it: on its own
-                if not await self._send_or_lose(state, dt=decision.message):
-                    return False
-            elif not await self._send_or_lose(state, self._update(state, message=decision.message)):
-                return False
-        if not decision.accept:
-            self._remove(state)
-            if not state.paused:
-                await self._try_send(
-                    state.peer,
-                    GraphsyncMessage(requests=(GraphsyncRequest.cancel(state.request_id),)),
-                )
-            return False
-        if decision.pause and not state.local_hold:
-            if not await self._pause_receiver(state):
-                return False
         return await self._walk_on(state, next_to_receive(state, self.blockstore))
+
+    def _response_queued(self, chid: ChannelID) -> bool:
+        """Whether the channel's lane holds another response next (the
+        blocks taken may then wait to be written with its own)."""
+        lane = self._lanes.get(chid)
+        return lane is not None and bool(lane.items) and isinstance(lane.items[0], _ResponseItem)
+
+    async def _store_received(self, state: _GsReceiver) -> bool:
+        """Write the blocks ``state`` took and has not written, in one
+        transaction (in a worker thread if the store does I/O), then report
+        each to ``on_data_received``, in order, and act on its decision.
+        False when the channel ended (here or meanwhile)."""
+        batch = state.unstored
+        if not batch:
+            return self._current(state)
+        size = state.unstored_bytes
+        state.unstored, state.unstored_bytes = [], 0
+        try:
+            if self.blockstore.blocking_io:
+                await anyio.to_thread.run_sync(self.blockstore.put_many,
+                                               [b for b, _, _ in batch])
+            else:
+                self.blockstore.put_many([b for b, _, _ in batch])
+        except Exception as exc:  # noqa: BLE001
+            if self._current(state):
+                await self._receive_failed(
+                    state, f"cannot store block {batch[0][0].cid} (and {len(batch) - 1} "
+                    f"after it): {exc}")
+            return False
+        finally:
+            self._release_backlog(size)
+        events = self._events
+        assert events is not None
+        chid = state.channel_id
+        for block, index, ended in batch:
+            if not self._current(state):
+                return False  # the rest are in the store, uncounted (as if never sent)
+            decision: Decision = (
+                await events.on_data_received(chid, block.cid, len(block.data), index) or PROCEED)
+            if not self._current(state):
+                return False
+            if decision.message is not None:
+                if state.paused or ended:  # no live request to carry it: on its own
+                    if not await self._send_or_lose(state, dt=decision.message):
+                        return False
+                elif not await self._send_or_lose(
+                        state, self._update(state, message=decision.message)):
+                    return False
+            if not decision.accept:
+                self._remove(state)
+                if not state.paused:
+                    await self._try_send(
+                        state.peer,
+                        GraphsyncMessage(requests=(GraphsyncRequest.cancel(state.request_id),)),
+                    )
+                return False
+            if decision.pause and not state.local_hold:
+                # the blocks taken after it were in flight: taken all the same
+                if not await self._pause_receiver(state):
+                    return False
+        return True
 
     async def _on_block_not_sent(self, state: _GsReceiver, cid: CID) -> bool:
         """The sender announced ``cid`` without sending it (the request's

@@ -611,7 +611,8 @@ MAX_MESSAGE_ITEMS = 1 << 19
 
 
 def decode_message(
-    data: bytes | bytearray | memoryview | list[bytes], *, verify_blocks: bool = True
+    data: bytes | bytearray | memoryview | list[bytes], *, verify_blocks: bool = True,
+    max_items: int = MAX_MESSAGE_ITEMS,
 ) -> GraphsyncMessage:
     """Decode one message (a frame's payload, without the length prefix).
 
@@ -624,7 +625,8 @@ def decode_message(
     is a whole piece is taken as it is, not copied
     (:func:`~datatransfer.ipld.dagcbor.decode_segments`). Any malformed
     input raises :class:`GraphsyncWireError`; ``data`` that is not
-    bytes-like is a :class:`TypeError`.
+    bytes-like is a :class:`TypeError`. ``max_items``: a lower item limit,
+    to try a frame cheaply first (see :mod:`transport.libp2p.transport`).
     """
     if isinstance(data, list):
         decode = dagcbor.decode_segments
@@ -637,7 +639,9 @@ def decode_message(
         if not data:
             raise GraphsyncWireError("empty message")
     try:
-        node = decode(data, sorted_keys=False, max_items=MAX_MESSAGE_ITEMS)  # type: ignore[arg-type]
+        node = decode(  # type: ignore[arg-type]
+            data, sorted_keys=False, max_items=min(max_items, MAX_MESSAGE_ITEMS)
+        )
     except dagcbor.DagCborError as exc:
         raise GraphsyncWireError(f"message is not DAG-CBOR: {exc}") from None
     try:

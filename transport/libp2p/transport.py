@@ -42,7 +42,7 @@ from transport.graphsync.engine import (
 )
 from transport.graphsync.framing import MAX_FRAME, encode_frame_pieces, read_frame
 from transport.graphsync.message import (
-    MAX_BLOCK_BYTES,
+    MAX_MESSAGE_ITEMS,
     PROTOCOL_ID,
     GraphsyncMessage,
     GraphsyncWireError,
@@ -63,7 +63,13 @@ __all__ = ["GRAPHSYNC_PROTOCOL", "Libp2pTransport"]
 log = logging.getLogger(__name__)
 
 GRAPHSYNC_PROTOCOL = TProtocol(PROTOCOL_ID)
-READ_CHUNK = 256 * 1024
+#: A read takes whatever the stream holds, up to this. py-libp2p's Yamux keeps
+#: a stream's unread bytes in one bytearray: a read that leaves some behind
+#: moves them (and every later append may copy them again), so a reader
+#: that is a little behind would pay per byte in proportion to its backlog
+#: (up to the 16 MiB window: about 2 s of CPU per GiB); taking everything
+#: at once empties it.
+READ_CHUNK = 16 * 1024 * 1024
 #: Largest stream write that py-libp2p sends as one Yamux frame in one Noise
 #: message: Noise carries at most 65535 - 16 (MAC) = 65519 plaintext bytes
 #: and the Yamux header takes 12. Yamux cuts a larger write into frames of
@@ -72,14 +78,34 @@ READ_CHUNK = 256 * 1024
 #: Writing in pieces of this size instead makes the same bytes about a third
 #: cheaper to move (``python -m benchmarks libp2p`` shows both).
 WRITE_PIECE = 65535 - 16 - 12
-#: Frames of at least this many bytes are decoded and hashed off the event
-#: loop (see :meth:`Libp2pTransport._decode`).
+#: A read that still needs more than :data:`COALESCE_ABOVE` bytes of a frame
+#: waits this long first. py-libp2p's Yamux answers every read with a window
+#: update (an encrypted frame) crediting what it returned, and the sender
+#: then writes about that much: reading each ~10 KB as it lands keeps both
+#: sides busy with small frames. Letting a large frame's bytes gather first
+#: takes both processes' CPU down by about 1 s/GiB (alternated 256 MiB runs);
+#: the frame is late by at most this much per read.
+COALESCE = 0.001
+COALESCE_ABOVE = 128 * 1024
+#: Frames of at least this many bytes are decoded on the event loop only
+#: if they hold at most :data:`INLINE_ITEMS` DAG-CBOR items, else in a worker
+#: thread (see :meth:`Libp2pTransport._decode`).
 DECODE_IN_THREAD = 64 * 1024
+#: Items a large frame may hold to be decoded on the event loop: a frame of
+#: blocks holds a few dozen; walking this many costs under a millisecond.
+INLINE_ITEMS = 1024
+#: Block bytes per message this sender batches (go-graphsync's 512 KiB holds
+#: a single 256 KiB UnixFS chunk, its 14 bytes of framing making two just
+#: too many; this holds three). Every message costs both sides a frame, a
+#: lock, a decode and a lane step: alternated 256 MiB runs took about 1 CPU
+#: s/GiB off the sender and 1.5 off the receiver. Receivers, Go's
+#: included, take frames up to 4 MiB.
+MESSAGE_BLOCK_BYTES = 1024 * 1024
 
 
-def _decode_verified(payload: bytes) -> GraphsyncMessage:
+def _decode_verified(payload: bytes, max_items: int = MAX_MESSAGE_ITEMS) -> GraphsyncMessage:
     """A frame's message with its blocks hashed and checked."""
-    msg = decode_message(payload, verify_blocks=False)
+    msg = decode_message(payload, verify_blocks=False, max_items=max_items)
     return replace(msg, blocks=tuple(msg.verified_blocks())) if msg.blocks else msg
 
 
@@ -89,7 +115,8 @@ class _StreamReader:
     Every received byte is copied once on its way out (a slice of the chunk
     it arrived in, or a join of several chunks), and not at all when a read
     returns exactly the bytes asked for: at hundreds of MB/s a whole-frame
-    copy costs about as much as the muxer's own per-frame work.
+    copy costs about as much as the muxer's own per-frame work. Reads for a
+    large remainder wait :data:`COALESCE` first (see there).
     """
 
     __slots__ = ("stream", "chunk", "pos")
@@ -100,6 +127,8 @@ class _StreamReader:
         self.pos = 0
 
     async def _read(self, n: int) -> bytes:
+        if n > COALESCE_ABOVE:
+            await anyio.sleep(COALESCE)
         try:
             chunk = await self.stream.read(max(n, READ_CHUNK))
         except StreamEOF:
@@ -176,7 +205,8 @@ class Libp2pTransport(EngineCarrier):
     the graphsync stream to a peer, ``write_timeout`` each frame's write.
     An inbound stream stops being read while more than ``max_backlog_bytes``
     of received blocks wait to be handled (Yamux flow control then holds the
-    sender back). The other options are :class:`GraphsyncEngine`'s.
+    sender back). ``max_block_bytes``: see :data:`MESSAGE_BLOCK_BYTES`. The
+    other options are :class:`GraphsyncEngine`'s.
     """
 
     def __init__(
@@ -188,7 +218,7 @@ class Libp2pTransport(EngineCarrier):
         retry: RetryPolicy | None = None,
         max_requests_per_peer: int = DEFAULT_MAX_REQUESTS_PER_PEER,
         max_queued_per_peer: int = DEFAULT_MAX_QUEUED_PER_PEER,
-        max_block_bytes: int = MAX_BLOCK_BYTES,
+        max_block_bytes: int = MESSAGE_BLOCK_BYTES,
         max_frame: int = MAX_FRAME,
         open_timeout: float = 10.0,
         write_timeout: float = 30.0,
@@ -306,22 +336,26 @@ class Libp2pTransport(EngineCarrier):
     async def _decode(self, payload: bytes) -> GraphsyncMessage:
         """Decode a frame and verify its blocks (each CID rebuilt by hashing).
 
-        A frame of at least :data:`DECODE_IN_THREAD` bytes is decoded and
-        hashed in a worker thread, a smaller one inline. Hashing is most of
-        the receiver's CPU cost (SHA-256 runs at a few hundred MB/s, slower
-        than Noise + Yamux in Python) and hashlib lets go of the GIL on large
-        inputs, so the event loop keeps moving bytes meanwhile (and, on the
-        sending node, encrypting). Decoding a hostile frame costs at most a
-        walk over its heads (at most
-        :data:`~transport.graphsync.message.MAX_MESSAGE_ITEMS` of them); in a thread, that walk gives the
-        GIL back every few milliseconds instead of stalling every other
-        peer. A frame that does not decode or verify is counted in
-        ``stats.bad_frames`` and raises :class:`GraphsyncWireError`.
+        Decoding a hostile frame costs at most a walk over its heads (at most
+        :data:`~transport.graphsync.message.MAX_MESSAGE_ITEMS` of them, about
+        0.4 us each): a frame under :data:`DECODE_IN_THREAD` bytes is decoded
+        inline, a larger one inline too if it holds at most
+        :data:`INLINE_ITEMS` items (a frame of blocks: its cost is hashing
+        them, which a thread would not make cheaper: a hop to a worker
+        thread and back costs about as much CPU as hashing a 256 KiB block,
+        and measured in two processes on two cores, decoding inline moved
+        blocks faster with less CPU), else in a worker thread, where the
+        walk gives the GIL back every few milliseconds instead of stalling
+        every other peer. A frame that does not decode or verify is counted
+        in ``stats.bad_frames`` and raises :class:`GraphsyncWireError`.
         """
         try:
-            if len(payload) >= DECODE_IN_THREAD:
+            if len(payload) < DECODE_IN_THREAD:
+                return _decode_verified(payload)
+            try:
+                return _decode_verified(payload, INLINE_ITEMS)
+            except GraphsyncWireError:  # more items (or bad): the whole walk, apart
                 return await anyio.to_thread.run_sync(_decode_verified, payload)
-            return _decode_verified(payload)
         except GraphsyncWireError:
             self.stats.bad_frames += 1
             raise

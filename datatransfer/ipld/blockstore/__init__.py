@@ -59,6 +59,10 @@ class BlockNotFound(IPLDError, KeyError):
 class Blockstore(ABC):
     """Interface of a block store; see the module docstring for the contract."""
 
+    #: Its methods wait on files (or a network): code on an event loop runs
+    #: its writes in a worker thread rather than stall every other task.
+    blocking_io = False
+
     @abstractmethod
     def put(self, cid: CID, data: bytes | bytearray | memoryview) -> None:
         """Verify ``data`` against ``cid`` and store it."""

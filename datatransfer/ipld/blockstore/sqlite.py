@@ -25,6 +25,11 @@ stored block still hashes to its CID.
   is lost, at the price of one fsync per transaction (use :meth:`put_many`
   to amortise it).
 
+Reads go through a memory map of the file (``mmap_size`` bytes of it at
+most, SQLite's own limit permitting): a block's pages are copied out of the
+page cache instead of read with a system call each, about half the CPU of a
+256 KiB block's read.
+
 Threads. The connection is opened with ``check_same_thread=False`` and every
 method holds one re-entrant lock while it uses it, so a store may be shared
 by the event loop and worker threads; calls are serialised (a single
@@ -47,11 +52,16 @@ from datatransfer.ipld.cid import CID
 SCHEMA_VERSION = 1
 _SYNC_MODES = ("NORMAL", "FULL", "EXTRA")
 _PAGE = 1000  # CIDs fetched per query while iterating
+#: Bytes of the file read through a memory map (SQLite caps it at its
+#: compile-time limit, 2 GiB by default; beyond that, reads are plain reads).
+MMAP_SIZE = 1 << 31
 
 
 class SqliteBlockstore(Blockstore):
     """Blocks in an SQLite database at ``path`` (``":memory:"`` for a
     throw-away in-memory one); see the module docstring for durability."""
+
+    blocking_io = True
 
     def __init__(
         self,
@@ -59,6 +69,7 @@ class SqliteBlockstore(Blockstore):
         *,
         synchronous: str = "NORMAL",
         timeout: float = 30.0,
+        mmap_size: int = MMAP_SIZE,
     ) -> None:
         sync = synchronous.upper()
         if sync not in _SYNC_MODES:
@@ -72,6 +83,7 @@ class SqliteBlockstore(Blockstore):
         try:
             self.journal_mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             conn.execute(f"PRAGMA synchronous={sync}")
+            conn.execute(f"PRAGMA mmap_size={int(mmap_size)}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise ValueError(f"{self.path}: unknown blockstore schema version {version}")
