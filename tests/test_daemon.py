@@ -10,6 +10,7 @@ import os
 import signal
 import stat
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 
@@ -265,3 +266,27 @@ def test_ctrl_c_detaches_and_the_same_pull_attaches_again(tmp_path, procs):
     out = tmp_path / "out.bin"
     run("cat", root, "-o", out, "--home", client_home)
     assert sha256(out) == digest
+
+
+def test_a_watch_of_every_channel_follows_a_new_channel_to_its_end(two_daemons):
+    """An unnamed watch started before a pull shows the new channel and its
+    final row (it follows events; a look at the live channels alone would
+    never see the channel once it has ended)."""
+    d = two_daemons
+    rows: list[dict] = []
+    done = threading.Event()
+
+    def follow() -> None:
+        for row in d["api"].watch():
+            rows.append(row)
+            if row["status"] == "Completed":
+                done.set()
+                return
+
+    watcher = threading.Thread(target=follow, daemon=True)
+    watcher.start()
+    opened = d["api"].open(d["addr"], d["root"])
+    assert done.wait(TIMEOUT), rows
+    chid = opened["channel"]["channel_id"]
+    assert rows[-1]["channel_id"] == chid
+    assert rows[-1]["received"] == rows[-1]["expected"] > 0

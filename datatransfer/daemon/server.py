@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: Seconds a client may take to send one request.
 REQUEST_DEADLINE = 60.0
-#: How often a watch looks at its channels (seconds).
+#: How often a watch reads the channels that had events (seconds).
 WATCH_INTERVAL = 0.2
 #: A watch with nothing to say writes a blank line this often (seconds), so a
 #: client that went away is noticed.
@@ -305,37 +306,57 @@ class ControlServer:
         return self._watch_lines(named)
 
     async def _watch_lines(self, named: list[ChannelID]) -> AsyncIterator[bytes]:
+        """Rows of the channels that had events since the last look.
+
+        The event bus marks a channel from its own thread; every
+        ``WATCH_INTERVAL`` the loop reads only the marked ones. A burst of
+        per-block progress becomes one line per channel per interval, and
+        the idle channels of a busy node cost nothing per look.
+        """
         manager = self.manager
+        wanted = set(named)
+        lock = threading.Lock()
+        marked: set[ChannelID] = set(wanted or manager.in_progress_channels())
+
+        def mark(_event: object, state: ChannelState) -> None:
+            if not wanted or state.channel_id in wanted:
+                with lock:
+                    marked.add(state.channel_id)
+
+        unsubscribe = manager.subscribe(mark)
         last: dict[ChannelID, tuple[Any, ...]] = {}
         quiet = 0.0
-        while True:
-            if named:
-                states = {chid: manager.channel_state(chid) for chid in named}
-            else:
-                states = manager.in_progress_channels()
-            said = False
-            for chid, state in states.items():
-                row = self._row(state)
-                key = (row["status"], row["sent"], row["received"], row["expected"],
-                       row["message"])
-                if last.get(chid) != key:
-                    last[chid] = key
-                    said = True
-                    yield json.dumps(row).encode() + b"\n"
-            if named and all(s.status in FINAL_STATUSES for s in states.values()):
-                return
-            quiet = 0.0 if said else quiet + WATCH_INTERVAL
-            if quiet >= KEEPALIVE:
-                quiet = 0.0
-                yield b"\n"
-            live = [c for c in named if states[c].status not in FINAL_STATUSES]
-            if len(live) == 1:  # wake at once when it ends
-                try:
-                    await manager.wait(live[0], timeout=WATCH_INTERVAL)
-                except TimeoutError:
-                    pass
-            else:
-                await anyio.sleep(WATCH_INTERVAL)
+        try:
+            while True:
+                live = [c for c in named if manager.channel_state(c).status not in FINAL_STATUSES]
+                ending = bool(named) and not live
+                with lock:
+                    batch = sorted(marked | wanted if ending else marked, key=str)
+                    marked.clear()
+                said = False
+                for chid in batch:
+                    row = self._row(manager.channel_state(chid))
+                    key = (row["status"], row["sent"], row["received"], row["expected"],
+                           row["message"])
+                    if last.get(chid) != key:
+                        last[chid] = key
+                        said = True
+                        yield json.dumps(row).encode() + b"\n"
+                if ending:  # the rows above were read after the last one ended
+                    return
+                quiet = 0.0 if said else quiet + WATCH_INTERVAL
+                if quiet >= KEEPALIVE:
+                    quiet = 0.0
+                    yield b"\n"
+                if len(live) == 1:  # wake at once when it ends
+                    try:
+                        await manager.wait(live[0], timeout=WATCH_INTERVAL)
+                    except TimeoutError:
+                        pass
+                else:
+                    await anyio.sleep(WATCH_INTERVAL)
+        finally:
+            unsubscribe()
 
 
 #: Channel actions: route name -> Manager method.
