@@ -156,10 +156,12 @@ class Proc:
                     pass
 
 
-def cli_serve(start: Callable[..., Proc], home: Path, listen: str = LOOPBACK) -> tuple[Proc, str]:
-    """``datatransfer serve`` on ``home`` started with ``start`` (the
-    ``procs`` fixture); the process and the address it printed first."""
-    p = start([*CLI, "serve", "--home", str(home), "--listen", listen])
+def cli_serve(start: Callable[..., Proc], home: Path, listen: str = LOOPBACK,
+              *extra: str) -> tuple[Proc, str]:
+    """``datatransfer serve`` on ``home`` (with ``extra`` arguments) started
+    with ``start`` (the ``procs`` fixture); the process and the address it
+    printed first."""
+    p = start([*CLI, "serve", "--home", str(home), "--listen", listen, *extra])
     addr = p.expect(lambda w: True)[0]
     assert addr.startswith("/ip4/127.0.0.1/tcp/"), p.describe()
     return p, addr

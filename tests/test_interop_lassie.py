@@ -56,7 +56,17 @@ from pathlib import Path
 
 import pytest
 from _gobuild import build_module_command, require_go
-from _processes import CLI, LOOPBACK, PROCNODE, TIMEOUT, Proc, child_env, make_file, run, wait_until
+from _processes import (
+    LOOPBACK,
+    PROCNODE,
+    TIMEOUT,
+    Proc,
+    child_env,
+    cli_serve,
+    make_file,
+    run,
+    wait_until,
+)
 
 from datatransfer.home import open_blockstore
 from datatransfer.ipld import dagpb
@@ -97,11 +107,6 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str, b
 
 def _first_line(proc: Proc) -> str:
     return proc.expect(lambda w: w[0].startswith("/ip4/") or w[0] == "ADDR")[-1]
-
-
-def serve_cli(procs: Callable[..., Proc], home: Path) -> tuple[Proc, str]:
-    p = procs([*CLI, "serve", "--home", str(home), "--listen", LOOPBACK, "--metrics-port", "0"])
-    return p, _first_line(p)
 
 
 def serve_accepting(procs: Callable[..., Proc], home: Path) -> tuple[Proc, str]:
@@ -165,7 +170,7 @@ def test_lassie_against_datatransfer_serve(tmp_path, procs, lassie, source):
     cid = source[2]
     serve_home = tmp_path / "home"
     run("add", source[1], "--home", serve_home, "--profile", "classic")
-    serve, addr = serve_cli(procs, serve_home)
+    serve, addr = cli_serve(procs, serve_home, LOOPBACK, "--metrics-port", "0")
     out = tmp_path / "out.car"
     got = fetch(lassie, addr, cid, out)
     assert asked_transports(got), got.stderr[-3000:]  # it read our transports answer
