@@ -183,8 +183,10 @@ class DealRate:
             raise ValueError(f"a deal rate's interval must be positive, not {interval}")
         self.per_peer = per_peer
         self.interval = float(interval)
-        # peer -> (when, channel) of its admitted deals; least recently used first
-        self._seen: OrderedDict[PeerID, deque[tuple[float, ChannelID]]] = OrderedDict()
+        # peer -> its admitted deals: (when, channel) oldest first, and their
+        # channels; peers least recently seen first
+        self._seen: OrderedDict[PeerID, tuple[deque[tuple[float, ChannelID]], set[ChannelID]]] = \
+            OrderedDict()
 
     def __repr__(self) -> str:
         return f"DealRate({self.per_peer} per {self.interval:g} s)"
@@ -197,24 +199,23 @@ class DealRate:
     def _admit(self, call: ValidationCall) -> None:
         horizon = call.now - self.interval
         seen = self._seen
-        while seen:  # forget peers quiet for an interval (oldest first)
-            peer, first = next(iter(seen.items()))
-            if first[-1][0] > horizon:
+        while seen:  # forget peers quiet for an interval (least recently seen first)
+            peer, (first, _) = next(iter(seen.items()))
+            if first and first[-1][0] > horizon:
                 break
             del seen[peer]
-        deals = seen.get(call.peer)
-        if deals is None:
-            deals = seen[call.peer] = deque()
+        deals, channels = seen.get(call.peer) or seen.setdefault(call.peer, (deque(), set()))
         while deals and deals[0][0] <= horizon:
-            deals.popleft()
+            channels.discard(deals.popleft()[1])
         seen.move_to_end(call.peer)
-        if any(chid == call.channel_id for _, chid in deals):
+        if call.channel_id in channels:
             return  # another voucher for a deal already counted
         if len(deals) >= self.per_peer:
             raise DealRateExceeded(
                 f"peer {call.peer} asked for more than {self.per_peer} new deals "
                 f"in {self.interval:g} s")
         deals.append((call.now, call.channel_id))
+        channels.add(call.channel_id)
 
 
 class LogValidation:
