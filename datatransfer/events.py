@@ -12,6 +12,9 @@ Delivery policy (why it is built this way):
 * A subscriber that raises is logged (logger ``datatransfer.events``) and
   counted in :attr:`EventBus.errors`; it stays subscribed and receives the
   next events.
+* A subscription may name the event codes and the channels' voucher types
+  it wants (a market follows its own deals only): the bus checks both in
+  ``publish``, so a filtered-out event costs no queue entry and no thread.
 * A subscriber is judged stuck when more than ``queue_limit`` events wait for
   it *and* its current call has been running for over ``stall_seconds``: it is
   unsubscribed, its queue is dropped, and this is logged as an error and
@@ -26,25 +29,55 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
+
+from statemachine import EventCode
 
 if TYPE_CHECKING:
     from datatransfer.types import ChannelID, ChannelState, Event
 
 log = logging.getLogger("datatransfer.events")
 
+_UNSET = object()
+
 Subscriber = Callable[["Event", "ChannelState"], object]
 Unsubscribe = Callable[[], None]
 
 
-class _Subscription:
-    __slots__ = ("bus", "fn", "channel_id", "queue", "worker", "active", "name", "busy_since")
+def _codes(events: Iterable[EventCode] | EventCode | None) -> frozenset[EventCode] | None:
+    if events is None:
+        return None
+    if isinstance(events, EventCode):
+        events = (events,)
+    codes = frozenset(events)
+    for code in codes:
+        if not isinstance(code, EventCode):
+            raise TypeError(f"events must be statemachine.EventCode members, not {code!r}")
+    return codes
 
-    def __init__(self, bus: EventBus, fn: Subscriber, channel_id: ChannelID | None) -> None:
+
+def _voucher_type(state: ChannelState) -> object:
+    """The type id of the voucher that opened the channel (a voucher of a
+    type this node does not decode stays ``(type_id, node)``)."""
+    voucher = state.voucher
+    if isinstance(voucher, tuple):
+        return voucher[0] if voucher else None
+    return getattr(voucher, "type_id", None)
+
+
+class _Subscription:
+    __slots__ = ("bus", "fn", "channel_id", "codes", "voucher_types", "queue", "worker",
+                 "active", "name", "busy_since")
+
+    def __init__(self, bus: EventBus, fn: Subscriber, channel_id: ChannelID | None,
+                 codes: frozenset[EventCode] | None = None,
+                 voucher_types: frozenset[str] | None = None) -> None:
         self.bus = bus
         self.fn = fn
         self.channel_id = channel_id
+        self.codes = codes
+        self.voucher_types = voucher_types
         self.queue: deque[tuple[Event, ChannelState]] = deque()
         self.worker: threading.Thread | None = None
         self.active = True
@@ -73,18 +106,32 @@ class EventBus:
 
     # -- subscribing ---------------------------------------------------------
 
-    def subscribe(self, fn: Subscriber) -> Unsubscribe:
-        """Receive every event of every channel; returns the unsubscribe call."""
-        return self._add(fn, None)
+    def subscribe(self, fn: Subscriber, *, events: Iterable[EventCode] | None = None,
+                  voucher_types: Iterable[str] | None = None) -> Unsubscribe:
+        """Receive every event of every channel, or only those whose code is
+        in ``events``, of channels opened with a voucher whose type id is in
+        ``voucher_types``; returns the unsubscribe call."""
+        vtypes = None
+        if voucher_types is not None:
+            vtypes = frozenset((voucher_types,) if isinstance(voucher_types, str)
+                               else voucher_types)
+            for vt in vtypes:
+                if not isinstance(vt, str):
+                    raise TypeError(f"voucher_types must be type id strings, not {vt!r}")
+        return self._add(fn, None, _codes(events), vtypes)
 
-    def subscribe_channel(self, channel_id: ChannelID, fn: Subscriber) -> Unsubscribe:
-        """Receive the events of one channel only; returns the unsubscribe call."""
-        return self._add(fn, channel_id)
+    def subscribe_channel(self, channel_id: ChannelID, fn: Subscriber, *,
+                          events: Iterable[EventCode] | None = None) -> Unsubscribe:
+        """Receive the events of one channel only (of those codes only, if
+        ``events`` is given); returns the unsubscribe call."""
+        return self._add(fn, channel_id, _codes(events))
 
-    def _add(self, fn: Subscriber, channel_id: ChannelID | None) -> Unsubscribe:
+    def _add(self, fn: Subscriber, channel_id: ChannelID | None,
+             codes: frozenset[EventCode] | None = None,
+             voucher_types: frozenset[str] | None = None) -> Unsubscribe:
         if not callable(fn):
             raise TypeError(f"subscriber {fn!r} is not callable")
-        sub = _Subscription(self, fn, channel_id)
+        sub = _Subscription(self, fn, channel_id, codes, voucher_types)
         with self._lock:
             if self._closed:
                 raise RuntimeError("event bus is closed")
@@ -131,7 +178,15 @@ class EventBus:
                 return
             targets = self._all + self._by_channel.get(state.channel_id, [])
             now = time.monotonic()
+            vtype: object = _UNSET
             for sub in targets:
+                if sub.codes is not None and event.code not in sub.codes:
+                    continue
+                if sub.voucher_types is not None:
+                    if vtype is _UNSET:
+                        vtype = _voucher_type(state)
+                    if vtype not in sub.voucher_types:
+                        continue
                 if (
                     len(sub.queue) >= self.queue_limit
                     and sub.busy_since is not None

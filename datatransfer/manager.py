@@ -49,6 +49,7 @@ from datatransfer.refusals import Refusals
 from datatransfer.store import ChannelStore, SqliteChannelStore
 from datatransfer.types import ChannelID, ChannelState, Event, PeerID
 from registry import NOT_HANDLED, Registry, Voucher, VoucherResult
+from registry.middleware import Next, Refused, ValidationCall, ValidationMiddleware, compose
 from registry.registry import RegistryError
 from statemachine import FINAL_STATUSES, EventCode, IllegalTransition, Status
 from transport.base import PROCEED, Decision, Transport, TransportError, TransportEvents
@@ -73,6 +74,38 @@ def _decision(answer: Answer | None) -> Decision:
     if answer is None or answer is fx.PROCEED:
         return PROCEED
     return Decision(message=answer.message, accept=answer.accept, pause=answer.pause)
+
+
+def _validator_call(validate: Callable[..., Any]) -> Next:
+    """The innermost step of the middleware: the validator itself."""
+    async def call(c: ValidationCall) -> VoucherResult | None:
+        return await validate(c.is_restart, c.channel_id, c.peer, c.voucher, c.base_cid,
+                              c.selector)  # type: ignore[no-any-return]
+    return call
+
+
+def _revalidator_call(revalidator: Any) -> Next:
+    """The innermost step of the middleware around a revalidation."""
+    async def call(c: ValidationCall) -> VoucherResult | None:
+        return await revalidator.revalidate(c.channel_id, c.voucher)  # type: ignore[no-any-return]
+    return call
+
+
+def _type_ids(voucher_types: Iterable[str | type[Voucher]] | None) -> frozenset[str] | None:
+    if voucher_types is None:
+        return None
+    if isinstance(voucher_types, (str, type)):
+        voucher_types = (voucher_types,)
+    ids = set()
+    for vt in voucher_types:
+        if isinstance(vt, type) and issubclass(vt, Voucher):
+            ids.add(vt.type_id)
+        elif isinstance(vt, str):
+            ids.add(vt)
+        else:
+            raise TypeError(f"a voucher type must be a Voucher subclass or its type id, "
+                            f"not {_kind(vt)}")
+    return frozenset(ids)
 
 
 def _encode_result(result: Any) -> Encoded | None:
@@ -255,6 +288,15 @@ class Manager:
         """Decode voucher results of this type when they arrive."""
         self.registry.register_voucher_result_type(result_type)
 
+    def add_middleware(self, *middleware: ValidationMiddleware) -> None:
+        """Run every validation (new and restarted requests, vouchers during a
+        transfer) of every voucher type through ``middleware``, in order, the
+        first outermost, after any added before: a peer filter, a deal rate,
+        logging (:mod:`registry.middleware`). A middleware refuses by raising
+        :class:`registry.Refused`: counted by its kind, kept for ``ls --all``
+        and answered as a rejection."""
+        self.registry.add_middleware(*middleware)
+
     # ------------------------------------------------------------------ queries
 
     def channel_state(self, channel_id: ChannelID) -> ChannelState:
@@ -287,15 +329,23 @@ class Manager:
         out.update((chid, self.core.snapshot(ch)) for chid, ch in live.items())
         return out
 
-    def subscribe(self, subscriber: Subscriber) -> Unsubscribe:
+    def subscribe(self, subscriber: Subscriber, *,
+                  events: Iterable[EventCode] | None = None,
+                  voucher_types: Iterable[str | type[Voucher]] | None = None) -> Unsubscribe:
         """Call ``subscriber(event, state)`` for every event of every channel
-        (delivery policy: :mod:`datatransfer.events`)."""
-        return self.events.subscribe(subscriber)
+        (delivery policy: :mod:`datatransfer.events`), or only for events
+        whose code is in ``events`` and of channels opened with a voucher of
+        one of ``voucher_types`` (classes or type ids): a market follows its
+        own deals, the events it acts on, and pays nothing for the rest."""
+        return self.events.subscribe(subscriber, events=events,
+                                     voucher_types=_type_ids(voucher_types))
 
-    def subscribe_channel(self, channel_id: ChannelID, subscriber: Subscriber) -> Unsubscribe:
-        """Call ``subscriber(event, state)`` for every event of one channel."""
+    def subscribe_channel(self, channel_id: ChannelID, subscriber: Subscriber, *,
+                          events: Iterable[EventCode] | None = None) -> Unsubscribe:
+        """Call ``subscriber(event, state)`` for every event of one channel
+        (or only those whose code is in ``events``)."""
         require_channel_id(channel_id)
-        return self.events.subscribe_channel(channel_id, subscriber)
+        return self.events.subscribe_channel(channel_id, subscriber, events=events)
 
     async def wait(
         self,
@@ -515,8 +565,10 @@ class Manager:
         return bool(self.transport.connected(effect.peer))
 
     async def _validate(self, effect: fx.Validate) -> tuple[Any, ...]:
-        """Run the validator: accept, pause, retry or reject, and the result
-        (and why, for a rejection: the core logs it and keeps the request)."""
+        """Run the validator, through the middleware: accept, pause, retry or
+        reject, and the result (and why, for a rejection: the core logs it
+        and keeps the request; and a middleware's refusal kind, to count it
+        by)."""
         chid, request, restart = effect.channel_id, effect.request, effect.restart
         try:
             voucher = self.registry.decode_voucher(*effect.voucher)
@@ -525,8 +577,14 @@ class Manager:
             return "reject", None, f"{exc} (no validator takes it)"
         validate = validator.validate_pull if request.pull else validator.validate_push
         try:
-            result = await validate(restart, chid, effect.sender, voucher, request.base_cid,
-                                    request.selector)
+            if self.registry.middleware:
+                call = ValidationCall("pull" if request.pull else "push", chid, effect.sender,
+                                      voucher, _now(), restart, request.base_cid,
+                                      request.selector)
+                result = await compose(self.registry.middleware, _validator_call(validate))(call)
+            else:
+                result = await validate(restart, chid, effect.sender, voucher, request.base_cid,
+                                        request.selector)
             return "accept", _encode_result(result)
         except Pause as exc:
             return "pause", _encode_result(exc.result)
@@ -535,6 +593,8 @@ class Manager:
                 return ("reject", _encode_result(exc.result),
                         "the validator asked for another voucher on a restart")
             return "retry", _encode_result(exc.result)
+        except Refused as exc:
+            return ("reject", self._refusal_result(voucher, exc), exc.reason, exc.kind)
         except Rejected as exc:
             return "reject", _encode_result(exc.result), f"rejected by the validator: {exc.reason}"
         except Exception as exc:  # a validator bug must not take the node down
@@ -542,17 +602,46 @@ class Manager:
                 log.warning("validator for %s raised %r; restart rejected", chid, exc)
             return "reject", None, f"the validator failed: {exc!r}"
 
+    def _refusal_result(self, voucher: Voucher, refused: Refused) -> Encoded | None:
+        """What tells the peer why a middleware refused it: the refusal's own
+        result, else the one the voucher type's handler builds (a bug there
+        leaves the refusal bare, never fails it)."""
+        result = refused.result
+        if result is None:
+            try:
+                result = self.registry.rejection_result(voucher, refused.reason)
+            except Exception as exc:  # noqa: BLE001 - the refusal stands without it
+                log.warning("cannot build the result of a refusal of %s: %r",
+                            voucher.type_id, exc)
+                return None
+        try:
+            return _encode_result(result)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cannot encode the result of a refusal of %s: %r", voucher.type_id, exc)
+            return None
+
     async def _revalidate(self, effect: fx.Revalidate) -> tuple[str, Any]:
         try:
             voucher = self.registry.decode_voucher(*effect.voucher)
             revalidator = self.registry.revalidator(effect.voucher[0])
         except RegistryError as exc:
             return "unknown", exc
+        chid = effect.channel_id
         try:
-            return "accept", _encode_result(await revalidator.revalidate(effect.channel_id,
-                                                                         voucher))
+            if self.registry.middleware:
+                peer = self.core.peer_of(chid)
+                call = ValidationCall("revalidate", chid, peer, voucher, _now())
+                result = await compose(self.registry.middleware,
+                                       _revalidator_call(revalidator))(call)
+            else:
+                result = await revalidator.revalidate(chid, voucher)
+            return "accept", _encode_result(result)
         except Pause as exc:
             return "pause", _encode_result(exc.result)
+        except Refused as exc:  # counted here: the core fails the channel
+            self.refusals.refuse(exc.kind, f"from {self.core.peer_of(chid)}: voucher "
+                                 f"{voucher.type_id} on {chid} refused: {exc.reason}")
+            return "fail", exc.reason
         except Exception as exc:
             return "fail", exc
 

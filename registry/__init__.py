@@ -1,5 +1,15 @@
 """Voucher and voucher-result types, validators and revalidators."""
 
+from registry.middleware import (
+    DealRate,
+    DealRateExceeded,
+    LogValidation,
+    PeerDenied,
+    PeerFilter,
+    Refused,
+    ValidationCall,
+    ValidationMiddleware,
+)
 from registry.registry import (
     AlreadyRegistered,
     InvalidVoucher,
@@ -20,13 +30,21 @@ from registry.types import (
 __all__ = [
     "NOT_HANDLED",
     "AlreadyRegistered",
+    "DealRate",
+    "DealRateExceeded",
     "InvalidVoucher",
+    "LogValidation",
+    "PeerDenied",
+    "PeerFilter",
     "Registerable",
     "Registry",
+    "Refused",
     "RegistryError",
     "RequestValidator",
     "Revalidator",
     "UnknownVoucherType",
+    "ValidationCall",
+    "ValidationMiddleware",
     "Voucher",
     "VoucherEntry",
     "VoucherResult",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datatransfer.errors import DataTransferError
+from registry.middleware import ValidationMiddleware
 from registry.types import RequestValidator, Revalidator, Voucher, VoucherResult
 
 
@@ -71,6 +72,7 @@ class Registry:
     def __init__(self) -> None:
         self._vouchers: dict[str, VoucherEntry] = {}
         self._results: dict[str, type[VoucherResult]] = {}
+        self._middleware: tuple[ValidationMiddleware, ...] = ()
 
     # -- registration ---------------------------------------------------------
 
@@ -104,6 +106,20 @@ class Registry:
             raise AlreadyRegistered("voucher result", type_id)
         self._results[type_id] = cls
 
+    def add_middleware(self, *middleware: ValidationMiddleware) -> None:
+        """Run every validation (of every voucher type, registered before or
+        after) through ``middleware`` too, after what was added before; see
+        :mod:`registry.middleware`."""
+        for mw in middleware:
+            if not callable(mw):
+                raise TypeError(f"{mw!r} is not a validator middleware (an async callable)")
+        self._middleware += middleware
+
+    @property
+    def middleware(self) -> tuple[ValidationMiddleware, ...]:
+        """The validator middleware, outermost first."""
+        return self._middleware
+
     # -- lookups ----------------------------------------------------------------
 
     def voucher_entry(self, type_id: str) -> VoucherEntry:
@@ -133,6 +149,19 @@ class Registry:
 
     def has_voucher_type(self, type_id: str) -> bool:
         return type_id in self._vouchers
+
+    def rejection_result(self, voucher: Voucher, reason: str) -> VoucherResult | None:
+        """The result telling the requesting peer why its voucher was refused
+        when the refusal (a middleware's) carries none: built by the voucher
+        type's validator or revalidator if it has ``rejection_result(voucher,
+        reason)`` (a retrieval provider answers a Rejected deal response with
+        the reason as its message), else None (the peer sees a bare rejection)."""
+        entry = self._vouchers.get(voucher.type_id)
+        for handler in (entry.validator, entry.revalidator) if entry else ():
+            build = getattr(handler, "rejection_result", None)
+            if build is not None:
+                return build(voucher, reason)  # type: ignore[no-any-return]
+        return None
 
     # -- decoding -------------------------------------------------------------------
 

@@ -152,8 +152,16 @@ async def _watch_signals(scope: anyio.CancelScope, hit: list[int]) -> None:
               help="Port of the control API on 127.0.0.1 (0: any free port).")
 @click.option("--no-api", is_flag=True, default=False,
               help="Run without the control API (other commands then cannot use this node).")
+@click.option("--allow-peer", "allow_peers", multiple=True, metavar="PEER_ID",
+              help="Serve only these peers (repeatable; default: every peer not denied).")
+@click.option("--deny-peer", "deny_peers", multiple=True, metavar="PEER_ID",
+              help="Refuse every request and voucher of this peer (repeatable).")
+@click.option("--deal-rate", metavar="N/INTERVAL", default=None,
+              help="At most N new transfers per peer per INTERVAL (10/60, 10/1m, 3/s); "
+                   "more are refused.")
 @_home_option
 def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_api: bool,
+          allow_peers: tuple[str, ...], deny_peers: tuple[str, ...], deal_rate: str | None,
           home: Path | None) -> None:
     """Run a node on this home until SIGINT/SIGTERM: serve its blocks and
     its control API.
@@ -165,7 +173,16 @@ def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_a
     token in HOME/api.token, readable by the owner only). Requests carrying
     the open voucher are accepted; Filecoin retrieval clients (Lassie) are
     told where graphsync is served (/fil/retrieval/transports/1.0.0).
+    Every request and voucher passes the peer lists and the deal rate
+    first (refusals are counted, logged and listed by `ls --all`; `-v` logs
+    every validation).
     """
+    from registry.middleware import serve_middleware
+
+    try:
+        middleware = serve_middleware(allow_peers, deny_peers, deal_rate)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
     async def main() -> None:
         from datatransfer.daemon.server import ControlServer
@@ -173,8 +190,13 @@ def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_a
         from datatransfer.node import Node
 
         # HOOK (issue 13): free retrievals for Lassie & co. once the provider exists
-        node = Node(home, listen=listen, metrics=metrics_port is not None,
-                    setup=provider_setup(lambda: node.blockstore))
+        provide = provider_setup(lambda: node.blockstore)
+
+        def setup(manager: Any) -> None:
+            manager.add_middleware(*middleware)
+            provide(manager)
+
+        node = Node(home, listen=listen, metrics=metrics_port is not None, setup=setup)
         try:
             await node.__aenter__()
         except Exception as exc:  # noqa: BLE001 - report, do not trace

@@ -699,7 +699,7 @@ class ChannelCore:
                 raise ProtocolError(f"channel {chid} already exists")
             if outcome == "reject":
                 yield self._refused(chid, sender, request, voucher_enc,
-                                    why[0] if why else "refused by the validator")
+                                    why[0] if why else "refused by the validator", *why[1:])
         if outcome == "reject":
             response = self._result_response(MessageType.New, chid.id, False, False, result)
             if not via_data:
@@ -751,13 +751,14 @@ class ChannelCore:
         return PROCEED
 
     def _refused(self, chid: ChannelID, sender: PeerID, request: TransferRequest,
-                 voucher: Encoded, reason: str) -> Refuse:
+                 voucher: Encoded, reason: str, kind: str = "rejected-request") -> Refuse:
         """A New request the validator refused (or whose voucher type has
         none): counted and logged, and kept for ``ls --all`` as the channel
         it would have been, Failed with the reason, since it never becomes a
         channel (a network client refused must not be invisible here). Its
         voucher and selector are kept only when small (else null): a peer's
-        refused requests must cost the store little."""
+        refused requests must cost the store little. ``kind``: what it is
+        counted as (a validator middleware's refusal names its own)."""
         me = self.peer_id
         ch = Channel(
             channel_id=chid, self_peer=me, base_cid=request.base_cid,
@@ -769,7 +770,7 @@ class ChannelCore:
         ch.record.status = S.Failed
         ch.record.message = f"refused: {reason}"
         what = "pull" if request.pull else "push"
-        return Refuse("rejected-request", sender,
+        return Refuse(kind, sender,
                       f"refused a {what} of {request.base_cid} (channel {chid}, voucher "
                       f"{voucher[0]}): {reason}", keep=ch)
 
@@ -835,6 +836,8 @@ class ChannelCore:
             yield from self._fire(ch, E.NewVoucherResult, voucher_result=result)
         if outcome == "reject":
             reason = f": {why[0]}" if why else ""
+            if len(why) > 1:  # a middleware's refusal (a peer denied now): counted
+                yield Refuse(why[1], sender, f"refused the restart of {chid}{reason}")
             yield from self._try_fire(ch, E.Error,
                                       error=f"restart request failed validation{reason}")
             return Answer(message=self._result_response(
@@ -916,7 +919,7 @@ class ChannelCore:
         if outcome == "reject":
             # never stored (it waited for this voucher): kept as a refused request
             reason = why[0] if why else "refused by the validator"
-            yield self._refused(chid, ch.other_peer, request, encoded, reason)
+            yield self._refused(chid, ch.other_peer, request, encoded, reason, *why[1:])
             yield from self._fail(ch, "voucher rejected by the validator", self._result_response(
                 MessageType.New, chid.id, False, False, result))
             return

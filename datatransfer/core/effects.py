@@ -155,7 +155,9 @@ class Validate(Effect):
     ``"accept"``, ``"pause"``, ``"retry"`` (RetryValidation) or
     ``"reject"``; ``result`` an encoded voucher result or None. A rejection
     may say why as a third item, ``("reject", result, reason)``: the
-    refused request is then kept and logged with that reason."""
+    refused request is then kept and logged with that reason; and what to
+    count it as as a fourth (a validator middleware's refusal kind, e.g.
+    ``"peer-denied"``; else ``"rejected-request"``)."""
 
     channel_id: ChannelID
     sender: PeerID

@@ -142,6 +142,13 @@ class RetrievalProvider:
         deal_id = voucher.deal_id if isinstance(voucher, DealProposal) else 0
         raise Rejected(reason, DealResponse(DealStatus.REJECTED, deal_id, message=reason))
 
+    def rejection_result(self, voucher: Voucher, reason: str) -> DealResponse:
+        """The answer to a proposal or payment the node's validator
+        middleware refused (a denied peer, too many deals): Rejected, with
+        the reason as the message a retrieval client shows."""
+        deal_id = voucher.deal_id if isinstance(voucher, (DealProposal, DealPayment)) else 0
+        return DealResponse(DealStatus.REJECTED, deal_id, message=reason)
+
     async def validate_pull(self, is_restart: bool, channel_id: ChannelID, receiver: PeerID,
                             voucher: Voucher, base_cid: CID, selector: Any) -> DealResponse:
         assert isinstance(voucher, DealProposal)  # (registered for this type only)
