@@ -10,11 +10,11 @@ sees vouchers: registered by type name, handed to the validator as an IPLD
 node. Both nodes register py-data-transfer's open voucher
 (``py-data-transfer/open``, ``{"Note": text}``), so each opens channels to
 the other: the four directions with both UnixFS profiles, a partial
-selector, a cancel from either side, and a pull whose connection a relay cuts
-mid-transfer, either way (restarted, the blocks already held not sent
-again), and once with go-graphsync redialing us around the relay as it
-does after a cut. It is built once per session into ``.interop-build/gonode2``
-(tests/_gobuild.py).
+selector, a cancel and a pause/resume from either side, and a pull whose
+connection a relay cuts mid-transfer, either way (restarted, the blocks
+already held not sent again), and once with go-graphsync redialing us
+around the relay as it does after a cut. It is built once per session into
+``.interop-build/gonode2`` (tests/_gobuild.py).
 
 Without ``go`` on PATH the module is skipped, loudly; with
 ``INTEROP_REQUIRE_GO=1`` (CI) that is a failure. A build failure is always a
@@ -36,6 +36,7 @@ from test_interop_go import (
     SMALL,
     _events,
     _go_received,
+    _line,
     _word,
     add,
     first_leaf_bytes,
@@ -221,6 +222,58 @@ def test_python_cancels_a_pull_v2_serves(tmp_path, procs, gonode2, files):
     state = go_final(serve)
     assert state[2] == "Cancelled", serve.describe()
     assert int(state[3]) < LARGE, state
+
+
+# -- pause and resume from either side ---------------------------------------------------
+
+
+def test_v2_pauses_and_resumes_a_pull_python_serves(tmp_path, procs, gonode2, files):
+    """v2 pauses its pull (the pause goes out as an Update) and resumes it
+    (the resume rides the graphsync request that continues the transfer):
+    our responder takes both, the file arrives whole."""
+    src, digest = files["large"]
+    home = tmp_path / "py"
+    cid = add(src, home, "classic")
+    serve, addr = py_serve(procs, home)
+    client = go_run(procs, gonode2, "pull", addr, cid, "-pause-after", 2 * MIB,
+                    "-pause-for", "2s")
+    paused = _word(client, "PAUSED")
+    assert int(paused[2]) < LARGE, client.describe()  # paused mid-transfer
+    assert int(_word(client, "RESUMED")[2]) < LARGE, client.describe()
+    done = _word(client, "DONE")
+    assert done[1] == "Completed", client.describe() + serve.describe()
+    assert _word(client, "FILE")[1:] == [str(LARGE), digest], client.describe()
+    state = py_final(serve)
+    assert state[3] == "Completed", serve.describe()
+
+
+def test_python_pauses_and_resumes_a_pull_a_paced_v2_serves(tmp_path, procs, gonode2, files):
+    """Our pause reaches v2 (its PauseInitiator event) before it sent
+    everything; after our resume the pull completes, every byte counted
+    once."""
+    src, digest = files["large"]
+    cid = add(src, tmp_path / "ref", "classic")
+    serve, addr = go_serve(procs, gonode2, "-file", src, "-block-delay", SLOW)
+    home = tmp_path / "py"
+    client = py_run(procs, "pull", home, addr, cid, "--pause-after", 2 * MIB,
+                    "--pause-for", 2)
+    paused = _word(client, "PAUSED")
+    assert int(paused[1]) < LARGE, client.describe()
+    resuming = _word(client, "RESUMING")
+    assert resuming[1] == "InitiatorPaused", client.describe()
+    assert int(resuming[2]) < LARGE, client.describe()
+    # v2 flags the pause (the status stays Ongoing): its event says when
+    go_paused = _line(serve, lambda w: w[:2] == ["EVENT", "PauseInitiator"])
+    assert int(go_paused[3]) < LARGE, serve.describe()
+    assert _line(serve, lambda w: w[:2] == ["EVENT", "ResumeInitiator"]), serve.describe()
+    done = _word(client, "DONE")
+    assert client.wait() == 0, client.describe() + serve.describe()
+    assert done[1] == "Completed", client.describe()
+    assert int(done[2]) == int(done[3]), client.describe()
+    assert go_final(serve)[2] == "Completed", serve.describe()
+    out = tmp_path / "got.bin"
+    run("cat", cid, "-o", out, "--home", home)
+    assert sha256(out) == digest
 
 
 # -- the connection cut mid-transfer: a restart against v2 -------------------------------

@@ -18,6 +18,8 @@
 //	ADDR <multiaddr with /p2p/>          first, once the host listens
 //	ROOT <cid>                           serve -file, push: the imported root
 //	STATE <chid> <status> <sent> <recv>  whenever a channel's status changes
+//	EVENT <Pause|Resume><Initiator|Responder> <chid> <sent> <recv>
+//	                                     a pause or resume (v2 flags it; the status stays)
 //	PAUSED|RESUMED|CANCELLED <chid> <recv> <sent>   -pause-after/-cancel-after acted
 //	DONE <status> <sent> <recv>          pull, push: the channel's final state
 //	MESSAGE <text>                       after DONE, when the channel says why
@@ -245,6 +247,12 @@ func (n *node) onEvent(ev datatransfer.Event, st datatransfer.ChannelState) {
 		st.Sent(), st.Received(), ev.Message)
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	switch ev.Code {
+	case datatransfer.PauseInitiator, datatransfer.ResumeInitiator,
+		datatransfer.PauseResponder, datatransfer.ResumeResponder:
+		// v2 keeps the status (Ongoing) and flags the pause instead
+		say("EVENT", datatransfer.Events[ev.Code], chid, st.Sent(), st.Received())
+	}
 	if last, ok := n.status[chid]; !ok || last != st.Status() {
 		n.status[chid] = st.Status()
 		say("STATE", chid, datatransfer.Statuses[st.Status()], st.Sent(), st.Received())
