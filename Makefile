@@ -22,7 +22,7 @@ test: install
 # only the interop tests against Go programs (go-data-transfer, Lassie; also
 # part of `make test`); here a missing Go toolchain fails instead of skipping
 interop: install
-	INTEROP_REQUIRE_GO=1 $(BIN)/python -m pytest -q tests/test_interop_go.py tests/test_interop_lassie.py
+	INTEROP_REQUIRE_GO=1 $(BIN)/python -m pytest -q tests/test_interop_go.py tests/test_interop_go2.py tests/test_interop_lassie.py
 
 # the main job: two nodes on loopback, a real transfer, progress shown
 demo: install

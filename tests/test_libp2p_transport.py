@@ -493,3 +493,36 @@ async def test_pause_and_resume_over_libp2p_send_nothing_twice(tmp_path, script,
             assert 2 <= held < len(order)
         else:
             assert kinds == [RequestType.NEW]
+
+
+async def test_a_graphsync_stream_the_peer_reset_is_replaced_while_still_connected(tmp_path):
+    """The peer resets our graphsync stream but the connection (or another
+    one) stays up, as when go-graphsync v0.18 redials us after a cut: the
+    next message goes out on a new stream instead of being lost. (A lost
+    Cancel left Go's old response running; sharing the restart's dedup key,
+    it made Go announce blocks we never got as already sent, and the
+    restarted pull against go-data-transfer v2 failed.)"""
+    from datatransfer.ipld.varint import encode_uvarint  # noqa: PLC0415
+    from transport.graphsync.framing import MAX_FRAME  # noqa: PLC0415
+    from transport.graphsync.message import GraphsyncMessage, GraphsyncRequest  # noqa: PLC0415
+
+    async with libp2p_pair(tmp_path) as (a, b):
+        ta, tb = a.manager.transport, b.manager.transport
+        cancel = GraphsyncMessage(requests=(GraphsyncRequest.cancel(b"\x01" * 16),))
+        await ta._send_frame(b.peer, cancel)  # opens the stream, kept for the next ones
+        stream = ta._out[b.peer].stream
+        assert stream is not None
+        with anyio.fail_after(DEADLINE):
+            while tb.stats.messages_received < 1:
+                await anyio.sleep(0.02)
+        # a frame b refuses: b resets the stream, the connection stays
+        await stream.write(encode_uvarint(MAX_FRAME + 1) + b"\x00" * 64)
+        with anyio.fail_after(DEADLINE):
+            while not stream.muxed_stream.reset_received:
+                await anyio.sleep(0.02)
+        assert ta.connected(b.peer)
+        await ta._send_frame(b.peer, cancel)
+        with anyio.fail_after(DEADLINE):
+            while tb.stats.messages_received < 2:
+                await anyio.sleep(0.02)
+        assert ta._out[b.peer].stream is not stream

@@ -310,26 +310,36 @@ class Libp2pTransport(EngineCarrier):
         if entry is None:
             entry = self._out[peer] = _Outbound()
         async with entry.lock:
-            stream = entry.stream
-            if stream is None:
-                forget_failed_dials(self.host, peer)  # the Manager's restarts pace retries
-                try:
-                    with anyio.fail_after(self.open_timeout):
-                        stream = await self.host.new_stream(libp2p_id(peer), [GRAPHSYNC_PROTOCOL])
-                except Exception as exc:  # dial / negotiation failures, timeouts
-                    raise PeerUnreachable(
-                        f"cannot open a graphsync stream to {peer}: {type(exc).__name__}: {exc}"
-                    ) from exc
+            while True:
+                kept = entry.stream
+                stream = kept or await self._open_graphsync_stream(peer)
                 entry.stream = stream
-            try:
-                with anyio.fail_after(self.write_timeout):
-                    await _write_pieces(stream, data)
-            except Exception as exc:
-                entry.stream = None
-                await reset_stream(stream)
-                raise PeerUnreachable(
-                    f"graphsync stream to {peer} failed: {type(exc).__name__}: {exc}"
-                ) from exc
+                try:
+                    with anyio.fail_after(self.write_timeout):
+                        await _write_pieces(stream, data)
+                    return
+                except Exception as exc:
+                    entry.stream = None
+                    await reset_stream(stream)
+                    # A kept stream the peer reset (or whose connection died)
+                    # while a connection to it remains: once more on a new
+                    # stream, as go-graphsync does, or the message is lost
+                    # (a lost Cancel leaves Go's response running).
+                    if kept is None or isinstance(exc, TimeoutError) or not self.connected(peer):
+                        raise PeerUnreachable(
+                            f"graphsync stream to {peer} failed: {type(exc).__name__}: {exc}"
+                        ) from exc
+                    log.debug("graphsync stream to %s failed (%s): on a new stream", peer, exc)
+
+    async def _open_graphsync_stream(self, peer: PeerID) -> INetStream:
+        forget_failed_dials(self.host, peer)  # the Manager's restarts pace retries
+        try:
+            with anyio.fail_after(self.open_timeout):
+                return await self.host.new_stream(libp2p_id(peer), [GRAPHSYNC_PROTOCOL])
+        except Exception as exc:  # dial / negotiation failures, timeouts
+            raise PeerUnreachable(
+                f"cannot open a graphsync stream to {peer}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     # -- graphsync: inbound ------------------------------------------------------------
 
