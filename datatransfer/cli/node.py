@@ -152,9 +152,12 @@ async def _watch_signals(scope: anyio.CancelScope, hit: list[int]) -> None:
               help="Port of the control API on 127.0.0.1 (0: any free port).")
 @click.option("--no-api", is_flag=True, default=False,
               help="Run without the control API (other commands then cannot use this node).")
+@click.option("--no-progress-timeout", type=click.FloatRange(min=0, min_open=True),
+              default=ManagerConfig().no_progress_timeout, show_default=True, metavar="SECONDS",
+              help="End a channel that moved nothing for this long (its peer gone).")
 @_home_option
 def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_api: bool,
-          home: Path | None) -> None:
+          no_progress_timeout: float, home: Path | None) -> None:
     """Run a node on this home until SIGINT/SIGTERM: serve its blocks and
     its control API.
 
@@ -174,6 +177,7 @@ def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_a
 
         # HOOK (issue 13): free retrievals for Lassie & co. once the provider exists
         node = Node(home, listen=listen, metrics=metrics_port is not None,
+                    config=ManagerConfig(no_progress_timeout=no_progress_timeout),
                     setup=provider_setup(lambda: node.blockstore))
         try:
             await node.__aenter__()
