@@ -1495,7 +1495,9 @@ class GraphsyncEngine(Transport):
             # resume from what this store holds, not only from what the
             # channel recorded (a crash may have lost the last records); and
             # ask for nothing it holds already (an earlier channel's blocks)
-            if self.blockstore.blocking_io:
+            if not restart and not self._holds(root):
+                held, later = [], []  # (the usual new pull: nothing to walk)
+            elif self.blockstore.blocking_io:
                 held, later = await anyio.to_thread.run_sync(
                     self._held_blocks, root, parsed, skip_blocks, self.skip_held)
             else:
@@ -1526,6 +1528,12 @@ class GraphsyncEngine(Transport):
             self._remove(state)
             raise
         self.stats.requests_sent += 1
+
+    def _holds(self, root: CID) -> bool:
+        try:
+            return self.blockstore.has(root)
+        except Exception:  # noqa: BLE001 - a closed store...: nothing held, as far as we know
+            return False
 
     def _held_blocks(self, root: CID, selector: Selector, skip: int,
                      beyond: bool) -> tuple[list[tuple[BlockRequest, int]], list[CID]]:
