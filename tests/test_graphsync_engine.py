@@ -32,6 +32,7 @@ from datatransfer.messages import (
     cancel_request,
     new_request,
     new_response,
+    restart_request,
     to_node,
     update_request,
     voucher_request,
@@ -52,6 +53,7 @@ from transport.graphsync.framing import (
 from transport.graphsync.message import (
     EXTENSION_DATA_TRANSFER,
     EXTENSION_DEDUP_BY_KEY,
+    EXTENSION_DO_NOT_SEND_CIDS,
     EXTENSION_DO_NOT_SEND_FIRST_BLOCKS,
     GraphsyncMessage,
     GraphsyncRequest,
@@ -245,6 +247,11 @@ async def test_push_acceptance_rides_the_request():
         assert all(cid in b.store for cid in order)
 
 
+def restart_message(tid: int = 1, root=None):  # type: ignore[no-untyped-def]
+    return restart_request(tid, base_cid=root, selector=ALL_SELECTOR_NODE, voucher_type="v",
+                           voucher={"x": 1}, pull=True)
+
+
 async def test_restart_skips_the_first_blocks():
     async with pair() as (a, b):
         root, _, order = make_dag(b.store, leaves=8)
@@ -252,7 +259,7 @@ async def test_restart_skips_the_first_blocks():
         for cid in order[:k]:
             a.store.put_many([Block(cid, b.store.get(cid))])
         chid = ChannelID(A, B, 1)
-        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root),
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, restart_message(1, root),
                                     skip_blocks=k)
         await wait_done((a, chid), (b, chid))
         (req,) = a.wire[0].requests
@@ -270,6 +277,63 @@ async def test_restart_skips_the_first_blocks():
         rest = sum(len(b.store.get(cid)) for cid in order[k:])
         assert b.engine.stats.block_bytes_sent == rest == a.engine.stats.block_bytes_received
         assert a.engine.stats.block_bytes_sent == b.engine.stats.block_bytes_received == 0
+
+
+def _copy(src: MemoryBlockstore, dst: MemoryBlockstore, cids: list) -> None:
+    dst.put_many([Block(cid, src.get(cid)) for cid in cids])
+
+
+@pytest.mark.parametrize(
+    ("held", "first", "listed"),
+    [
+        # (which blocks of the 11 the receiver holds; first blocks skipped; CIDs listed)
+        pytest.param(range(0, 4), 4, [], id="a-prefix"),
+        pytest.param([0, 1, *range(6, 11)], 2, range(6, 11), id="past-a-gap"),
+        pytest.param(range(0, 11), 11, [], id="all"),
+        pytest.param(range(1, 11), 0, [], id="all-but-the-root"),
+    ],
+)
+async def test_a_new_pull_asks_for_nothing_the_receiver_holds(held, first, listed):
+    """Opening a pull, the receiver walks its own store first: the blocks it
+    holds from the start are skipped (do-not-send-first-blocks), those past
+    the first it lacks are listed (do-not-send-cids); only the rest crosses.
+    Its progress counts the held ones as skipped; the sender counts none of
+    them (a new channel: nothing moved on it). Without the root nothing
+    below it can be named: everything moves."""
+    async with pair() as (a, b):
+        root, _, order = make_dag(b.store, leaves=8)  # root, node, 4 leaves, node, 4 leaves
+        assert len(order) == 11
+        _copy(b.store, a.store, [order[i] for i in held])
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await wait_done((a, chid), (b, chid))
+        (req,) = a.wire[0].requests
+        assert req.extensions.get(EXTENSION_DO_NOT_SEND_FIRST_BLOCKS, 0) == first
+        assert req.extensions.get(EXTENSION_DO_NOT_SEND_CIDS, []) == [order[i] for i in listed]
+        skipped = set(range(first)) | set(listed)
+        moved = [i for i in range(11) if i not in skipped]
+        assert {blk.cid for m in b.wire for blk in m.blocks} == {order[i] for i in moved}
+        assert [e[1] for e in a.events.log if e[0] == "skipped"] == [i + 1 for i in sorted(skipped)]
+        assert [e[1] for e in a.events.log if e[0] == "received"] == [i + 1 for i in moved]
+        assert [e[1] for e in b.events.log if e[0] == "sent"] == [i + 1 for i in moved]
+        assert not [e for e in b.events.log if e[0] == "skipped"]
+        assert a.events.log[-1] == b.events.log[-1] == ("completed", None)
+        assert all(cid in a.store for cid in order)
+        size = sum(len(b.store.get(order[i])) for i in moved)
+        assert b.engine.stats.block_bytes_sent == size == a.engine.stats.block_bytes_received
+
+
+async def test_skip_held_off_asks_for_everything():
+    async with pair(skip_held=False) as (a, b):
+        root, _, order = make_dag(b.store, leaves=8)
+        _copy(b.store, a.store, order)
+        chid = ChannelID(A, B, 1)
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await wait_done((a, chid), (b, chid))
+        (req,) = a.wire[0].requests
+        assert EXTENSION_DO_NOT_SEND_FIRST_BLOCKS not in req.extensions
+        assert EXTENSION_DO_NOT_SEND_CIDS not in req.extensions
+        assert [e[1] for e in a.events.log if e[0] == "received"] == list(range(1, 12))
 
 
 async def test_receiver_pause_cancels_and_resume_asks_again_as_go_graphsync_does():

@@ -10,7 +10,8 @@ Go serves a Python pull, each pushes to the other) with both UnixFS profiles,
 a partial selector both ways, a cancel from either side, a pause/resume
 from either side, and a pull whose connection a relay (``tests/_relay.py``)
 cuts mid-transfer, either way: the channel restarts and completes without
-the blocks that had arrived being sent again.
+the blocks that had arrived being sent again; and a Python pull of a DAG its
+home holds in part or whole, which Go serves sending only the rest.
 
 Without ``go`` on PATH the module is skipped, loudly (the reason says the
 interop tests did not run); set ``INTEROP_REQUIRE_GO=1`` to make that a
@@ -286,6 +287,49 @@ def test_python_pulls_part_of_a_dag_go_serves(tmp_path, procs, gonode, files):
     state = go_final(serve)
     assert state[2] == "Completed", serve.describe()
     assert int(state[3]) == want, (state, want)
+
+
+# -- a pull of a DAG the Python home holds in part ---------------------------------------
+
+
+@pytest.mark.parametrize("held", ["all", "first-half", "root-and-second-half"])
+def test_python_pull_of_a_dag_it_holds_go_sends_only_the_rest(tmp_path, procs, gonode, files,
+                                                             held):
+    """Our new pull lists what the home holds (do-not-send-first-blocks from
+    the start of the walk, do-not-send-cids past a gap); go-graphsync walks
+    those blocks, announces them without sending them, and go-data-transfer
+    counts as sent only the rest. Our channel counts the whole DAG."""
+    from datatransfer.ipld.block import Block
+    from datatransfer.ipld.blockstore import block_loader
+    from datatransfer.ipld.selector import ALL_SELECTOR_NODE, blocks
+
+    src, digest = files["small"]
+    ref = tmp_path / "ref"
+    cid = add(src, ref, "classic")
+    with open_blockstore(ref) as store:
+        order = [Block(c, bytes(d)) for c, d in
+                 blocks(CID.parse(cid), ALL_SELECTOR_NODE, block_loader(store))]
+    half = len(order) // 2
+    keep = {"all": order, "first-half": order[:half],
+            "root-and-second-half": order[:1] + order[half:]}[held]
+    have = sum(len(b.data) for b in keep)
+    home = tmp_path / "py"
+    home.mkdir()
+    with open_blockstore(home) as store:
+        store.put_many(keep)
+    serve, addr = go_serve(procs, gonode, "-file", src)
+    assert _word(serve, "ROOT")[1] == cid
+    client = py_run(procs, "pull", home, addr, cid)
+    done = _word(client, "DONE")
+    assert client.wait() == 0, client.describe()
+    assert done[1] == "Completed", client.describe()
+    assert int(done[2]) == int(done[3]) > SMALL, done  # received == DAG size, held included
+    state = go_final(serve)
+    assert state[2] == "Completed", serve.describe()
+    assert int(state[3]) == int(done[3]) - have, (state, done, have)  # Go sent the rest only
+    out = tmp_path / "got.bin"
+    run("cat", cid, "-o", out, "--home", home)
+    assert sha256(out) == digest
 
 
 # -- cancel from either side -------------------------------------------------------------

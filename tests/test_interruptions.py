@@ -15,6 +15,13 @@ so no protocol overhead enters it):
 * a pull run again received R bytes in its second run while its home held H
   bytes of the DAG after the first: R - (size - H) came twice.
 
+Run again only after the server ended its side of the channel (its
+no-progress timeout, ``serve --no-progress-timeout``), the restart is
+refused and the command opens a new channel: it too moves only what is
+missing, because a receiver opening a data request asks the sender not to
+send what its store holds (as does a new pull of a DAG the home holds in
+part or whole).
+
 Mid-transfer is made deterministic by a relay (tests/_relay.py) between the
 client and the server that stops forwarding the data after a point, and by
 waiting for the receiver's store to hold part of the DAG; no sleeps, except
@@ -52,6 +59,8 @@ SIZE = 4 * MIB + 77
 HOLD = 3 * MIB // 2
 #: How much of the DAG the receiver holds before the interruption, at least.
 BEFORE = MIB // 2
+#: See big_source.
+BIG = 40 * MIB + 99
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +73,9 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 class Server:
     """``datatransfer serve`` on a home, with its metrics on a free port."""
 
-    def __init__(self, start: Callable[..., Proc], home: Path, port: int) -> None:
+    def __init__(self, start: Callable[..., Proc], home: Path, port: int, *extra: str) -> None:
         self.proc = start([*CLI, "serve", "--home", str(home), "--metrics-port", "0",
-                           "--listen", f"/ip4/127.0.0.1/tcp/{port}"])
+                           "--listen", f"/ip4/127.0.0.1/tcp/{port}", *extra])
         self.addr = self.proc.expect(lambda w: True)[0]
         assert split_addr(self.addr)[0] == port, self.proc.describe()
         found: list[str] = []
@@ -133,6 +142,12 @@ def one_completed(home: Path, field: str, size: int) -> str:
     [ch] = channels(home)
     assert (ch["status"], ch[field]) == ("Completed", size), ch
     return ch["id"]
+
+
+def the_channel(home: Path, status: str) -> dict:
+    """The one channel of ``home`` in ``status``."""
+    [ch] = [c for c in channels(home) if c["status"] == status]
+    return ch
 
 
 def add(path: Path, home: Path) -> str:
@@ -263,3 +278,133 @@ def test_pull_whose_server_was_killed_resumes_once_it_is_back(
     moved_again = run_received(err) - size
     assert 0 <= moved_again <= block, (moved_again, size)
     again.stop()
+
+
+# -- run again after the server ended its side; DAGs held before the pull --------------
+
+
+@pytest.fixture(scope="module")
+def big_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A file larger than what a server writes past the relay's hold (the
+    muxer's 16 MiB window and the sockets' buffers), so that it is still
+    sending when the client is killed, instead of done with its side."""
+    path = tmp_path_factory.mktemp("interruptions") / "big.bin"
+    return path, make_file(path, BIG, seed=112)
+
+
+def test_pull_run_again_after_the_server_ended_its_channel_moves_only_what_is_missing(
+        tmp_path, procs, relay_to, big_source):
+    """The client is killed mid-pull and run again only after the server
+    ended its side of the channel (its no-progress timeout, 1 s here instead
+    of 60): the restart is refused, so the command opens a new channel, whose
+    request lists what the home holds: no block moves twice."""
+    src, digest = big_source
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    cid = add(src, server_home)
+    size, block = dag(server_home, cid)
+    server = Server(procs, server_home, free_port(), "--no-progress-timeout", "1")
+    port, peer = split_addr(server.addr)
+    relay = relay_to(port)
+    relay.hold_after("down", HOLD)
+    out = tmp_path / "out.bin"
+    command = ["-v", "pull", relay.addr(peer), cid, "--home", str(client_home), "-o", str(out)]
+    first = procs([*CLI, *command])
+    mid_transfer(relay, client_home)
+    first.proc.send_signal(signal.SIGKILL)
+    first.wait()
+    [live] = channels(client_home)
+    assert live["status"] == "Ongoing", live
+    relay.cut()  # the server's connection goes too, mid-send (its data was held)
+    wait_until(lambda: channels(server_home)[0]["status"] == "Failed",
+               "the server to end its side of the channel (no progress for 1 s)")
+    held = stored(client_home)
+    again = run(*command)
+    assert f"channel {live['id']} could not be resumed" in again.stderr, again.stderr
+    assert sha256(out) == digest
+    assert the_channel(client_home, "Failed")["id"] == live["id"]
+    assert the_channel(client_home, "Completed")["received"] == size  # the held blocks count
+    # the server's new channel sent exactly what the home lacked, once
+    assert the_channel(server_home, "Completed")["sent"] == size - held
+    assert run_received(again.stderr) == size - held
+    server.stop()
+
+
+def test_push_run_again_after_the_server_ended_its_channel_moves_only_what_is_missing(
+        tmp_path, procs, relay_to, big_source):
+    """The same for a push: the server, the receiver, ended its side; the
+    pusher's new channel is answered by a data request that skips what the
+    server's home holds."""
+    src, digest = big_source
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    cid = add(src, client_home)
+    size, block = dag(client_home, cid)
+    server = Server(procs, server_home, free_port(), "--no-progress-timeout", "1")
+    port, peer = split_addr(server.addr)
+    relay = relay_to(port)
+    relay.hold_after("up", HOLD)
+    command = ["-v", "push", relay.addr(peer), cid, "--home", str(client_home)]
+    first = procs([*CLI, *command])
+    mid_transfer(relay, server_home)
+    first.proc.send_signal(signal.SIGKILL)
+    first.wait()
+    [live] = channels(client_home)
+    relay.cut()
+    wait_until(lambda: channels(server_home)[0]["status"] == "Failed",
+               "the server to end its side of the channel (no progress for 1 s)")
+    held = stored(server_home)
+    before = server.block_bytes("received")
+    again = run(*command)
+    assert f"channel {live['id']} could not be resumed" in again.stderr, again.stderr
+    assert the_channel(client_home, "Completed")["sent"] == size - held
+    assert the_channel(server_home, "Completed")["received"] == size
+    assert server.block_bytes("received") - before == size - held  # nothing twice
+    back = tmp_path / "back.bin"
+    run("cat", cid, "-o", back, "--home", server_home)
+    assert sha256(back) == digest
+    server.stop()
+
+
+def _blocks_in_order(home: Path, cid: str) -> list:
+    """The DAG's blocks as the whole-DAG selector walks them, root first."""
+    from datatransfer.home import open_blockstore
+    from datatransfer.ipld.block import Block
+    from datatransfer.ipld.blockstore import block_loader
+    from datatransfer.ipld.cid import CID
+    from datatransfer.ipld.selector import ALL_SELECTOR_NODE, blocks
+
+    with open_blockstore(home) as store:
+        return [Block(c, bytes(d)) for c, d in
+                blocks(CID.parse(cid), ALL_SELECTOR_NODE, block_loader(store))]
+
+
+@pytest.mark.parametrize("held", ["all", "first-half", "root-and-second-half"])
+def test_pull_of_a_dag_the_home_holds_moves_only_what_is_missing(
+        tmp_path, procs, source, held):
+    """A new pull of a DAG the home holds whole, its first half (as an
+    earlier channel left it), or its root and second half (a gap: the held
+    blocks past it are listed by CID) moves only the blocks the home lacks;
+    the channel counts the DAG's every byte, the server's what it sent."""
+    from datatransfer.home import open_blockstore
+
+    src, digest = source
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    cid = add(src, server_home)
+    size, _ = dag(server_home, cid)
+    order = _blocks_in_order(server_home, cid)
+    half = len(order) // 2
+    keep = {"all": order, "first-half": order[:half],
+            "root-and-second-half": order[:1] + order[half:]}[held]
+    client_home.mkdir()
+    with open_blockstore(client_home) as store:
+        store.put_many(keep)
+    have = stored(client_home)
+    assert 0 < have <= size
+    server = Server(procs, server_home, free_port())
+    out = tmp_path / "out.bin"
+    done = run("-v", "pull", server.addr, cid, "--home", client_home, "-o", out)
+    assert sha256(out) == digest
+    assert run_received(done.stderr) == size - have
+    assert server.block_bytes("sent") == size - have
+    one_completed(client_home, "received", size)
+    one_completed(server_home, "sent", size - have)
+    server.stop()

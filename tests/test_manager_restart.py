@@ -1250,7 +1250,9 @@ async def test_state_is_stored_before_the_message_that_reports_it(tmp_path: Path
         await a.m.wait(chid, timeout=DEADLINE)
         await b.m.wait(chid, timeout=DEADLINE)
         b.gate.arm(2)
-        other = await a.m.open_pull_channel(b.peer, voucher(), root, ALL)
+        # another DAG: a holds the first one now, and a pull asks for nothing held
+        root2, _, _ = make_dag(b.blockstore, leaves=16, leaf_size=300, fanout=4, seed=1)
+        other = await a.m.open_pull_channel(b.peer, voucher(), root2, ALL)
         await b.gate.reached.wait()
         await a.m.close_channel(other)
         b.gate.release()

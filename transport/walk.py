@@ -95,7 +95,7 @@ class Sending(Walk):
     """The data sender's side: the block loaded next and what holds it back."""
 
     __slots__ = ("remote_hold", "pumping", "pump_active", "pending", "decided", "dont_send",
-                 "selector_node")
+                 "selector_node", "opens")
 
     def __init__(
         self,
@@ -120,6 +120,10 @@ class Sending(Walk):
         self.dont_send = dont_send
         #: The selector as the request carried it (checked against the channel's).
         self.selector_node: Any = None
+        #: The request opens its channel: the blocks it skips never moved on
+        #: it (the receiver held them already), so they are not reported as
+        #: skipped; on a restart or a resume they moved before.
+        self.opens = False
 
     @property
     def held(self) -> bool:

@@ -159,10 +159,13 @@ async def _watch_signals(scope: anyio.CancelScope, hit: list[int]) -> None:
 @click.option("--deal-rate", metavar="N/INTERVAL", default=None,
               help="At most N new transfers per peer per INTERVAL (10/60, 10/1m, 3/s); "
                    "more are refused.")
+@click.option("--no-progress-timeout", type=click.FloatRange(min=0, min_open=True),
+              default=ManagerConfig().no_progress_timeout, show_default=True, metavar="SECONDS",
+              help="End a channel that moved nothing for this long (its peer gone).")
 @_home_option
 def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_api: bool,
           allow_peers: tuple[str, ...], deny_peers: tuple[str, ...], deal_rate: str | None,
-          home: Path | None) -> None:
+          no_progress_timeout: float, home: Path | None) -> None:
     """Run a node on this home until SIGINT/SIGTERM: serve its blocks and
     its control API.
 
@@ -196,7 +199,9 @@ def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_a
             manager.add_middleware(*middleware)
             provide(manager)
 
-        node = Node(home, listen=listen, metrics=metrics_port is not None, setup=setup)
+        node = Node(home, listen=listen, metrics=metrics_port is not None,
+                    config=ManagerConfig(no_progress_timeout=no_progress_timeout),
+                    setup=setup)
         try:
             await node.__aenter__()
         except Exception as exc:  # noqa: BLE001 - report, do not trace

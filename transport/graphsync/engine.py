@@ -47,11 +47,21 @@ onto graphsync as go-data-transfer's graphsync transport does:
   receiver takes ``d`` the same way). The receiver takes a block announced
   but not carried from its own blockstore so its traversal goes on, and
   fails the channel if it does not hold it. Such blocks raise no
-  ``on_data_queued`` / ``on_data_sent`` / ``on_data_received`` event and
-  count no bytes (go-data-transfer's graphsync transport skips its queued
-  and sent hooks for them too, and passes them to its received hook as
-  "not unique", which adds no progress). :meth:`GraphsyncEngine.open_channel`
-  sends the set (``do_not_send=``);
+  ``on_data_queued`` / ``on_data_sent`` / ``on_data_received`` event
+  (go-data-transfer's graphsync transport skips its queued and sent hooks
+  for them too); the receiver reports each to ``on_data_skipped``, so its
+  progress counts what it holds. :meth:`GraphsyncEngine.open_channel`
+  sends the set (``do_not_send=``, and what the store holds with
+  ``skip_held``);
+* opening a data request with ``skip_held`` (the default), the receiver
+  first walks the selector over its own store and asks for nothing it
+  holds: the blocks held from the start of the walk on as
+  ``do-not-send-first-blocks``, those held past the first one missing in
+  ``do-not-send-cids`` (go-graphsync's responder honours both on any new
+  request). A sender counts the blocks a new channel's request skips as
+  neither queued nor sent (nothing moved on it; Go's counts only blocks on
+  the wire); those a restart or a resume skips it reports to
+  ``on_data_skipped`` (they moved before);
 * ``graphsync/dedup-by-key``: a go-graphsync responder deduplicates blocks
   across all in-flight requests of a peer (a block sent for one is only
   announced for another), unless a request names a key: then only requests
@@ -144,7 +154,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from datatransfer.ipld.block import Block
-from datatransfer.ipld.blockstore import Blockstore
+from datatransfer.ipld.blockstore import BlockNotFound, Blockstore
 from datatransfer.ipld.cid import CID
 from datatransfer.ipld.selector import BlockRequest, Selector, Traverser, parse_selector
 from datatransfer.ipld.selector.ast import selector_to_node
@@ -240,6 +250,9 @@ METADATA_ENTRY_CHARGE = 320
 DEFAULT_MAX_WORK_WITHOUT_BLOCK = 500_000
 #: Work after which a traversal lets other tasks run (a few milliseconds).
 DEFAULT_STEP_WORK = 2_000
+#: CIDs a receiver lists in ``graphsync/do-not-send-cids`` at most (about
+#: 150 KB): blocks it holds past the first one it lacks (see ``skip_held``).
+MAX_DO_NOT_SEND_CIDS = 4096
 
 SendGS = Callable[[PeerID, GraphsyncMessage], Awaitable[None]]
 SendDT = Callable[[PeerID, Any], Awaitable[None]]
@@ -336,6 +349,13 @@ class _GsReceiver(_Receiver):
         return self.paused or self.awaiting_walk
 
 
+def _opens(message: Any) -> bool:
+    """Whether a request's data-transfer message opens its channel (a pull's
+    New request, a push responder's acceptance of a New one)."""
+    return (isinstance(message, (TransferRequest, TransferResponse))
+            and message.type == MessageType.New)
+
+
 def _dt_from(extensions: dict[str, Any]) -> Any:
     """The data-transfer message of an extension map, None if absent;
     raises ValueError if malformed."""
@@ -367,8 +387,12 @@ class GraphsyncEngine(Transport):
         step_work: int | None = DEFAULT_STEP_WORK,
         peer_work: PeerWorkBudget | None = None,
         write_batch_bytes: int = DEFAULT_WRITE_BATCH_BYTES,
+        skip_held: bool = True,
     ) -> None:
         self._peer_id = PeerID(peer_id)
+        #: Opening a data request, ask the sender not to send the blocks the
+        #: store holds already (see :meth:`open_channel`).
+        self.skip_held = skip_held
         #: See :data:`DEFAULT_WRITE_BATCH_BYTES`.
         self.write_batch_bytes = write_batch_bytes
         self.max_work_without_block = max_work_without_block
@@ -868,6 +892,7 @@ class GraphsyncEngine(Transport):
         traverser = self._traverser(req.root, selector, skip)
         state = _Sender(chid, sender, req.id, traverser, dont_send)
         state.selector_node = req.selector
+        state.opens = _opens(message)
         # Admitted now (counts against the limit); serving waits for its lane.
         self._incoming[(sender, req.id)] = state
         served = anyio.Event()
@@ -1012,7 +1037,7 @@ class GraphsyncEngine(Transport):
                 # (the receiver holds it: sent before, maybe before a crash)
                 batch.append((request, None))
                 state.pending = None
-                if not request.send:
+                if not request.send and not state.opens:
                     await events.on_data_skipped(chid, request.cid, len(data), request.index + 1)
                     if not self._current(state):
                         return
@@ -1397,7 +1422,8 @@ class GraphsyncEngine(Transport):
     async def _on_block_not_sent(self, state: _GsReceiver, cid: CID) -> bool:
         """The sender announced ``cid`` without sending it (the request's
         do-not-send set, or a Go sender's duplicate): take it from the local
-        store so the traversal goes on. No received event: nothing arrived."""
+        store so the traversal goes on. No received event, nothing arrived:
+        it is reported as skipped (held here)."""
         expect = state.expect
         if expect is None or cid != expect.cid:
             wanted = "nothing" if expect is None else f"{expect.cid} at index {expect.index + 1}"
@@ -1417,6 +1443,10 @@ class GraphsyncEngine(Transport):
         state.last_index = expect.index + 1
         state.expect = None
         state.traverser.provide(data)
+        # held here: part of the channel's progress (counted once, by index)
+        await self._events.on_data_skipped(state.channel_id, cid, len(data), state.last_index)
+        if not self._current(state):
+            return False
         return await self._walk_on(state, next_to_receive(state, self.blockstore))
 
     # -- Transport API -------------------------------------------------------------
@@ -1439,7 +1469,17 @@ class GraphsyncEngine(Transport):
         """:meth:`Transport.open_channel`, plus ``do_not_send``: CIDs this
         node already holds, sent as ``graphsync/do-not-send-cids`` so the
         sender walks but does not send them (they are then loaded from
-        :attr:`blockstore`; one missing there fails the channel)."""
+        :attr:`blockstore`; one missing there fails the channel).
+
+        With :attr:`skip_held` (and on every restart of a pull) the walk is
+        first run over :attr:`blockstore`: the blocks it holds from the
+        start of the walk on are skipped (``do-not-send-first-blocks``) and
+        the ones it holds past the first it lacks are listed in
+        ``do-not-send-cids``, so a pull run again after its channel was lost,
+        or of a DAG held in part or whole, moves only what is missing. The
+        blocks held are reported to ``on_data_skipped`` (the receiver's
+        progress counts them); the sender counts none of them on a new
+        channel, as go-data-transfer's does not."""
         self._require_serving()
         data_sender = PeerID(data_sender)
         dont_send = encode_do_not_send_cids(do_not_send)
@@ -1449,19 +1489,28 @@ class GraphsyncEngine(Transport):
         else:
             selector_node = selector
             parsed = parse_selector(selector)
-        held: list[tuple[BlockRequest, bytes]] = []
-        if isinstance(message, TransferRequest) and message.type == MessageType.Restart:
+        held: list[tuple[BlockRequest, int]] = []
+        restart = isinstance(message, TransferRequest) and message.type == MessageType.Restart
+        if restart or self.skip_held:
             # resume from what this store holds, not only from what the
-            # channel recorded (a crash may have lost the last records)
-            held = self._held_after(root, parsed, skip_blocks)
+            # channel recorded (a crash may have lost the last records); and
+            # ask for nothing it holds already (an earlier channel's blocks)
+            if not restart and not self._holds(root):
+                held, later = [], []  # (the usual new pull: nothing to walk)
+            elif self.blockstore.blocking_io:
+                held, later = await anyio.to_thread.run_sync(
+                    self._held_blocks, root, parsed, skip_blocks, self.skip_held)
+            else:
+                held, later = self._held_blocks(root, parsed, skip_blocks, self.skip_held)
             skip_blocks += len(held)
+            if later:
+                dont_send = encode_do_not_send_cids([*dont_send, *later])
         traverser = self._traverser(root, parsed, skip_blocks)
         old = self._channels.get(channel_id)
         if old is not None:
             self._remove(old)
-        for request, data in held:  # received before: counted if the crash lost them
-            await self._events.on_data_skipped(channel_id, request.cid, len(data),
-                                               request.index + 1)
+        for request, size in held:  # held here: counted unless the channel counted them
+            await self._events.on_data_skipped(channel_id, request.cid, size, request.index + 1)
         ext: dict[str, Any] = {EXTENSION_DATA_TRANSFER: to_node(message)}
         if skip_blocks:
             ext[EXTENSION_DO_NOT_SEND_FIRST_BLOCKS] = encode_do_not_send_first_blocks(skip_blocks)
@@ -1480,20 +1529,51 @@ class GraphsyncEngine(Transport):
             raise
         self.stats.requests_sent += 1
 
-    def _held_after(self, root: CID, selector: Selector,
-                    skip: int) -> list[tuple[BlockRequest, bytes]]:
-        """The blocks after the first ``skip`` of the walk that this store
-        holds, up to the first one it lacks."""
+    def _holds(self, root: CID) -> bool:
+        try:
+            return self.blockstore.has(root)
+        except Exception:  # noqa: BLE001 - a closed store...: nothing held, as far as we know
+            return False
+
+    def _held_blocks(self, root: CID, selector: Selector, skip: int,
+                     beyond: bool) -> tuple[list[tuple[BlockRequest, int]], list[CID]]:
+        """What this store holds of the walk: the blocks after the first
+        ``skip`` up to the first one it lacks (with their sizes), and, if
+        ``beyond``, the CIDs of blocks it holds past that one (at most
+        :data:`MAX_DO_NOT_SEND_CIDS`; blocks under a block it lacks cannot
+        be named before that block arrives)."""
         walk = self._traverser(root, selector, 0)
-        held: list[tuple[BlockRequest, bytes]] = []
-        while True:
-            step = next_to_send(walk, self.blockstore)
-            if step is STEP:
-                continue
-            if not isinstance(step, tuple):
-                return held  # the walk ended, or a block is missing here
-            if step[0].index >= skip:
-                held.append(step)
+        held: list[tuple[BlockRequest, int]] = []
+        later: list[CID] = []
+        gap = False
+        try:
+            while len(later) < MAX_DO_NOT_SEND_CIDS:
+                try:
+                    event = walk.next()
+                except Exception:  # noqa: BLE001 - a budget, an undecodable block: stop here
+                    break
+                if event is None:
+                    break
+                if type(event) is not BlockRequest:
+                    continue  # (a STEP: go on, this runs apart)
+                try:
+                    data = self.blockstore.get(event.cid)
+                except BlockNotFound:
+                    if not beyond:
+                        break
+                    gap = True
+                    walk.skip()
+                    continue
+                except Exception:  # noqa: BLE001 - a closed store, a disk error: stop here
+                    break
+                walk.provide(data)
+                if gap:
+                    later.append(event.cid)
+                elif event.index >= skip:
+                    held.append((event, len(data)))
+        finally:
+            walk.close()
+        return held, later
 
     async def close_channel(self, channel_id: ChannelID) -> None:
         # (a requester that cancelled its request is told nothing: Go's neither)
