@@ -41,6 +41,7 @@ class Line:
     unit: str
     baseline_name: str | None = None
     baseline_value: float | None = None
+    section: str = ""
 
     def render(self) -> str:
         text = f"{self.name:<48} {self.value:>14,.1f} {self.unit}"
@@ -58,6 +59,7 @@ class Reporter:
     """Collects and prints benchmark lines as they are measured."""
 
     lines: list[Line] = field(default_factory=list)
+    current: str = ""
 
     def line(
         self,
@@ -67,7 +69,7 @@ class Reporter:
         baseline_name: str | None = None,
         baseline_value: float | None = None,
     ) -> Line:
-        entry = Line(name, value, unit, baseline_name, baseline_value)
+        entry = Line(name, value, unit, baseline_name, baseline_value, self.current)
         self.lines.append(entry)
         print(entry.render(), flush=True)
         return entry
@@ -77,6 +79,7 @@ class Reporter:
         print(f"{name:<48} {text:>14}", flush=True)
 
     def section(self, title: str) -> None:
+        self.current = title
         print(f"\n== {title} ==", flush=True)
 
 
