@@ -1,14 +1,24 @@
-"""Run every benchmark module: ``python -m benchmarks [--quick] [NAME ...]``.
+"""The benchmarks: ``python -m benchmarks [--quick] [NAME ...]`` (installed:
+``datatransfer bench``).
 
 Each ``benchmarks/bench_*.py`` module defines ``run(report, quick)``; NAME
-selects modules by the part after ``bench_``. ``--size``, ``--rounds`` and
-``--cprofile`` go to the modules whose ``run`` takes them (``deploy``).
+selects modules by the part after ``bench_`` (none: every module whose
+``IN_FULL_RUN`` is not False). ``--size``, ``--rounds`` and ``--cprofile``
+go to the modules whose ``run`` takes them (``deploy``, ``network``).
+
+Scenarios (``--scenario``, or any scenario option; :mod:`benchmarks.scenario`)
+run through :mod:`benchmarks.harness`. ``--json`` writes every figure
+(:mod:`benchmarks.results` documents the schema), ``--compare OLD.json``
+compares with an earlier run, ``--plot`` draws the sweeps
+(:mod:`benchmarks.plot`). Figures go to stdout; progress to stderr; the
+libraries' log records are counted, or written to ``--log FILE``.
 
 Every module runs under a deadline (its ``DEADLINE``: seconds, or a function
 of the same arguments as ``run`` less the report; else
 :data:`DEFAULT_DEADLINE`): past it the module is stopped with
 :class:`DeadlineExceeded` and the next one runs. A module that fails is
-reported on stderr in one line; the exit status is then 1.
+reported on stderr in one line; the exit status is then 1, as it is when
+``--compare`` finds a regression.
 """
 
 from __future__ import annotations
@@ -282,7 +292,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         except (harness.HarnessError, ChildError) as exc:
             print(f"scenarios failed: {exc}", file=sys.stderr, flush=True)
             failed.append("scenarios")
-    doc["lines"] = [results.line(ln.section, ln.name, ln.value, ln.unit,
+    doc["lines"] = [results.line(ln.section, ln.name, ln.value, ln.unit, ln.samples,
                                  baseline_name=ln.baseline_name,
                                  baseline_value=ln.baseline_value)
                     for ln in report.lines if not ln.section.startswith("scenario: ")]

@@ -42,6 +42,7 @@ class Line:
     baseline_name: str | None = None
     baseline_value: float | None = None
     section: str = ""
+    samples: list[float] | None = None  # every measurement the value is of
 
     def render(self) -> str:
         text = f"{self.name:<48} {self.value:>14,.1f} {self.unit}"
@@ -68,8 +69,9 @@ class Reporter:
         unit: str,
         baseline_name: str | None = None,
         baseline_value: float | None = None,
+        samples: list[float] | None = None,
     ) -> Line:
-        entry = Line(name, value, unit, baseline_name, baseline_value, self.current)
+        entry = Line(name, value, unit, baseline_name, baseline_value, self.current, samples)
         self.lines.append(entry)
         print(entry.render(), flush=True)
         return entry

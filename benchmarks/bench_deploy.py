@@ -405,17 +405,18 @@ def _table(size: int, todo: list[Case], inproc: dict[str, list[tuple[float, floa
 
 
 def _ratios(report: Reporter, size: int, todo: list[Case]) -> None:
-    by = {(c.kind, c.label): _median([_mb_s(size, s.seconds) for s in c.samples])
-          for c in todo}
+    runs = {(c.kind, c.label): [_mb_s(size, s.seconds) for s in c.samples] for c in todo}
+    by = {key: _median(speeds) for key, speeds in runs.items()}
     for kind, ours in (("pull", "datatransfer pull <- datatransfer serve"),
                        ("push", "datatransfer push -> datatransfer serve")):
         value = by[(kind, ours)]
         report.line(f"two processes: {ours}", value, "MB/s", "bare py-libp2p stream",
-                    by[(kind, "bare py-libp2p stream, two processes")])
+                    by[(kind, "bare py-libp2p stream, two processes")],
+                    samples=runs[(kind, ours)])
         go = by.get((kind, f"Go {kind} {'<-' if kind == 'pull' else '->'} Go serve"))
         if go is not None:
             report.line(f"two processes: {ours}", value, "MB/s", f"Go {kind} between Go nodes",
-                        go)
+                        go, samples=runs[(kind, ours)])
 
 
 def _cprofile(tmp: Path, files: Files, out: Path) -> None:

@@ -17,9 +17,9 @@ Transports:
 A shaped link puts a relay process (:mod:`benchmarks._shaper`) in front of
 every server; clients dial the relay. The bare stream goes through the same
 link, so its figure is the ceiling of that link. In-process channels come
-from one peer: past the Manager's per-peer limit the run uses the
-benchmarks' configuration with that limit lifted (``bench_manager.CONFIG``:
-no per-peer limit, no timeouts), and says so.
+from one peer and keep the Manager's per-peer limit (1,024 channels) unless
+there are more, when the limit is lifted and the figure's label says so;
+the Manager's timeouts are off, as in every benchmark (``bench_manager.CONFIG``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from benchmarks import _shaper, bench_deploy
 from benchmarks._procs import CLI, Child, ChildError
 from benchmarks._report import Reporter, deadline
 from benchmarks.results import result
-from benchmarks.scenario import MIB, Scenario
+from benchmarks.scenario import MIB, PER_PEER_LIMIT, Link, Scenario
 
 GIB = 1 << 30
 #: Labels of the cases of a two-process scenario, as bench_deploy names them.
@@ -141,20 +142,29 @@ def _shape(r: bench_deploy.Round, s: Scenario) -> list[Child]:
     return relays
 
 
+def client_deadline(total: int, link: Link) -> float:
+    """Deadline of a client run moving ``total`` bytes over ``link``:
+    generous for a loaded 2-core machine, and for the link's cap."""
+    slow = 2 * total / link.bandwidth if link.bandwidth else 0.0
+    return bench_deploy.client_deadline(total) + slow + 200 * link.latency
+
+
 def _clients(r: bench_deploy.Round, case: bench_deploy.Case, n: int,
-             via_relay: bool) -> tuple[float, float, float]:
+             link: Link) -> tuple[float, float, float]:
     """Run ``n`` clients of ``case`` at once: (seconds from the first
     connection to the last exit, CPU seconds of the clients, of the server)."""
     server = r.servers[case.server]
-    deadline = bench_deploy.client_deadline(r.files.size * n)
+    deadline = client_deadline(r.files.size * n, link)
     before = server.cpu()
     children = []
     for i in range(n):
         argv = case.client(r, r.fresh(f"{case.kind}-client"))
         if case.kind == "push" and "--home" in argv and i:
             argv[argv.index("--home") + 1] = str(r.files.pusher.with_name(f"pusher-home-{i}"))
-        if via_relay and r.gonode is not None and argv[0] == str(r.gonode):
-            argv.append("-only-via=true")  # not at the addresses identify announced
+        if r.gonode is not None and argv[0] == str(r.gonode):
+            argv += ["-timeout", f"{deadline:.0f}s"]  # the last -timeout counts
+            if link.shaped:
+                argv.append("-only-via=true")  # not at the addresses identify announced
         child = Child(argv, r.log(case.kind))
         children.append((child, child.watch_connection(bench_deploy._port(r.addrs[case.server]))))
     ends, cpu, starts = [], 0.0, []
@@ -193,7 +203,7 @@ def _run_processes(s: Scenario, gonode: Path | None, tmp: Path) -> dict[str, dic
                 relays = _shape(r, s)
             for name, case in chosen.items():
                 progress(f"{s.key()}: {name} (round {i + 1} of {s.rounds})")
-                seconds, client_cpu, server_cpu = _clients(r, case, s.channels, s.link.shaped)
+                seconds, client_cpu, server_cpu = _clients(r, case, s.channels, s.link)
                 send, recv = ((server_cpu, client_cpu) if s.direction == "pull"
                               else (client_cpu, server_cpu))
                 samples[name]["mb_s"].append(total / 1e6 / seconds)
@@ -214,6 +224,7 @@ async def _in_process(s: Scenario, datas: list[bytes], home: Path) -> float:
     from contextlib import AsyncExitStack
 
     from benchmarks.bench_manager import CONFIG, BenchVoucher, Validator
+    from datatransfer.config import ManagerConfig
     from datatransfer.ipld.blockstore import MemoryBlockstore
     from datatransfer.ipld.selector import ALL_SELECTOR_NODE
     from datatransfer.manager import Manager
@@ -229,7 +240,9 @@ async def _in_process(s: Scenario, datas: list[bytes], home: Path) -> float:
                           net.transport(PeerID(b"\x00\x06client"), stores[1])]
         else:
             transports = await _libp2p_pair(stack, s, stores, home)
-        server, client = (Manager(t, config=CONFIG) for t in transports)
+        config = CONFIG if _lifted(s) else replace(
+            CONFIG, max_channels_per_peer=ManagerConfig().max_channels_per_peer)
+        server, client = (Manager(t, config=config) for t in transports)
         for m in (server, client):
             m.register_voucher_type(BenchVoucher, Validator())
             await stack.enter_async_context(m)
@@ -315,10 +328,16 @@ def run_scenario(s: Scenario, report: Reporter, gonode: Path | None) -> list[dic
     return _entries(s, samples, report)
 
 
+def _lifted(s: Scenario) -> bool:
+    """Whether an in-process scenario lifts the Manager's per-peer limit."""
+    return s.channels > PER_PEER_LIMIT
+
+
 def _labels(s: Scenario) -> dict[str, str]:
     if s.transport == "processes":
         return {name: _CASES[(s.direction, name)] for name in ("ours", "go", "bare-stream")}
-    return {"ours": f"{s.direction}, both nodes in this process ({s.transport})",
+    lifted = "; per-peer channel limit lifted" if _lifted(s) else ""
+    return {"ours": f"{s.direction}, both nodes in this process ({s.transport}{lifted})",
             "sha2-256": "sha2-256 of the same bytes"}
 
 

@@ -62,7 +62,9 @@ def draw(doc: dict[str, Any], path: Path) -> None:
         raise PlotError("nothing to draw: no sweep among the results "
                         "(--scenario latency-sweep or concurrency-sweep)")
     fig, axes = plt.subplots(1, len(found), figsize=(5.5 * len(found), 4.2), squeeze=False)
-    for ax, ((sweep, direction), cases) in zip(axes[0], sorted(found.items()), strict=True):
+    order = list(_AXES)
+    ordered = sorted(found.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1]))
+    for ax, ((sweep, direction), cases) in zip(axes[0], ordered, strict=True):
         for case, points in cases.items():
             label, color, style = _STYLE.get(case, (case, None, "x-"))
             ax.plot([p[0] for p in points], [p[1] for p in points], style, color=color,

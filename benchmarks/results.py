@@ -24,7 +24,7 @@ Schema (``"schema": "py-data-transfer-bench/1"``; every key always present,
          "baseline": the "key" of the result it is compared with, or null}
       ],
       "lines": [                               # figures of benchmark modules
-        {"key": "section :: name", "section", "name", "value", "unit",
+        {"key": "section :: name[ vs baseline_name]", "section", "name", "value", "unit",
          "higher_is_better", "samples": [...], "baseline_name",
          "baseline_value"}
       ]
@@ -145,8 +145,10 @@ def result(scenario: dict[str, Any], scenario_key: str, case: str, label: str, u
 def line(section: str, name: str, value: float, unit: str, samples: list[float] | None = None,
          baseline_name: str | None = None, baseline_value: float | None = None
          ) -> dict[str, Any]:
-    """One entry of ``lines`` (a benchmark module's printed figure)."""
-    return {"key": f"{section} :: {name}", "section": section, "name": name, "value": value,
+    """One entry of ``lines`` (a benchmark module's printed figure); its key
+    names the baseline too (a figure may be printed beside two)."""
+    versus = f" vs {baseline_name}" if baseline_name else ""
+    return {"key": f"{section} :: {name}{versus}", "section": section, "name": name, "value": value,
             "unit": unit, "higher_is_better": higher_is_better(unit),
             "samples": list(samples) if samples else [value],
             "baseline_name": baseline_name, "baseline_value": baseline_value}

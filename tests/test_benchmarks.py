@@ -292,7 +292,7 @@ def test_compare_matches_figures_by_key_and_lists_the_rest(capsys):
     changes, gone, added = results.compare(old, new)
     verdicts = {c.key.split(" :: ")[-1]: c.verdict for c in changes}
     assert verdicts == {"bare-stream": "same", "ours": "regressed",
-                        "events with 10,000 live channels": "same", "1 KiB pull": "regressed"}
+                        "events with 10,000 live channels vs dict": "same", "1 KiB pull": "regressed"}
     assert [k.split(" :: ")[-1] for k in gone] == ["gone"]
     assert [k.split(" :: ")[-1] for k in added] == ["added"]
     assert results.print_comparison(old, new, "old.json") == 2
