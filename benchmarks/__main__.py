@@ -246,6 +246,13 @@ def _keep_logs_out(path: Path | None) -> _LogCounter | None:
     return counter
 
 
+def full_run(found: list[str]) -> list[str]:
+    """The modules ``python -m benchmarks`` runs with no names: all but those
+    another one runs (``IN_FULL_RUN = False``: deploy, run by network)."""
+    return [name for name in found
+            if getattr(importlib.import_module(f"benchmarks.bench_{name}"), "IN_FULL_RUN", True)]
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     parser = _parser()
     if prog:
@@ -276,11 +283,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     unknown = set(args.names) - set(found)
     if unknown:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; known: {found}")
-    names = args.names or ([] if scenarios else [
-        name for name in found
-        if getattr(importlib.import_module(f"benchmarks.bench_{name}"), "IN_FULL_RUN", True)])
+    names = args.names or ([] if scenarios else full_run(found))
     logs = _keep_logs_out(args.log)
-    doc = results.new_document(sys.argv if argv is None else [parser.prog, *argv], args.quick)
+    doc = results.new_document([parser.prog, *(sys.argv[1:] if argv is None else argv)],
+                               args.quick)
     report = Reporter()
     start = time.perf_counter()
     failed = [name for name in names

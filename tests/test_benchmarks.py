@@ -67,6 +67,14 @@ def test_a_module_gets_the_options_its_run_takes():
     assert got == {"quick": True, "size": 4096}
 
 
+def test_the_full_run_measures_deployments_once():
+    """``network`` runs the deploy measurement; the full run does not run it again."""
+    from benchmarks.__main__ import full_run
+
+    chosen = full_run(["deploy", "fsm", "network"])
+    assert chosen == ["fsm", "network"]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_deploy_scenario_runs_end_to_end(request, capsys):
