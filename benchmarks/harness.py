@@ -9,7 +9,8 @@ Transports:
   bare py-libp2p stream between two processes and, for UnixFS at the
   profile's block size, the Go reference node. One client process per
   channel, all started at once; throughput is every channel's bytes over
-  the time from the first connection to the last exit;
+  the time from the first connection to the last exit (where the Python
+  clients' start-ups do not overlap, the later ones' count);
 * ``libp2p``: both Managers in this process on libp2p hosts (TCP, Noise,
   Yamux) and memory stores, the channels opened at once from one client;
 * ``inmem``: the same over the in-memory network.
