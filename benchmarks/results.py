@@ -31,12 +31,14 @@ Schema (``"schema": "py-data-transfer-bench/1"``; every key always present,
     }
 
 ``--compare OLD.json`` matches results and lines by ``key`` and prints
-new / old of each median (for "higher is better" figures, > 1 is better).
+new / old of each median (for "higher is better" figures, > 1 is better);
+the results other results name as their baseline (other programs: the bare
+stream, sha2-256) are not judged, only used.
 A change is flagged as a regression only beyond the noise: beyond the
 ``--factor`` (default 1.10, asv's default) and beyond the spread of the
 samples of either run; and where the figure has a baseline measured in the
-same run, only if its ratio to that baseline fell too (a machine that got
-slower slows both).
+same run, only if its ratio to that baseline moved the same way beyond the
+noise too (a machine that got slower slows both).
 """
 
 from __future__ import annotations
@@ -254,17 +256,23 @@ def judge(old: list[float], new: list[float], higher: bool, factor: float = DEFA
     if baseline is not None and baseline[0]:
         relative = baseline[1] / baseline[0]
         relative = relative if higher else (1 / relative if relative else float("inf"))
-        # the same-run baseline moved with it: the machine, not the code
-        if 1 / (1 + noise) <= relative <= 1 + noise:
+        # unless its ratio to the same-run baseline moved the same way, the
+        # baseline moved with it: the machine, not the code
+        if (relative < 1 / (1 + noise)) != (verdict == "regressed") or (
+                1 / (1 + noise) <= relative <= 1 + noise):
             verdict = "same"
     return ratio, noise, verdict
 
 
 def _entries(doc: dict[str, Any]) -> dict[str, tuple[list[float], str, bool, float | None]]:
-    """key -> (samples, unit, higher is better, ratio to its baseline)."""
+    """key -> (samples, unit, higher is better, ratio to its baseline), for
+    the figures of our code (the baselines, other programs, are not judged)."""
     out: dict[str, tuple[list[float], str, bool, float | None]] = {}
     medians = {r["key"]: r["median"] for r in doc["results"]}
+    baselines = {r["baseline"] for r in doc["results"]}
     for r in doc["results"]:
+        if r["key"] in baselines:
+            continue
         base = medians.get(r["baseline"]) if r["baseline"] else None
         rel = r["median"] / base if base and r["median"] is not None else None
         out[r["key"]] = (r["samples"], r["unit"], r["higher_is_better"], rel)
