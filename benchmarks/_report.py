@@ -41,6 +41,8 @@ class Line:
     unit: str
     baseline_name: str | None = None
     baseline_value: float | None = None
+    section: str = ""
+    samples: list[float] | None = None  # every measurement the value is of
 
     def render(self) -> str:
         text = f"{self.name:<48} {self.value:>14,.1f} {self.unit}"
@@ -58,6 +60,7 @@ class Reporter:
     """Collects and prints benchmark lines as they are measured."""
 
     lines: list[Line] = field(default_factory=list)
+    current: str = ""
 
     def line(
         self,
@@ -66,8 +69,9 @@ class Reporter:
         unit: str,
         baseline_name: str | None = None,
         baseline_value: float | None = None,
+        samples: list[float] | None = None,
     ) -> Line:
-        entry = Line(name, value, unit, baseline_name, baseline_value)
+        entry = Line(name, value, unit, baseline_name, baseline_value, self.current, samples)
         self.lines.append(entry)
         print(entry.render(), flush=True)
         return entry
@@ -77,6 +81,7 @@ class Reporter:
         print(f"{name:<48} {text:>14}", flush=True)
 
     def section(self, title: str) -> None:
+        self.current = title
         print(f"\n== {title} ==", flush=True)
 
 

@@ -55,6 +55,9 @@ import trio
 from benchmarks._procs import CLI, Child, ChildError
 from benchmarks._report import Reporter
 
+#: ``python -m benchmarks`` runs this module as the first part of
+#: ``network`` (:mod:`benchmarks.bench_network`), not again on its own.
+IN_FULL_RUN = False
 REPO = Path(__file__).resolve().parent.parent
 GONODE_SRC = REPO / "tests" / "interop" / "gonode"
 BUILD_DIR = REPO / ".interop-build"
@@ -129,6 +132,7 @@ class Files:
     source: Path  # served by `serve`
     pusher: Path  # pushed from by `push`
     size: int
+    profile: str = PROFILE  # UnixFS profile of the DAG (the Go node imports the file so)
 
 
 @dataclass
@@ -163,7 +167,7 @@ def _server_argv(r: Round, key: str) -> tuple[list[str], Callable[[list[str]], b
     assert r.gonode is not None
     argv = [str(r.gonode), "serve", "-listen", LOOPBACK]
     if key == "go-source":
-        argv += ["-file", str(r.files.path), "-profile", PROFILE]
+        argv += ["-file", str(r.files.path), "-profile", r.files.profile]
     return argv, lambda w: w[0] == "ADDR", 1
 
 
@@ -218,7 +222,7 @@ def _go(cmd: str, server: str) -> Callable[[Round, Path], list[str]]:
     def argv(r: Round, home: Path) -> list[str]:
         assert r.gonode is not None
         what = ([r.files.cid, "-selector", ALL] if cmd == "pull"
-                else ["-file", str(r.files.path), "-profile", PROFILE])
+                else ["-file", str(r.files.path), "-profile", r.files.profile])
         return [str(r.gonode), cmd, r.addrs[server], *what, "-linger", LINGER,
                 "-timeout", f"{client_deadline(r.files.size):.0f}s"]
     return argv
@@ -329,8 +333,8 @@ def gonode_binary() -> tuple[Path | None, str]:
     return target, ""
 
 
-def _add(path: Path, home: Path, log: Path) -> str:
-    child = Child([*CLI, "add", str(path), "--home", str(home), "--profile", PROFILE], log)
+def _add(path: Path, home: Path, log: Path, profile: str = PROFILE) -> str:
+    child = Child([*CLI, "add", str(path), "--home", str(home), "--profile", profile], log)
     _, rc, _ = child.finish(client_deadline(path.stat().st_size))
     lines = child.drain()
     if rc != 0 or not lines:
@@ -338,7 +342,7 @@ def _add(path: Path, home: Path, log: Path) -> str:
     return lines[-1].text.strip()
 
 
-def _files(tmp: Path, size: int) -> Files:
+def _files(tmp: Path, size: int, profile: str = PROFILE) -> Files:
     path = tmp / "file.bin"
     with path.open("wb") as fh:
         left = size
@@ -347,10 +351,10 @@ def _files(tmp: Path, size: int) -> Files:
             fh.write(chunk)
             left -= len(chunk)
     source = tmp / "source-home"
-    cid = _add(path, source, tmp / "add.log")
+    cid = _add(path, source, tmp / "add.log", profile)
     pusher = tmp / "pusher-home"
     shutil.copytree(source, pusher)
-    return Files(path, cid, source, pusher, size)
+    return Files(path, cid, source, pusher, size, profile)
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -401,17 +405,18 @@ def _table(size: int, todo: list[Case], inproc: dict[str, list[tuple[float, floa
 
 
 def _ratios(report: Reporter, size: int, todo: list[Case]) -> None:
-    by = {(c.kind, c.label): _median([_mb_s(size, s.seconds) for s in c.samples])
-          for c in todo}
+    runs = {(c.kind, c.label): [_mb_s(size, s.seconds) for s in c.samples] for c in todo}
+    by = {key: _median(speeds) for key, speeds in runs.items()}
     for kind, ours in (("pull", "datatransfer pull <- datatransfer serve"),
                        ("push", "datatransfer push -> datatransfer serve")):
         value = by[(kind, ours)]
         report.line(f"two processes: {ours}", value, "MB/s", "bare py-libp2p stream",
-                    by[(kind, "bare py-libp2p stream, two processes")])
+                    by[(kind, "bare py-libp2p stream, two processes")],
+                    samples=runs[(kind, ours)])
         go = by.get((kind, f"Go {kind} {'<-' if kind == 'pull' else '->'} Go serve"))
         if go is not None:
             report.line(f"two processes: {ours}", value, "MB/s", f"Go {kind} between Go nodes",
-                        go)
+                        go, samples=runs[(kind, ours)])
 
 
 def _cprofile(tmp: Path, files: Files, out: Path) -> None:

@@ -1,26 +1,21 @@
-"""Two Managers in this process over real libp2p hosts on 127.0.0.1 (trio;
-TCP + Noise + Yamux), through :class:`transport.libp2p.transport.Libp2pTransport`
-with its defaults; the lines say "in-process". Transfers as deployed (two
-processes, the homes' sqlite stores, beside the Go node) are
-:mod:`benchmarks.bench_deploy`'s.
+"""The network benchmark: transfers as deployed, then in-process figures.
 
-* one large pull, then one large push, of 256 MiB (quick: 32 MiB) UnixFS
-  (modern profile, MemoryBlockstore on both sides): MiB/s beside the bare
-  py-libp2p stream (same security and muxer; ``bench_libp2p``'s measurement,
-  same size) measured in the same run. Issue 5's target: ratio >= 0.6.
-  Bare stream and transfer are measured alternately :data:`REPEAT` times
-  and the best of each is compared: both run on one core, so a burst of
-  other work on the machine during one measurement would otherwise swing
-  the ratio (by +-0.25 on a busy 2-core machine); every sample is printed;
-* 100 (quick: 20) concurrent pulls of small files (2 KiB) from one server by
-  one client: how many completed (target: all) and channels/s. When some do
-  not complete, the reasons they ended with are printed, with the responder's
-  ``busy_refused`` count, and the run is repeated with the per-peer request
-  limit raised to the number of channels, to show whether the limit is the
-  cause.
+First :mod:`benchmarks.bench_deploy`'s run (its ``--size``, ``--rounds``,
+``--cprofile``): ``datatransfer serve`` and ``pull``/``push`` as two OS
+processes on their homes' sqlite stores, beside the bare py-libp2p stream
+between two processes and the Go reference node, with the ratios; its
+in-process line (both Managers in this process over libp2p on memory
+stores, the same file) is printed below them, labelled "in-process".
 
-The time of a transfer runs from opening the channel until the initiating
-Manager reports it Completed; importing the file is not counted.
+Then, in-process: 100 (quick: 20) concurrent pulls of small files (2 KiB)
+from one server by one client over libp2p: how many completed (target:
+all) and channels/s. When some do not complete, the reasons they ended with
+are printed, with the responder's ``busy_refused`` count, and the run is
+repeated with the per-peer request limit raised to the number of channels,
+and says so, to show whether the limit is the cause.
+
+The time of an in-process transfer runs from opening the channel until the
+initiating Manager reports it Completed; importing the file is not counted.
 """
 
 from __future__ import annotations
@@ -36,8 +31,9 @@ from typing import Any
 
 import trio
 
+from benchmarks import bench_deploy
 from benchmarks._report import Reporter, deadline
-from benchmarks.bench_libp2p import MIB, _libp2p_stream
+from benchmarks.bench_libp2p import MIB
 from benchmarks.bench_manager import CONFIG, BenchVoucher, Validator
 from datatransfer.ipld.blockstore import MemoryBlockstore
 from datatransfer.ipld.selector import ALL_SELECTOR_NODE
@@ -48,8 +44,6 @@ from transport.libp2p import connect, load_or_create_identity, open_host, peer_a
 from transport.libp2p.transport import Libp2pTransport
 
 LOCAL = ("/ip4/127.0.0.1/tcp/0",)
-#: Alternating measurements of the bare stream and of each large transfer.
-REPEAT = 2
 
 
 class _Pair:
@@ -135,32 +129,18 @@ async def _many_run(count: int, home: Path, **options: Any) -> tuple[int, float,
     return done, count / elapsed, reasons, busy
 
 
-def _samples(values: list[float]) -> str:
-    return " ".join(f"{v:.1f}" for v in values)
+def DEADLINE(quick: bool, size: int | None = None, rounds: int | None = None,  # noqa: N802
+             cprofile: Path | None = None) -> float:
+    """The deploy run's deadline, and the concurrent pulls'."""
+    return bench_deploy.DEADLINE(quick, size, rounds, cprofile) + 600.0
 
 
-def run(report: Reporter, quick: bool) -> None:
-    size = (32 if quick else 256) * MIB
+def run(report: Reporter, quick: bool, size: int | None = None, rounds: int | None = None,
+        cprofile: Path | None = None) -> None:
+    bench_deploy.run(report, quick, size=size, rounds=rounds, cprofile=cprofile)
     count = 20 if quick else 100
-    data = os.urandom(size)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        for kind in ("pull", "push"):
-            bares: list[float] = []
-            speeds: list[float] = []
-            ended = Status.Completed
-            for i in range(REPEAT):
-                bares.append(trio.run(_libp2p_stream, size, home / f"bare-{kind}-{i}"))
-                speed, status, message = trio.run(_large, kind, data, home / f"{kind}-{i}")
-                if status != Status.Completed:
-                    print(f"   {kind} ended {status.name}: {message}", flush=True)
-                    ended = status
-                speeds.append(speed)
-            report.line(f"libp2p in-process, memory stores: {kind} {size // MIB} MiB "
-                        f"({ended.name}), best of {REPEAT}",
-                        max(speeds), "MiB/s", "bare libp2p stream, same size", max(bares))
-            print(f"   samples: {kind} {_samples(speeds)}; bare {_samples(bares)} MiB/s",
-                  flush=True)
         done, rate, reasons, busy = trio.run(_many, count, home / "many")
         report.line(f"libp2p in-process: {count} concurrent pulls: completed", done,
                     f"of {count}")

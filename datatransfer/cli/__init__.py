@@ -39,6 +39,7 @@ COMMAND_MODULES = {
     "restart": "datatransfer.cli.control",
     "watch": "datatransfer.cli.control",
     "peers": "datatransfer.cli.peers",
+    "bench": "datatransfer.cli.bench",
 }
 
 
