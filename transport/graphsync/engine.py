@@ -1457,7 +1457,15 @@ class GraphsyncEngine(Transport):
             skip_blocks += len(held)
         traverser = self._traverser(root, parsed, skip_blocks)
         old = self._channels.get(channel_id)
+        cancel: tuple[GraphsyncRequest, ...] = ()
         if old is not None:
+            if (isinstance(old, _GsReceiver) and old.peer == data_sender and not old.paused
+                    and self._outgoing.get(old.request_id) is old):
+                # the request it replaces may still wait in the sender's queue
+                # (a restart after a timeout): cancel it, as go-data-transfer
+                # does, so the queue holds one request per channel, not one
+                # more per restart
+                cancel = (GraphsyncRequest.cancel(old.request_id),)
             self._remove(old)
         for request, data in held:  # received before: counted if the crash lost them
             await self._events.on_data_skipped(channel_id, request.cid, len(data),
@@ -1474,7 +1482,7 @@ class GraphsyncEngine(Transport):
         self._outgoing[req.id] = state
         self._enqueue(channel_id, partial(self._start_receiver, state))
         try:
-            await self._send(data_sender, GraphsyncMessage(requests=(req,)))
+            await self._send(data_sender, GraphsyncMessage(requests=(*cancel, req)))
         except BaseException:
             self._remove(state)
             raise
