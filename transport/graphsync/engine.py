@@ -1482,7 +1482,9 @@ class GraphsyncEngine(Transport):
         self._outgoing[req.id] = state
         self._enqueue(channel_id, partial(self._start_receiver, state))
         try:
-            await self._send(data_sender, GraphsyncMessage(requests=(*cancel, req)))
+            if cancel:  # (a message of its own: one request per message, as it sends them)
+                await self._try_send(data_sender, GraphsyncMessage(requests=cancel))
+            await self._send(data_sender, GraphsyncMessage(requests=(req,)))
         except BaseException:
             self._remove(state)
             raise
