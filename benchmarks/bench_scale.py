@@ -13,7 +13,15 @@ clients start on one signal. Reported:
 * the server's peak of live channels (its metrics, sampled every 0.25 s),
   its resident memory growth over its idle size, and memory per live
   channel = growth / peak live (an upper bound: it also holds buffers);
-* the server's CPU seconds per 1,000 channels.
+* the server's CPU seconds per 1,000 channels, and the clients' (all of
+  them together).
+
+Limits: each client stays within the server's own (``serve``'s defaults,
+checked before a round): at most 1,024 open channels per peer, and 16
+graphsync requests per peer in progress plus 1,024 waiting. The server
+answers a pull only once it serves it, so a client's last pull waits for
+all its others; the clients raise their accept timeout from 30 s to the
+benchmark's deadline (``_scale_client.ACCEPT_TIMEOUT``), and say so.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import json
 import os
 import random
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,7 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._report import Reporter
+from benchmarks._scale_client import ACCEPT_TIMEOUT
+from datatransfer.config import ManagerConfig
 from statemachine import FINAL_STATUSES, Status
+from transport.graphsync.engine import DEFAULT_MAX_QUEUED_PER_PEER, DEFAULT_MAX_REQUESTS_PER_PEER
 
 #: Distinct files the server holds; pull i asks for file i % FILES.
 FILES = 100
@@ -44,6 +56,9 @@ _LIVE = frozenset(s.name for s in Status if s not in FINAL_STATUSES
                   and s is not Status.ChannelNotFoundError)
 
 _CLI = [str(Path(sys.executable).with_name("datatransfer"))]
+#: Pulls one client may have at once within the server's limits (see above).
+MAX_PER_CLIENT = min(ManagerConfig().max_channels_per_peer or 2**31,
+                     DEFAULT_MAX_REQUESTS_PER_PEER + DEFAULT_MAX_QUEUED_PER_PEER)
 
 
 def _rss(pid: int) -> int:
@@ -100,6 +115,9 @@ class _Server:
 def _round(tmp: Path, server: _Server, roots: list[str], clients: int,
            per_client: int, tag: str) -> dict[str, Any]:
     """``clients`` processes of ``per_client`` pulls each, started together."""
+    if per_client > MAX_PER_CLIENT:
+        raise ValueError(f"{per_client} pulls per client exceed the server's limits "
+                         f"({MAX_PER_CLIENT} per peer)")
     procs = []
     for i in range(clients):
         proc = subprocess.Popen(
@@ -133,6 +151,7 @@ def _round(tmp: Path, server: _Server, roots: list[str], clients: int,
         assert proc.stdin is not None
         proc.stdin.write("\n")
         proc.stdin.flush()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=DEADLINE)
@@ -140,6 +159,9 @@ def _round(tmp: Path, server: _Server, roots: list[str], clients: int,
         if proc.returncode != 0 or not lines:
             raise RuntimeError(f"client failed (rc={proc.returncode}): {err[-2000:]}")
         results.append(json.loads(lines[-1]))
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (children.ru_utime + children.ru_stime
+                  - children0.ru_utime - children0.ru_stime)
     stop.set()
     sampler.join()
     statuses: dict[str, int] = {}
@@ -154,7 +176,7 @@ def _round(tmp: Path, server: _Server, roots: list[str], clients: int,
     return {"total": total, "completed": statuses.get("Completed", 0), "reasons": reasons,
             "seconds": seconds, "rate": total / seconds, "peak_live": peak["live"],
             "rss_growth": peak["rss"] - rss0, "rss_idle": rss0,
-            "cpu": _cpu(pid) - cpu0}
+            "cpu": _cpu(pid) - cpu0, "client_cpu": client_cpu}
 
 
 def run(report: Reporter, quick: bool) -> None:
@@ -174,6 +196,9 @@ def run(report: Reporter, quick: bool) -> None:
             big = _round(tmp, server, roots, clients, per_client, "many")
         finally:
             server.stop()
+    print(f"    clients' accept timeout raised to {ACCEPT_TIMEOUT:g} s (default "
+          f"{ManagerConfig().accept_timeout:g} s): the server queues a peer's pulls beyond "
+          f"{DEFAULT_MAX_REQUESTS_PER_PEER}", flush=True)
     for label, r in (("1 client", small), (f"{clients} clients", big)):
         report.line(f"scale: {label} x {per_client} pulls, completed", r["completed"],
                     "channels", "opened", r["total"])
@@ -189,3 +214,6 @@ def run(report: Reporter, quick: bool) -> None:
                 per_channel / 1024, "KiB")
     report.line("scale: server CPU per 1,000 channels", big["cpu"] / big["total"] * 1000, "s",
                 f"{small['total']} from 1 client", small["cpu"] / small["total"] * 1000)
+    report.line("scale: clients' CPU per 1,000 channels (all client processes)",
+                big["client_cpu"] / big["total"] * 1000, "s",
+                f"{small['total']} from 1 client", small["client_cpu"] / small["total"] * 1000)

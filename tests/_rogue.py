@@ -64,7 +64,6 @@ from datatransfer.messages import (  # noqa: E402
     from_node,
     to_node,
 )
-from datatransfer.messages import decode_message as decode_dt_message  # noqa: E402
 from datatransfer.messages.build import new_request, new_response  # noqa: E402
 from datatransfer.node import OpenVoucher  # noqa: E402
 from transport.graphsync.framing import MAX_FRAME, encode_frame, read_frame  # noqa: E402
@@ -78,6 +77,7 @@ from transport.graphsync.message import (  # noqa: E402
 )
 from transport.graphsync.status import LinkAction, RequestType, ResponseStatus  # noqa: E402
 from transport.libp2p import (  # noqa: E402
+    DataTransferNetwork,
     connect,
     libp2p_id,
     load_or_create_identity,
@@ -264,16 +264,6 @@ async def flood(args: argparse.Namespace) -> None:
 # -- dtflood -------------------------------------------------------------------------------
 
 
-async def _read_to_end(stream: Any) -> bytes:
-    data = bytearray()
-    try:
-        while chunk := await stream.read(65536):
-            data.extend(chunk)
-    except Exception:  # noqa: BLE001 - EOF / reset: the stream ended
-        pass
-    return bytes(data)
-
-
 async def dtflood(args: argparse.Namespace) -> None:
     key = load_or_create_identity(args.home)
     root = CID.parse(args.cid)
@@ -311,16 +301,13 @@ async def dtflood(args: argparse.Namespace) -> None:
             except Exception as exc:  # noqa: BLE001
                 say("STREAM_ENDED", type(exc).__name__)
 
-        async def on_message(stream: Any) -> None:
-            data = await _read_to_end(stream)
-            try:
-                answered(decode_dt_message(data))
-            except Exception as exc:  # noqa: BLE001
-                say("BAD_MESSAGE", type(exc).__name__)
+        async def on_message(sender: Any, message: Any) -> None:
+            answered(message)
             tally()
 
         host.set_stream_handler(GRAPHSYNC_PROTOCOL, on_graphsync)
-        host.set_stream_handler(PROTOCOL_ID, on_message)
+        # (a sender may write several messages on one stream: read as a node does)
+        DataTransferNetwork(host, on_message).start()
         peer = libp2p_id(await connect(host, args.addr))
         voucher = OpenVoucher("dtflood")
         for i in range(args.count):

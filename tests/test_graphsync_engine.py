@@ -610,6 +610,27 @@ async def test_requests_over_the_per_peer_limit_wait_their_turn():
         assert all(cid in a.store for cid in order)
 
 
+async def test_a_reopened_request_replaces_the_one_waiting_at_the_sender():
+    """A receiver that reopens a channel (a restart after a timeout) while
+    its request still waits in the sender's queue cancels that request:
+    restarting again and again must not fill the queue (1,024 per peer)
+    until the peer's other channels are refused as busy."""
+    async with pair(max_requests_per_peer=1) as (a, b):
+        root, _, order = make_dag(b.store, leaves=2)
+        b.events.on_request = lambda chid, msg: Decision(pause=True)  # stays in progress
+        first, second = ChannelID(A, B, 1), ChannelID(A, B, 2)
+        await a.engine.open_channel(B, first, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        for _ in range(3):
+            await a.engine.open_channel(B, second, root, ALL_SELECTOR_NODE, pull_message(2, root))
+        await quiesce(0.05)
+        assert b.engine.resources()["waiting"] == 1
+        b.events.on_request = None
+        await a.engine.close_channel(first)  # the first ends: the second is served, once
+        await wait_done((a, second))
+        assert [e[1] for e in b.events.log if e[0] == "request"] == [first, second]
+        assert all(cid in a.store for cid in order)
+
+
 async def test_a_full_queue_answers_busy_and_a_cancel_leaves_the_queue():
     async with pair(max_requests_per_peer=1, max_queued_per_peer=1) as (a, b):
         root, _, _ = make_dag(b.store, leaves=2)

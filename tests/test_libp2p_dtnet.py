@@ -335,6 +335,46 @@ async def test_several_messages_on_one_stream_are_all_delivered(tmp_path: Path) 
             assert await b.wait_for(len(sent)) == [(a.peer_id, m) for m in sent]
 
 
+@pytest.mark.anyio
+async def test_messages_to_a_peer_share_one_kept_stream_in_order(tmp_path: Path) -> None:
+    """A stream per message (as Go sends) cost both sides a negotiation and a
+    handler task per message; the sender keeps one stream per peer, and a
+    receipt covers every message before it."""
+    with anyio.fail_after(TIMEOUT):
+        async with nodes(tmp_path) as (a, b):
+            opened = 0
+            real_open = a.net._open_stream
+
+            async def counting_open(*args: Any, **kwargs: Any) -> Any:
+                nonlocal opened
+                opened += 1
+                return await real_open(*args, **kwargs)
+
+            a.net._open_stream = counting_open  # type: ignore[method-assign]
+            sent = [update_request(i, paused=bool(i % 2)) for i in range(1, 31)]
+            for message in sent[:-1]:
+                await a.net.send_message(b.peer_id, message)
+            await a.net.send_message(b.peer_id, sent[-1], wait_for_receipt=True)
+            assert b.inbox == [(a.peer_id, m) for m in sent]
+            assert opened == 1
+            # the receipt closed the stream: the next message opens another
+            await a.net.send_message(b.peer_id, cancel_request(9))
+            assert (await b.wait_for(len(sent) + 1))[-1] == (a.peer_id, cancel_request(9))
+            assert opened == 2 and a.net.stats.send_failures == 0
+
+
+@pytest.mark.anyio
+async def test_a_stopped_network_takes_no_message_from_a_kept_stream(tmp_path: Path) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with nodes(tmp_path) as (a, b):
+            await a.net.send_message(b.peer_id, cancel_request(1))
+            await b.wait_for(1)
+            b.net.stop()
+            await a.net.send_message(b.peer_id, cancel_request(2))
+            await a.net.settle()  # returns once b has read the stream to its end or reset it
+            assert b.inbox == [(a.peer_id, cancel_request(1))]
+
+
 @pytest.mark.parametrize(
     "payload",
     [

@@ -371,10 +371,11 @@ async def test_receiver_pause_does_not_wait_for_the_senders_answers(tmp_path):
 
 async def test_optimistic_message_sends_stay_ordered_and_a_refusal_is_counted(tmp_path):
     """Messages to a peer that identify says speaks the protocol go without
-    waiting for its answer; each next send reads the previous answer first,
-    so consecutive messages reach the handler in order. A peer that stopped
-    serving the protocol loses the message (as with Go's optimistic
-    selection); the next send finds the refusal and counts it."""
+    waiting for its answer, on one kept stream whose answer the second send
+    reads, so consecutive messages reach the handler in order. Once that
+    stream is settled (closed, read to the end), a peer that stopped serving
+    the protocol loses the next message, on a new stream (as with Go's
+    optimistic selection); the next send finds the refusal and counts it."""
     from datatransfer.messages import update_request  # noqa: PLC0415
     from transport.libp2p import DataTransferNetwork, peer_id_of  # noqa: PLC0415
 
@@ -401,6 +402,7 @@ async def test_optimistic_message_sends_stay_ordered_and_a_refusal_is_counted(tm
                 await anyio.sleep(0.01)
         assert got == [1, 2, 3, 4, 5]
         assert net_a.stats.send_failures == 0
+        await net_a.settle()
         net_b.stop()  # b no longer speaks it; a's peerstore still says it does
         assert net_a._known_protocol(peer_b) is not None
         await net_a.send_message(peer_b, update_request(6, paused=True))  # lost

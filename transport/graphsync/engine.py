@@ -1507,7 +1507,15 @@ class GraphsyncEngine(Transport):
                 dont_send = encode_do_not_send_cids([*dont_send, *later])
         traverser = self._traverser(root, parsed, skip_blocks)
         old = self._channels.get(channel_id)
+        cancel: tuple[GraphsyncRequest, ...] = ()
         if old is not None:
+            if (isinstance(old, _GsReceiver) and old.peer == data_sender and not old.paused
+                    and self._outgoing.get(old.request_id) is old):
+                # the request it replaces may still wait in the sender's queue
+                # (a restart after a timeout): cancel it, as go-data-transfer
+                # does, so the queue holds one request per channel, not one
+                # more per restart
+                cancel = (GraphsyncRequest.cancel(old.request_id),)
             self._remove(old)
         for request, size in held:  # held here: counted unless the channel counted them
             await self._events.on_data_skipped(channel_id, request.cid, size, request.index + 1)
@@ -1523,6 +1531,8 @@ class GraphsyncEngine(Transport):
         self._outgoing[req.id] = state
         self._enqueue(channel_id, partial(self._start_receiver, state))
         try:
+            if cancel:  # (a message of its own: one request per message, as it sends them)
+                await self._try_send(data_sender, GraphsyncMessage(requests=cancel))
             await self._send(data_sender, GraphsyncMessage(requests=(req,)))
         except BaseException:
             self._remove(state)

@@ -3,7 +3,8 @@
 * :mod:`transport.libp2p.host`: the node's persistent identity, a host that
   speaks TCP + Noise + Yamux (what Go nodes use), peer addresses, connecting.
 * :mod:`transport.libp2p.dtnet`: :class:`DataTransferNetwork`, data-transfer
-  messages on ``/fil/datatransfer/1.2.0`` (one stream per message, as Go).
+  messages on ``/fil/datatransfer/1.2.0`` (one stream kept per peer; Go's
+  reader, like ours, reads messages from a stream until it ends).
 * :mod:`transport.libp2p.transport`: :class:`Libp2pTransport`, the Manager's
   transport: graphsync 2.0.0 plus the message protocol over one host.
 * :mod:`transport.libp2p.admission`: which inbound connections the host

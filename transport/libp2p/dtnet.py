@@ -3,8 +3,17 @@
 Wire behaviour, as go-data-transfer v1.13+ and v2 do it
 (``network/libp2p_impl.go``, ``message/message1_1prime``):
 
-* Each message travels on a **new stream**: the sender opens a stream on the
-  protocol, writes the message, and closes it.
+* Go's sender opens a **new stream** per message; its reader (and ours)
+  decodes messages from a stream until it ends. So this sender keeps **one
+  stream per peer** and writes each message on it (wire-compatible with Go
+  and with older senders): a stream costs both sides a muxer frame pair, a
+  protocol negotiation and a handler task, which at thousands of channels
+  was most of the network's cost. A kept stream unused for
+  :data:`IDLE_REUSE` seconds is closed and the next message opens a new one
+  (below a reader's idle timeout, so a sender never writes on a stream its
+  peer is about to reset); a write that fails on a kept stream (the peer
+  closed or reset it, the connection was replaced) is tried once more on a
+  new stream.
 * The message is one DAG-CBOR value written straight onto the stream, with
   **no length prefix**: it delimits itself.
 * The reader decodes messages one after another until the stream ends;
@@ -23,6 +32,7 @@ Wire behaviour, as go-data-transfer v1.13+ and v2 do it
   send to that peer first reads that confirmation (so consecutive messages
   reach the peer's handler in order, as a negotiated send ensures); a
   refusal found then is logged and counted in ``stats.send_failures``.
+  On a kept stream that is read once, before its second message.
 
 Since there is no length prefix, the size limit (:data:`MAX_MESSAGE_SIZE` by
 default) is enforced while reading: a small scanner follows the CBOR heads as
@@ -35,12 +45,15 @@ serving other streams.
 Only ``/fil/datatransfer/1.2.0`` is registered: 1.1.0 and 1.0.0 (cbor-gen
 encodings) were dropped by Go in v1.13.0.
 
-Messages sent by separate :meth:`DataTransferNetwork.send_message` calls
-travel on separate streams and may be *delivered* in either order (as in
-Go); pass ``wait_for_receipt=True`` to return only once the receiver has
-handled the message (it closes its side after handling), which orders
-consecutive sends. Do not wait for a receipt while the receiving side may be
-waiting on you, or both wait until the send timeout.
+Messages sent to one peer by consecutive
+:meth:`DataTransferNetwork.send_message` calls reach its handler in order
+(one stream, or the previous stream's confirmation read first). Pass
+``wait_for_receipt=True`` to return only once the receiver has handled the
+message and those before it (the kept stream is closed after it and the
+receiver closes its side once it has read everything). Do not wait for a
+receipt while the receiving side may be waiting on you, or both wait until
+the send timeout. After :meth:`DataTransferNetwork.stop` the reader delivers
+no further message: a stream still open is reset at its next one.
 """
 
 from __future__ import annotations
@@ -94,8 +107,12 @@ MessageHandler = Callable[[PeerID, Message], Awaitable[None]]
 READ_CHUNK = 64 * 1024
 #: multistream-select's header line.
 MULTISTREAM = "/multistream/1.0.0"
-#: Peers whose last message's stream is kept for :meth:`DataTransferNetwork.settle`.
-MAX_UNSETTLED = 1024
+#: Peers whose outbound stream is kept; beyond, the least recently used one
+#: not sending at the moment is closed.
+MAX_KEPT = 1024
+#: Seconds a kept outbound stream may sit unused and still carry the next
+#: message: under a reader's idle timeout (``read_timeout``, 60 s here).
+IDLE_REUSE = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +243,19 @@ class _ItemScanner:
 # -- the network ----------------------------------------------------------------------
 
 
+class _Outbound:
+    """The stream kept for one peer, and what is known about it."""
+
+    __slots__ = ("lock", "proto", "stream", "used")
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()  # one message at a time on the stream
+        self.stream: INetStream | None = None
+        #: The protocol selected optimistically, its confirmation not read yet.
+        self.proto: TProtocol | None = None
+        self.used = 0.0  # anyio.current_time() of its last message
+
+
 class DataTransferNetwork:
     """Sends and receives data-transfer messages through a libp2p host.
 
@@ -259,9 +289,9 @@ class DataTransferNetwork:
         #: Messages refused, by kind (logged without floods).
         self.refusals = Refusals(log)
         self._started = False
-        #: Per peer: the stream of the last message sent, and the protocol if
-        #: it was selected optimistically and its confirmation not read yet.
-        self._unconfirmed: dict[PeerID, tuple[INetStream, TProtocol | None]] = {}
+        #: Per peer: the kept outbound stream (see the module docs), least
+        #: recently used first.
+        self._out: dict[PeerID, _Outbound] = {}
 
     @property
     def host(self) -> IHost:
@@ -285,8 +315,10 @@ class DataTransferNetwork:
         self._started = True
 
     def stop(self) -> None:
-        """Stop accepting streams (those already open finish)."""
-        self._unconfirmed.clear()  # (their streams are closed; the muxer reclaims them)
+        """Stop accepting streams and messages: a stream still open is reset
+        at its next message. The kept outbound streams are forgotten (the
+        muxer reclaims them with their connections)."""
+        self._out.clear()
         if not self._started:
             return
         for proto in self._protocols:
@@ -298,23 +330,25 @@ class DataTransferNetwork:
     async def send_message(
         self, peer: PeerID, message: Message, *, wait_for_receipt: bool = False
     ) -> None:
-        """Send ``message`` to ``peer`` on a stream of its own.
+        """Send ``message`` to ``peer`` on the stream kept for it (see the
+        module docs), opening one if there is none.
 
-        Opening the stream is retried per :attr:`retry`; raises
+        Opening a stream is retried per :attr:`retry`; raises
         :class:`PeerUnreachable` when every attempt failed, or when the
         stream broke while writing (the message may then have been lost; it
-        is not resent, as in Go). With ``wait_for_receipt``, also waits (up
-        to ``retry.send_timeout``) until the receiver has handled the message
-        and closed its side; raises :class:`TransportError` if the stream is
-        reset instead (best effort: py-libp2p sometimes reports a reset as a
-        clean end, so a refusal can look like a receipt).
+        is not resent, as in Go). With ``wait_for_receipt``, also closes the
+        stream and waits (up to ``retry.send_timeout``) until the receiver
+        has handled the messages on it and closed its side; raises
+        :class:`TransportError` if the stream is reset instead (best effort:
+        py-libp2p sometimes reports a reset as a clean end, so a refusal can
+        look like a receipt).
         Raises :class:`ValueError` for a message larger than
         :attr:`max_message_size` (a receiver would refuse it).
 
-        Without ``wait_for_receipt``, a peer known (from identify) to speak
-        the protocol gets it selected optimistically (see the module docs):
-        the call then returns once the bytes are handed to the muxer, never
-        waiting for the peer.
+        Without ``wait_for_receipt``, a new stream to a peer known (from
+        identify) to speak the protocol gets it selected optimistically (see
+        the module docs): the call then returns once the bytes are handed to
+        the muxer, never waiting for the peer.
         """
         data = encode_message(message)
         if len(data) > self.max_message_size:
@@ -322,50 +356,115 @@ class DataTransferNetwork:
                 f"message is {len(data)} bytes, over the {self.max_message_size}-byte limit"
             )
         peer = PeerID(peer)
-        await self._confirm_previous(peer)
-        proto = None if wait_for_receipt else self._known_protocol(peer)
-        stream = await self._open_stream(peer, optimistic=proto)
-        if proto is not None:
-            data = encode_delim(MULTISTREAM.encode()) + encode_delim(proto.encode()) + data
-        try:
-            with anyio.fail_after(self.retry.send_timeout):
-                await stream.write(data)
-                if wait_for_receipt:
-                    await stream.close_write()
-                    await self._await_receipt(stream)
-                await stream.close()
-        except BaseException as exc:
-            await reset_stream(stream)
-            if not isinstance(exc, Exception):
-                raise  # cancellation
-            self.stats.send_failures += 1
-            if isinstance(exc, TransportError):
-                raise
-            raise PeerUnreachable(f"sending to {peer} failed: {_describe(exc)}") from exc
-        self._unconfirmed[peer] = (stream, proto)
-        if len(self._unconfirmed) > MAX_UNSETTLED:
-            self._unconfirmed.pop(next(iter(self._unconfirmed)))  # the oldest: long arrived
+        entry = self._out.pop(peer, None) or _Outbound()
+        self._out[peer] = entry  # most recently used last
+        if len(self._out) > MAX_KEPT:
+            await self._evict()
+        async with entry.lock:
+            stream = await self._kept(peer, entry)
+            kept = stream is not None
+            while True:
+                payload = data
+                if stream is None:
+                    proto = None if wait_for_receipt else self._known_protocol(peer)
+                    stream = await self._open_stream(peer, optimistic=proto)
+                    entry.stream, entry.proto = stream, proto
+                    if proto is not None:
+                        payload = (encode_delim(MULTISTREAM.encode())
+                                   + encode_delim(proto.encode()) + data)
+                try:
+                    with anyio.fail_after(self.retry.send_timeout):
+                        await stream.write(payload)
+                except BaseException as exc:
+                    entry.stream = None
+                    await reset_stream(stream)
+                    if not isinstance(exc, Exception):
+                        raise  # cancellation
+                    if kept and not isinstance(exc, TimeoutError):
+                        # the peer closed or reset the kept stream: once more on a new one
+                        kept, stream = False, None
+                        continue
+                    self.stats.send_failures += 1
+                    raise PeerUnreachable(
+                        f"sending to {peer} failed: {_describe(exc)}") from exc
+                break
+            entry.used = anyio.current_time()
+            if wait_for_receipt:
+                entry.stream = None
+                try:
+                    with anyio.fail_after(self.retry.send_timeout):
+                        await stream.close_write()
+                        await self._await_receipt(stream)
+                        await stream.close()
+                except BaseException as exc:
+                    await reset_stream(stream)
+                    if not isinstance(exc, Exception):
+                        raise
+                    self.stats.send_failures += 1
+                    if isinstance(exc, TransportError):
+                        raise
+                    raise PeerUnreachable(
+                        f"sending to {peer} failed: {_describe(exc)}") from exc
         self.stats.sent += 1
 
-    async def settle(self) -> None:
-        """Wait until each peer has taken the last message sent to it: its
-        protocol confirmed (see the module docs) and the peer's side of the
-        stream closed, which it does once it has read the message. Call it
-        before the host closes its connections, so that a message sent on
-        the way out (a cancel) is not cut off unread; bound it (a peer may
-        never answer). Never raises."""
-        entries, self._unconfirmed = self._unconfirmed, {}
-        async with anyio.create_task_group() as tg:
-            for peer, (stream, proto) in entries.items():
-                tg.start_soon(self._settle_one, peer, stream, proto)
+    async def _kept(self, peer: PeerID, entry: _Outbound) -> INetStream | None:
+        """The kept stream to ``peer`` if it may carry the next message: its
+        optimistic selection confirmed (a refusal is counted, the stream
+        dropped) and not idle longer than :data:`IDLE_REUSE` (then closed)."""
+        stream = entry.stream
+        if stream is None:
+            return None
+        if entry.proto is not None:
+            if not await self._confirmed(peer, stream, entry.proto):
+                entry.stream = None
+                return None
+            entry.proto = None
+        if anyio.current_time() - entry.used > IDLE_REUSE:
+            entry.stream = None
+            await close_stream(stream)
+            return None
+        return stream
 
-    async def _settle_one(self, peer: PeerID, stream: INetStream, proto: TProtocol | None) -> None:
+    async def _evict(self) -> None:
+        """Close the kept streams of the least recently used peers beyond
+        :data:`MAX_KEPT` (skipping those sending at the moment)."""
+        streams = []
+        for peer in list(self._out)[: len(self._out) - MAX_KEPT]:
+            entry = self._out[peer]
+            if not entry.lock.locked():
+                del self._out[peer]
+                if entry.stream is not None:
+                    streams.append(entry.stream)
+        for stream in streams:
+            await close_stream(stream)
+
+    async def settle(self) -> None:
+        """Wait until each peer has taken the messages sent to it: close the
+        stream kept for it (its optimistic selection confirmed first, see
+        the module docs) and wait until the peer has closed its side, which
+        it does once it has read them. Call it before the host closes its
+        connections, so that a message sent on the way out (a cancel) is
+        not cut off unread; bound it (a peer may never answer). Never
+        raises."""
+        entries, self._out = self._out, {}
+        async with anyio.create_task_group() as tg:
+            for peer, entry in entries.items():
+                tg.start_soon(self._settle_one, peer, entry)
+
+    async def _settle_one(self, peer: PeerID, entry: _Outbound) -> None:
+        async with entry.lock:
+            stream, proto = entry.stream, entry.proto
+            entry.stream = None
+        if stream is None:
+            return
         if proto is not None and not await self._confirmed(peer, stream, proto):
             return
         try:
+            await stream.close_write()
             await self._await_receipt(stream)
-        except TransportError as exc:
-            log.debug("%s did not take the last message: %s", peer, exc)
+        except Exception as exc:  # noqa: BLE001 - reset, connection gone, refused
+            log.debug("%s did not take the last messages: %s", peer, _describe(exc))
+        await close_stream(stream)
 
     def _known_protocol(self, peer: PeerID) -> TProtocol | None:
         """Our protocol that identify says ``peer`` speaks, if it is
@@ -381,17 +480,6 @@ class DataTransferNetwork:
             if proto in supported:
                 return proto
         return None
-
-    async def _confirm_previous(self, peer: PeerID) -> None:
-        """Read the peer's answer to the last optimistic selection on its
-        stream (long arrived, unless messages follow each other closely):
-        the message it carried has then reached the peer's handler before
-        the next one is sent. A refusal or silence is logged and counted;
-        it does not fail the message about to go."""
-        entry = self._unconfirmed.pop(peer, None)
-        if entry is None or entry[1] is None:
-            return  # (a negotiated stream: confirmed before its message went)
-        await self._confirmed(peer, *entry)  # type: ignore[arg-type]
 
     async def _confirmed(self, peer: PeerID, stream: INetStream, proto: TProtocol) -> bool:
         """Read the peer's confirmation of an optimistic selection; False
@@ -534,6 +622,8 @@ class DataTransferNetwork:
                     self.refusals.refuse(
                         "malformed", f"refused a malformed message from {sender}: {exc}")
                     return "reset"
+                if not self._started:
+                    return "reset"  # stopped: no message is taken any more
                 self.stats.received += 1
                 await self._deliver(sender, message)
 
