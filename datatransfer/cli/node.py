@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import click
 
+from datatransfer.cli.ask import AskTerms, ask_options, retrieval_setup
 from datatransfer.cli.blocks import _home_option, _parse_cid
 from datatransfer.cli.control import daemon_for, fail
 from datatransfer.cli.control import transfer as transfer_via_daemon
@@ -152,9 +153,10 @@ async def _watch_signals(scope: anyio.CancelScope, hit: list[int]) -> None:
               help="Port of the control API on 127.0.0.1 (0: any free port).")
 @click.option("--no-api", is_flag=True, default=False,
               help="Run without the control API (other commands then cannot use this node).")
+@ask_options
 @_home_option
 def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_api: bool,
-          home: Path | None) -> None:
+          home: Path | None, ask_terms: AskTerms) -> None:
     """Run a node on this home until SIGINT/SIGTERM: serve its blocks and
     its control API.
 
@@ -165,16 +167,18 @@ def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_a
     token in HOME/api.token, readable by the owner only). Requests carrying
     the open voucher are accepted; Filecoin retrieval clients (Lassie) are
     told where graphsync is served (/fil/retrieval/transports/1.0.0).
+    Retrieval deals are served free, or at the ask the price options (or
+    the home's config.toml [retrieval]) give, paid to this home's wallet.
     """
+    nodes: list[Node] = []
+    retrieval, ask_line = retrieval_setup(home, ask_terms, lambda: nodes[0])
 
     async def main() -> None:
         from datatransfer.daemon.server import ControlServer
-        from datatransfer.markets.retrieval.serving import provider_setup
         from datatransfer.node import Node
 
-        # HOOK (issue 13): free retrievals for Lassie & co. once the provider exists
-        node = Node(home, listen=listen, metrics=metrics_port is not None,
-                    setup=provider_setup(lambda: node.blockstore))
+        node = Node(home, listen=listen, metrics=metrics_port is not None, setup=retrieval)
+        nodes.append(node)
         try:
             await node.__aenter__()
         except Exception as exc:  # noqa: BLE001 - report, do not trace
@@ -197,6 +201,8 @@ def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_a
                     sys.stdout.flush()
                     for other in addrs[1:]:
                         click.echo(f"also listening on {other}", err=True)
+                    if ask_line is not None:
+                        click.echo(ask_line, err=True)
                     if api is not None:
                         click.echo(f"control API: {api}", err=True)
                     if metrics_port is not None:
