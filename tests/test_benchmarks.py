@@ -6,6 +6,7 @@ that the runs end and print their figures."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import threading
 import types
@@ -87,3 +88,20 @@ def test_deploy_scenario_runs_end_to_end(request, capsys):
     assert "two processes: datatransfer push -> datatransfer serve" in names
     assert sum(line.baseline_name is not None for line in report.lines) == (4 if go else 2)
     print(out, file=sys.stderr)  # the table, for whoever reads the test log
+
+
+@pytest.mark.timeout(600)
+def test_retrieval_benchmark_reports_paid_beside_free(capsys):
+    """``python -m benchmarks retrieval --quick`` on 2 MiB: a free and a paid
+    retrieval from two ``serve`` processes, the paid one's rate beside the
+    free one's with their ratio, and what it paid (1 attoFIL per byte)."""
+    from benchmarks import bench_retrieval
+
+    report = Reporter()
+    bench_retrieval.run(report, quick=True, size=2 * 1024 * 1024, rounds=1)
+    out = capsys.readouterr().out
+    assert re.search(r"retrieve 2 MiB, free +[\d.,]+ MB/s", out), out
+    assert re.search(r"retrieve 2 MiB, paid \(1attoFIL/byte\) +[\d.,]+ MB/s +\| free: "
+                     r"[\d.,]+ MB/s +\(ratio [\d.]+\)", out), out
+    paid = int(re.search(r"paid: attoFIL per retrieval +(\d+)", out).group(1))
+    assert 2 * 1024 * 1024 < paid < 2 * 1024 * 1024 + 64 * 1024  # the DAG's bytes
