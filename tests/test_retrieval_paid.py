@@ -232,3 +232,37 @@ def test_client_killed_mid_retrieval_then_run_again_pays_only_the_rest(
     assert sum(redeemed(server_home)) == cost
     [ch] = channels(client_home)
     assert (ch["status"], ch["received"]) == ("Completed", size), ch
+
+
+def test_free_retrieval_and_one_line_refusals(tmp_path, procs, source):
+    """A free ``serve`` (the default) is retrieved from with no --max-price;
+    a root it lacks, and a priced ask without --max-price, end in one
+    ``Error:`` line (exit 1), the latter before any deal is proposed."""
+    src, digest = source
+    free_home, paid_home, client_home = tmp_path / "free", tmp_path / "paid", tmp_path / "c"
+    cid = run("add", src, "--home", free_home).stdout.split()[-1]
+    run("add", src, "--home", paid_home)
+    free = procs([*CLI, "serve", "--home", str(free_home), "--no-api", "--listen",
+                  "/ip4/127.0.0.1/tcp/0"])
+    free_addr = free.expect(lambda w: True)[0]
+    out, car = tmp_path / "out.bin", tmp_path / "out.car"
+    done = run("retrieve", free_addr, cid, "--home", client_home, "-o", out, "--car", car)
+    assert sha256(out) == digest and car.stat().st_size > SIZE
+    assert "ask: free" in done.stderr and ": Accepted" in done.stderr, done.stderr
+    assert done.stdout.strip().endswith("-1"), done.stdout  # the channel id, last
+    again = run("retrieve", free_addr, cid, "--home", client_home, "-o", out, ok=False)
+    assert again.returncode == 2 and "exists (use --force" in again.stderr, again.stderr
+    other = tmp_path / "other.bin"
+    make_file(other, 1000, seed=7)
+    missing = run("add", other, "--home", tmp_path / "elsewhere").stdout.split()[-1]
+    lacking = run("retrieve", free_addr, missing, "--home", tmp_path / "c2", ok=False)
+    assert lacking.returncode == 1, lacking.stderr
+    assert lacking.stderr.strip().splitlines()[-1] == (
+        f"Error: the provider does not offer {missing}: {missing} is not held here")
+    _paid, paid_addr = serve_paid(procs, paid_home, free_port())
+    unpaid = run("retrieve", paid_addr, cid, "--home", tmp_path / "c3", ok=False)
+    assert unpaid.returncode == 1
+    assert unpaid.stderr.strip().splitlines()[-1] == (
+        f"Error: the provider asks {PRICE} attoFIL per byte; give --max-price to pay "
+        "(0 retrieves free content only)"), unpaid.stderr
+    assert "deal " not in unpaid.stderr and redeemed(paid_home) == []
