@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import threading
 import types
@@ -427,3 +428,20 @@ def test_a_quick_two_process_scenario_writes_its_results(request, tmp_path):
         assert line.startswith("== scenario: ") or " MB/s" in line, line
     assert "progress" not in proc.stdout
     print(proc.stdout, file=sys.stderr)
+
+
+@pytest.mark.timeout(600)
+def test_retrieval_benchmark_reports_paid_beside_free(capsys):
+    """``python -m benchmarks retrieval --quick`` on 2 MiB: a free and a paid
+    retrieval from two ``serve`` processes, the paid one's rate beside the
+    free one's with their ratio, and what it paid (1 attoFIL per byte)."""
+    from benchmarks import bench_retrieval
+
+    report = Reporter()
+    bench_retrieval.run(report, quick=True, size=2 * 1024 * 1024, rounds=1)
+    out = capsys.readouterr().out
+    assert re.search(r"retrieve 2 MiB, free +[\d.,]+ MB/s", out), out
+    assert re.search(r"retrieve 2 MiB, paid \(1attoFIL/byte\) +[\d.,]+ MB/s +\| free: "
+                     r"[\d.,]+ MB/s +\(ratio [\d.]+\)", out), out
+    paid = int(re.search(r"paid: attoFIL per retrieval +(\d+)", out).group(1))
+    assert 2 * 1024 * 1024 < paid < 2 * 1024 * 1024 + 64 * 1024  # the DAG's bytes

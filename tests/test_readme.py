@@ -126,6 +126,42 @@ def check_long_profile() -> None:
         "default").max_examples
 
 
+def check_paid_retrieval(code: str) -> None:
+    """Runs as written (bash, in an empty directory, the installed
+    ``datatransfer`` first on PATH): a paid retrieval between two nodes
+    must give identical bytes, paid exactly price x bytes + unseal price."""
+    import os
+    import tempfile
+
+    env = dict(os.environ)
+    env.pop("DATATRANSFER_HOME", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(["bash", "-euc", code], cwd=tmp, capture_output=True, text=True,
+                              timeout=240, env=env)
+        assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        assert proc.stdout.strip().splitlines()[-1] == "identical", proc.stdout
+    paid = re.search(r"Completed: .*, paid (\d+) attoFIL", proc.stderr)
+    size = re.search(r"ask: 1 attoFIL per byte for (\d+) bytes", proc.stderr)  # (the DAG's)
+    assert paid and size, proc.stderr
+    assert int(paid.group(1)) == 100 + int(size.group(1)), proc.stderr
+
+
+def check_retrieval_config(code: str) -> None:
+    """The home's config.toml gives serve's ask: checked by reading it as
+    ``serve`` does, in a home that holds it."""
+    import tempfile
+
+    from datatransfer.cli.ask import AskTerms, retrieval_setup
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "config.toml").write_text(code)
+        _setup, line = retrieval_setup(Path(tmp), AskTerms(), lambda: None)
+    assert line is not None and line.startswith(
+        "retrieval ask: 1 attoFIL per byte, unseal 100 attoFIL, a payment every 1048576 bytes "
+        "(+1048576)"), line
+
+
 #: Each shell block of the README, exactly as written, with its check.
 SHELL_BLOCKS: dict[str, Callable[[str], None]] = {
     "make demo    # install into .venv, start two nodes on 127.0.0.1, pull 64 MiB between "
@@ -138,10 +174,15 @@ SHELL_BLOCKS: dict[str, Callable[[str], None]] = {
         lambda code: check_long_profile(),
 }
 
+#: The README's other blocks (not shell, not Python), by kind.
+OTHER_BLOCKS: dict[str, Callable[[str], None]] = {"toml": check_retrieval_config}
+
 
 def _shell_check(code: str) -> Callable[[str], None] | None:
     if code.startswith("datatransfer "):
         return check_command_line
+    if code.startswith("head -c 3000000 /dev/urandom > movie.bin\n"):
+        return check_paid_retrieval
     return SHELL_BLOCKS.get(code)
 
 
@@ -156,7 +197,7 @@ def test_the_readme_has_code_blocks_of_each_kind():
 def test_every_block_is_handled():
     """A new block fails here until this file says how it is checked."""
     for lang, code, _ in blocks():
-        if lang == "python":
+        if lang == "python" or lang in OTHER_BLOCKS:
             continue
         assert lang in ("sh", "bash"), f"README block of kind {lang!r} is not checked: {code!r}"
         assert _shell_check(code) is not None, (
@@ -169,6 +210,12 @@ def test_shell_block(block):
     check = _shell_check(code)
     assert check is not None
     check(code)
+
+
+@pytest.mark.parametrize("block", [b for b in blocks() if b[0] in OTHER_BLOCKS], ids=_label)
+def test_other_block(block):
+    lang, code, _ = block
+    OTHER_BLOCKS[lang](code)
 
 
 @pytest.mark.parametrize("block", [b for b in blocks() if b[0] == "python"], ids=_label)

@@ -29,7 +29,7 @@ def test_the_provider_is_registered_when_its_module_exists(monkeypatch) -> None:
     store, manager = object(), object()
     assert provider_available()
     provider_setup(lambda: store)(manager)
-    assert calls == [(manager, store, None)]
+    assert calls == [(manager, store, None, None)]
 
 
 def test_nothing_is_registered_while_the_provider_does_not_exist(monkeypatch, caplog) -> None:

@@ -33,6 +33,7 @@ COMMAND_MODULES = {
     "push": "datatransfer.cli.node",
     "ls": "datatransfer.cli.node",
     "demo": "datatransfer.cli.node",
+    "retrieve": "datatransfer.cli.retrieve",
     "cancel": "datatransfer.cli.control",
     "pause": "datatransfer.cli.control",
     "resume": "datatransfer.cli.control",

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import click
 
+from datatransfer.cli.ask import AskTerms, ask_options, retrieval_setup
 from datatransfer.cli.blocks import _home_option, _parse_cid
 from datatransfer.cli.control import daemon_for, fail
 from datatransfer.cli.control import transfer as transfer_via_daemon
@@ -162,10 +163,11 @@ async def _watch_signals(scope: anyio.CancelScope, hit: list[int]) -> None:
 @click.option("--no-progress-timeout", type=click.FloatRange(min=0, min_open=True),
               default=ManagerConfig().no_progress_timeout, show_default=True, metavar="SECONDS",
               help="End a channel that moved nothing for this long (its peer gone).")
+@ask_options
 @_home_option
 def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_api: bool,
           allow_peers: tuple[str, ...], deny_peers: tuple[str, ...], deal_rate: str | None,
-          no_progress_timeout: float, home: Path | None) -> None:
+          no_progress_timeout: float, home: Path | None, ask_terms: AskTerms) -> None:
     """Run a node on this home until SIGINT/SIGTERM: serve its blocks and
     its control API.
 
@@ -178,7 +180,8 @@ def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_a
     told where graphsync is served (/fil/retrieval/transports/1.0.0).
     Every request and voucher passes the peer lists and the deal rate
     first (refusals are counted, logged and listed by `ls --all`; `-v` logs
-    every validation).
+    every validation). Retrieval deals are served free, or at the ask the price options (or
+    the home's config.toml [retrieval]) give, paid to this home's wallet.
     """
     from registry.middleware import serve_middleware
 
@@ -186,22 +189,21 @@ def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_a
         middleware = serve_middleware(allow_peers, deny_peers, deal_rate)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    nodes: list[Node] = []
+    retrieval, ask_line = retrieval_setup(home, ask_terms, lambda: nodes[0])
 
     async def main() -> None:
         from datatransfer.daemon.server import ControlServer
-        from datatransfer.markets.retrieval.serving import provider_setup
         from datatransfer.node import Node
-
-        # HOOK (issue 13): free retrievals for Lassie & co. once the provider exists
-        provide = provider_setup(lambda: node.blockstore)
 
         def setup(manager: Any) -> None:
             manager.add_middleware(*middleware)
-            provide(manager)
+            retrieval(manager)
 
         node = Node(home, listen=listen, metrics=metrics_port is not None,
                     config=ManagerConfig(no_progress_timeout=no_progress_timeout),
                     setup=setup)
+        nodes.append(node)
         try:
             await node.__aenter__()
         except Exception as exc:  # noqa: BLE001 - report, do not trace
@@ -224,6 +226,8 @@ def serve(listen: tuple[str, ...], metrics_port: int | None, api_port: int, no_a
                     sys.stdout.flush()
                     for other in addrs[1:]:
                         click.echo(f"also listening on {other}", err=True)
+                    if ask_line is not None:
+                        click.echo(ask_line, err=True)
                     if api is not None:
                         click.echo(f"control API: {api}", err=True)
                     if metrics_port is not None:

@@ -2,12 +2,13 @@
 clients (Lassie, boost's) can retrieve from the node: the retrieval
 provider, free by default, registered on the Manager before it serves.
 
-HOOK (issue 13): the provider lives in
-:mod:`datatransfer.markets.retrieval.provider` (``register_provider``),
-built apart. Until that module exists, :func:`provider_setup` registers
-nothing and a node refuses Lassie's ``RetrievalDealProposal/1`` (counted,
-logged and kept for ``ls --all``: see :mod:`datatransfer.refusals`); once it
-exists, ``serve`` registers it with no other change.
+The provider lives in :mod:`datatransfer.markets.retrieval.provider`
+(``register_provider``); were that module missing, :func:`provider_setup`
+would register nothing and a node would refuse Lassie's
+``RetrievalDealProposal/1`` (counted, logged and kept for ``ls --all``: see
+:mod:`datatransfer.refusals`). A paid ask (``serve --price-per-byte ...``)
+is paid through the home's :class:`~datatransfer.markets.retrieval.wallet.HomeWallet`;
+the ask is also the answer to retrieval queries (``/fil/retrieval/qry/1.0.0``).
 """
 
 from __future__ import annotations
@@ -44,10 +45,13 @@ def provider_available() -> bool:
     return _register_provider() is not None
 
 
-def provider_setup(blockstore: Callable[[], Any], ask: Any = None) -> Callable[[Any], None]:
+def provider_setup(blockstore: Callable[[], Any], ask: Any = None, payments: Any = None,
+                   host: Callable[[], Any] | None = None) -> Callable[[Any], None]:
     """A :class:`~datatransfer.node.Node` ``setup`` serving retrieval deals
     on what ``blockstore()`` holds (called when the Manager is set up: the
-    node's store is open by then), at ``ask`` (None: free)."""
+    node's store is open by then), at ``ask`` (None: free), paid through
+    ``payments`` (None: free deals only); with ``host()``, the node's libp2p
+    host, it also answers retrieval queries with the ask."""
 
     def setup(manager: Any) -> None:
         register = _register_provider()
@@ -55,6 +59,42 @@ def provider_setup(blockstore: Callable[[], Any], ask: Any = None) -> Callable[[
             log.info("no retrieval provider in this installation (%s): retrieval deal "
                      "proposals (Lassie's) are refused", PROVIDER_MODULE)
             return
-        register(manager, blockstore(), ask)
+        provider = register(manager, blockstore(), ask, payments)
+        if host is not None:
+            from datatransfer.markets.retrieval.network import serve_query
+
+            serve_query(host(), lambda query: answer_query(provider, query))
 
     return setup
+
+
+def answer_query(provider: Any, query: Any) -> Any:
+    """The :class:`~datatransfer.markets.retrieval.query.QueryResponse` of
+    ``provider`` to ``query``: its ask, and whether it holds the payload."""
+    from datatransfer.markets.retrieval.query import QueryResponse, QueryStatus
+
+    ask = provider.ask
+    if not provider.blockstore.has(query.payload_cid):
+        return QueryResponse(QueryStatus.UNAVAILABLE, message=f"{query.payload_cid} is not held here")
+    return QueryResponse(
+        QueryStatus.AVAILABLE, size=_dag_size(provider.blockstore, query.payload_cid),
+        payment_address=ask.payment_address, min_price_per_byte=ask.price_per_byte,
+        max_payment_interval=ask.payment_interval,
+        max_payment_interval_increase=ask.payment_interval_increase,
+        unseal_price=ask.unseal_price)
+
+
+def _dag_size(blockstore: Any, root: Any) -> int:
+    """The DAG's bytes as its root's links declare them (DAG-PB: the block
+    and its links' ``Tsize``), or 0 (unknown)."""
+    from datatransfer.ipld import dagpb
+    from datatransfer.ipld.cid import DAG_PB
+
+    try:
+        data = blockstore.get(root)
+        if root.codec != DAG_PB:
+            return len(data)
+        sizes = [link.get("Tsize") for link in dagpb.decode(data)["Links"]]
+    except Exception:  # noqa: BLE001 - a size is a hint: unknown then
+        return 0
+    return 0 if None in sizes else len(data) + sum(sizes)
