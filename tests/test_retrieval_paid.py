@@ -36,8 +36,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return path, make_file(path, SIZE, seed=1313)
 
 
-def serve_paid(procs, home: Path, port: int) -> tuple[Proc, str]:
-    p = procs([*CLI, "-v", "serve", "--home", str(home), "--no-api",
+def serve_paid(procs, home: Path, port: int, *extra: str) -> tuple[Proc, str]:
+    p = procs([*CLI, "-v", "serve", "--home", str(home), "--no-api", *extra,
                "--listen", f"/ip4/127.0.0.1/tcp/{port}",
                "--price-per-byte", f"{PRICE}attoFIL", "--unseal-price", f"{UNSEAL}attoFIL",
                "--payment-interval", str(INTERVAL),
@@ -158,6 +158,39 @@ def test_client_refuses_a_provider_asking_more_than_the_bytes_cost(tmp_path, pro
     assert payments(proc.stderr) == []  # (free of unseal: nothing was owed before)
     assert redeemed(server_home) == []
     assert not out.exists()
+
+
+def test_a_client_that_stops_paying_is_held_then_failed_by_the_timeout(tmp_path, procs, source):
+    """The client stops (SIGSTOP) once asked for its first interval's
+    payment, its connection left open: the provider holds the data at the
+    next unpaid boundary, then ends the channel on its no-progress timeout
+    with the reason. Nothing past what was paid for, plus the one interval
+    a provider sends before asking for it, left the provider."""
+    src, _digest = source
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    cid = run("add", src, "--home", server_home).stdout.split()[-1]
+    size, block = dag(server_home, cid)
+    _server, addr = serve_paid(procs, server_home, free_port(), "--no-progress-timeout", "3")
+    client = procs(retrieve(client_home, addr, cid, 10**9, tmp_path / "out.bin"))
+    wait_until(lambda: "FundsNeeded:" in "".join(client.stderr), "a request for payment")
+    client.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: channels(server_home)[0]["status"] == "Failed",
+                   "the provider to end the unpaid channel")
+        [ch] = channels(server_home)
+        assert "no progress for 3 s" in ch["message"], ch
+        paid = redeemed(server_home)
+        assert paid and paid[0] == UNSEAL, paid
+        intervals = len(paid) - 1  # each paid for one interval, growing by the increase
+        paid_bytes = (sum(paid) - UNSEAL) // PRICE
+        assert paid_bytes == sum(INTERVAL + i * INCREASE for i in range(intervals))
+        ahead = INTERVAL + intervals * INCREASE  # sent, then asked for
+        assert ch["sent"] <= paid_bytes + ahead + block, (ch, paid)
+        assert ch["sent"] < size, ch
+        assert stored(client_home) <= ch["sent"]
+    finally:
+        client.proc.send_signal(signal.SIGKILL)
+        client.proc.send_signal(signal.SIGCONT)
 
 
 # -- a restart of either side mid-retrieval charges nothing twice ------------------------
