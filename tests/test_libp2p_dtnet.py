@@ -364,6 +364,29 @@ async def test_messages_to_a_peer_share_one_kept_stream_in_order(tmp_path: Path)
 
 
 @pytest.mark.anyio
+async def test_an_idle_kept_stream_is_ended_before_a_reader_times_it_out(tmp_path: Path) -> None:
+    """go-data-transfer v2 gives a stream's next message 10 s, then resets
+    it and fails Lassie's retrieval: a kept stream left idle is ended (EOF)
+    after IDLE_REUSE seconds, with no message sent to prompt it."""
+    from transport.libp2p.dtnet import IDLE_REUSE
+
+    assert IDLE_REUSE < 5
+    with anyio.fail_after(TIMEOUT):
+        async with nodes(tmp_path) as (a, b), anyio.create_task_group() as tg:
+            tg.start_soon(a.net.close_idle_streams)
+            await a.net.send_message(b.peer_id, cancel_request(1))
+            await b.wait_for(1)
+            entry = a.net._out[b.peer_id]
+            assert entry.stream is not None
+            while entry.stream is not None:
+                await anyio.sleep(0.05)
+            await a.net.send_message(b.peer_id, cancel_request(2))  # on a new stream
+            assert (await b.wait_for(2))[-1] == (a.peer_id, cancel_request(2))
+            assert a.net.stats.send_failures == 0
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
 async def test_a_stopped_network_takes_no_message_from_a_kept_stream(tmp_path: Path) -> None:
     with anyio.fail_after(TIMEOUT):
         async with nodes(tmp_path) as (a, b):

@@ -9,9 +9,10 @@ Wire behaviour, as go-data-transfer v1.13+ and v2 do it
   and with older senders): a stream costs both sides a muxer frame pair, a
   protocol negotiation and a handler task, which at thousands of channels
   was most of the network's cost. A kept stream unused for
-  :data:`IDLE_REUSE` seconds is closed and the next message opens a new one
-  (below a reader's idle timeout, so a sender never writes on a stream its
-  peer is about to reset); a write that fails on a kept stream (the peer
+  :data:`IDLE_REUSE` seconds is ended (EOF) and the next message opens a new
+  one (well below go-data-transfer v2's 10 s wait for a stream's next
+  message, so a reader never times one out and a sender never writes on a
+  stream its peer is about to reset); a write that fails on a kept stream (the peer
   closed or reset it, the connection was replaced) is tried once more on a
   new stream.
 * The message is one DAG-CBOR value written straight onto the stream, with
@@ -111,8 +112,12 @@ MULTISTREAM = "/multistream/1.0.0"
 #: not sending at the moment is closed.
 MAX_KEPT = 1024
 #: Seconds a kept outbound stream may sit unused and still carry the next
-#: message: under a reader's idle timeout (``read_timeout``, 60 s here).
-IDLE_REUSE = 20.0
+#: message; :meth:`DataTransferNetwork.close_idle_streams` ends (EOF) those
+#: unused longer. go-data-transfer v2's reader gives each next message 10 s
+#: (its ``sendMessageTimeout``) and then resets the stream and reports an
+#: error that fails Lassie's retrieval, so a kept stream must end cleanly
+#: well before that (and before our own reader's ``read_timeout``).
+IDLE_REUSE = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +429,27 @@ class DataTransferNetwork:
             await close_stream(stream)
             return None
         return stream
+
+    async def close_idle_streams(self) -> None:
+        """Run until cancelled: end (EOF, after reading an optimistic
+        selection's confirmation) each kept stream unused for
+        :data:`IDLE_REUSE` seconds, so no reader times one out."""
+        while True:
+            await anyio.sleep(IDLE_REUSE / 4)
+            now = anyio.current_time()
+            for peer, entry in list(self._out.items()):
+                if (entry.stream is not None and not entry.lock.locked()
+                        and now - entry.used > IDLE_REUSE):
+                    await self._end_kept(peer, entry)
+
+    async def _end_kept(self, peer: PeerID, entry: _Outbound) -> None:
+        async with entry.lock:
+            stream, proto = entry.stream, entry.proto
+            if stream is None or anyio.current_time() - entry.used <= IDLE_REUSE:
+                return  # a message went out meanwhile
+            entry.stream = entry.proto = None
+            if proto is None or await self._confirmed(peer, stream, proto):
+                await close_stream(stream)
 
     async def _evict(self) -> None:
         """Close the kept streams of the least recently used peers beyond

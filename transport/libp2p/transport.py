@@ -265,6 +265,8 @@ class Libp2pTransport(EngineCarrier):
     def _attach(self) -> None:
         self.host.set_stream_handler(GRAPHSYNC_PROTOCOL, self._handle_stream)
         self.dtnet.start(self._on_dt_message)
+        if self._tg is not None:
+            self._tg.start_soon(self.dtnet.close_idle_streams)
         self._notifee = _Notifee(self)
         self.host.get_network().register_notifee(self._notifee)
 
