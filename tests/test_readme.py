@@ -147,6 +147,34 @@ def check_paid_retrieval(code: str) -> None:
     assert int(paid.group(1)) == 100 + int(size.group(1)), proc.stderr
 
 
+def check_lassie_retrieval(code: str) -> None:
+    """Runs as written (bash, in an empty directory, ``datatransfer`` and
+    Lassie v0.25.0, built as tests/test_interop_lassie.py builds it, first
+    on PATH): Lassie's CAR, imported, gives the file back."""
+    import os
+    import tempfile
+
+    from _gobuild import build_module_command, require_go
+    from test_interop_lassie import LASSIE_MODULE, LASSIE_VERSION
+
+    go = require_go("the README's Lassie retrieval")
+    lassie = build_module_command(go, LASSIE_MODULE, LASSIE_VERSION, "./cmd/lassie", "lassie")
+    with tempfile.TemporaryDirectory() as tmp:
+        bin_dir = Path(tmp, "bin")
+        bin_dir.mkdir()
+        (bin_dir / "lassie").symlink_to(lassie.resolve())
+        work = Path(tmp, "work")
+        work.mkdir()
+        env = {k: v for k, v in os.environ.items()
+               if k != "DATATRANSFER_HOME" and not k.startswith(("LASSIE_", "GOLOG_"))}
+        env["PATH"] = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent),
+                                       env.get("PATH", "")])
+        proc = subprocess.run(["bash", "-euc", code], cwd=work, capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        assert proc.stdout.strip().splitlines()[-1] == "identical", proc.stdout
+
+
 def check_retrieval_config(code: str) -> None:
     """The home's config.toml gives serve's ask: checked by reading it as
     ``serve`` does, in a home that holds it."""
@@ -183,6 +211,8 @@ def _shell_check(code: str) -> Callable[[str], None] | None:
         return check_command_line
     if code.startswith("head -c 3000000 /dev/urandom > movie.bin\n"):
         return check_paid_retrieval
+    if code.startswith("head -c 2000000 /dev/urandom > photo.bin\n"):
+        return check_lassie_retrieval
     return SHELL_BLOCKS.get(code)
 
 
