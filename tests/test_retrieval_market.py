@@ -855,3 +855,30 @@ async def test_paid_retrieval_over_libp2p(tmp_path: Path) -> None:
         assert result.paid == 3 * size + 1000 == ledger.balance(payee)
         for cid in order:
             cid.verify(stores[1].get(cid))
+
+
+def test_payment_rounds_wait_on_no_timer() -> None:
+    """Every payment round goes on as soon as its message arrives: under a
+    mock clock that jumps only when every task sleeps, a paid retrieval with
+    several rounds completes at time zero (any poll interval, coalescing
+    sleep or timeout waited on in a round would have moved the clock)."""
+    import trio
+    from trio.testing import MockClock
+
+    clock = MockClock(autojump_threshold=0)
+
+    async def main() -> tuple[float, int]:
+        async with world() as w:
+            p, c = w.provider(PAID), w.client()
+            root, size, order = make_dag(p.blockstore, leaves=12, leaf_size=700)
+            await p.start()
+            await c.start()
+            ask = ask_with(PAID, w.provider_account)
+            result = await retrieve(c.role, p.peer, root, ask=ask, budget=10**6)
+            assert result.paid == 2 * size + 500
+            rounds = len(w.paid_amounts())
+            return trio.current_time(), rounds
+
+    at, rounds = anyio.run(main, backend="trio", backend_options={"clock": clock})
+    assert rounds >= 4  # unseal, 2+ intervals, the rest
+    assert at == 0.0
