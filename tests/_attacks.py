@@ -52,7 +52,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _rogue import _drain, _frames, _read_to_end, _until_stdin_closes, say  # noqa: E402
+from _rogue import _drain, _frames, _until_stdin_closes, say  # noqa: E402
 
 from datatransfer.ipld import dagcbor  # noqa: E402
 from datatransfer.ipld.block import Block  # noqa: E402
@@ -66,7 +66,6 @@ from datatransfer.messages import (  # noqa: E402
     from_node,
     to_node,
 )
-from datatransfer.messages import decode_message as decode_dt_message  # noqa: E402
 from datatransfer.messages.build import new_request, new_response  # noqa: E402
 from datatransfer.node import OpenVoucher  # noqa: E402
 from transport.graphsync.framing import encode_frame  # noqa: E402
@@ -81,6 +80,7 @@ from transport.graphsync.message import (  # noqa: E402
 )
 from transport.graphsync.status import LinkAction, RequestType, ResponseStatus  # noqa: E402
 from transport.libp2p import (  # noqa: E402
+    DataTransferNetwork,
     connect,
     libp2p_id,
     load_or_create_identity,
@@ -237,22 +237,28 @@ async def _write_stream(host: Any, peer: Any, proto: Any, data: bytes, *,
     return b""
 
 
+async def _read_to_end(stream: Any) -> bytes:
+    data = bytearray()
+    try:
+        while chunk := await stream.read(65536):
+            data.extend(chunk)
+    except Exception:  # noqa: BLE001 - EOF / reset: the stream ended
+        pass
+    return bytes(data)
+
+
 async def malformed(args: argparse.Namespace, host: Any, peer: Any, tg: Any) -> None:
     root = CID.parse(args.cid)
     messages = malformed_messages()
     tally = Tally()
 
-    async def on_message(stream: Any) -> None:
-        data = await _read_to_end(stream)
-        try:
-            msg = decode_dt_message(data)
-            tally.add("answers")
-            if isinstance(msg, TransferResponse) and not msg.accepted:
-                tally.add("rejected")
-        except Exception:  # noqa: BLE001
-            tally.add("bad_answers")
+    async def on_message(sender: Any, msg: Any) -> None:
+        tally.add("answers")
+        if isinstance(msg, TransferResponse) and not msg.accepted:
+            tally.add("rejected")
 
-    host.set_stream_handler(PROTOCOL_ID, on_message)
+    # (a node may write several messages on one stream: read as a node does)
+    DataTransferNetwork(host, on_message).start()
     host.set_stream_handler(GRAPHSYNC_PROTOCOL, _drain)
     say("READY")
     rounds = 0
@@ -302,18 +308,13 @@ async def dtpull(args: argparse.Namespace, host: Any, peer: Any, tg: Any) -> Non
         except Exception:  # noqa: BLE001
             pass
 
-    async def on_message(stream: Any) -> None:
-        data = await _read_to_end(stream)
-        try:
-            msg = decode_dt_message(data)
-        except Exception:  # noqa: BLE001
-            return
+    async def on_message(sender: Any, msg: Any) -> None:
         if isinstance(msg, TransferResponse):
             say("ANSWER", f"accepted={msg.accepted}")
             tally.add("answers")
 
     host.set_stream_handler(GRAPHSYNC_PROTOCOL, on_graphsync)
-    host.set_stream_handler(PROTOCOL_ID, on_message)
+    DataTransferNetwork(host, on_message).start()
     say("READY")
     rounds = 0
     xfer = 1
