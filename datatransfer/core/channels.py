@@ -385,10 +385,12 @@ class ChannelCore:
 
     # ------------------------------------------------------------------ time
 
-    def tick(self, keep: frozenset[ChannelID] = frozenset()) -> Steps:
+    def tick(self, keep: frozenset[ChannelID] = frozenset(),
+             queued: frozenset[ChannelID] = frozenset()) -> Steps:
         """The watchdog: write what is dirty, forget channels that ended long
         ago (not those in ``keep``: someone waits on them), and act on every
-        timeout that is due (:mod:`datatransfer.monitor`)."""
+        timeout that is due (:mod:`datatransfer.monitor`); ``queued``: the
+        channels whose data request waits in this node's own queue."""
         yield from self.flush()
         self._evict(keep)
         cfg = self.config
@@ -398,7 +400,8 @@ class ChannelCore:
             found = monitor.due(ch.record, cfg, now, is_initiator=ch.is_initiator,
                                 status_since=rt.status_since,
                                 last_activity=rt.last_activity, data_open=rt.data_open,
-                                restarts=ch.restarts)
+                                restarts=ch.restarts,
+                                queued_here=ch.channel_id in queued)
             if found is None:
                 continue
             if found.action is monitor.Action.FAIL:
