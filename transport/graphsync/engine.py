@@ -100,7 +100,11 @@ onto graphsync as go-data-transfer's graphsync transport does:
 * a responder serves at most ``max_requests_per_peer`` requests of one peer
   at a time; further requests wait in that peer's FIFO queue (as in
   go-graphsync) and are admitted as served ones end; only when the queue
-  holds ``max_queued_per_peer`` requests is a new one answered 31 Busy;
+  holds ``max_queued_per_peer`` requests is a new one answered 31 Busy. A
+  new request for a channel whose request still waits replaces it (a
+  restart whose cancel was lost with the connection); the waiting channels
+  are listed (``queued_channels``) so that the Manager does not take this
+  node's own queue for its peer's silence;
 * a data-transfer message arriving on its own is handed over only after
   every new request the same peer sent before it was served (the Manager
   asked about it), so that a Cancel sent right after opening a channel
