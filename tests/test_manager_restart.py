@@ -1060,6 +1060,60 @@ async def test_a_restart_waiting_in_the_servers_own_queue_is_not_failed(tmp_path
         assert so.status == S.Completed, so.message
 
 
+class HoldFirstSlowOthers(Gate):
+    """The server's revalidator: holds the first channel it sees at its
+    first block until :meth:`release`; takes 1 s over each block of the
+    others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: ChannelID | None = None
+
+    async def on_pull_data_sent(self, channel_id, additional_bytes):
+        if self.first is None:
+            self.first = channel_id
+        if channel_id == self.first:
+            self.reached.set()
+            await self.opened.wait()
+        else:
+            await anyio.sleep(1)
+        return None
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock")],
+)
+@pytest.mark.anyio
+async def test_a_sender_whose_peer_takes_blocks_on_other_channels_is_not_failed(
+        tmp_path: Path) -> None:
+    """The server sends one channel's data while its first block waits on
+    the server's side (here its revalidator; under load, its own sending to
+    that peer) far longer than its no-progress timeout, while blocks of the
+    peer's other channel go on moving: the peer answers, so the server does
+    not fail the waiting channel as 'the other peer stopped answering'; it
+    completes once its block goes. On trio's MockClock."""
+    slow = replace(CFG, no_progress_timeout=None, accept_timeout=None)
+    async with world(tmp_path) as w:
+        a = w.node("a", slow)
+        b = w.node("b", replace(CFG, no_progress_timeout=5))
+        b.revalidator = hold = HoldFirstSlowOthers()
+        await a.start()
+        await b.start()
+        root, total, order = dag(b)
+        first = await a.m.open_pull_channel(b.peer, voucher(), root, ALL)
+        await hold.reached.wait()
+        other = await a.m.open_pull_channel(b.peer, voucher(), root, ALL)
+        so = await a.m.wait(other, timeout=DEADLINE)  # 16 blocks, 1 s each
+        assert so.status == S.Completed, so.message
+        assert b.state(first).status == S.Ongoing, b.state(first).message
+        hold.release()
+        sa = await a.m.wait(first, timeout=DEADLINE)
+        sb = await b.m.wait(first, timeout=DEADLINE)
+        assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
+        assert sa.received == total and sb.sent == total
+
+
 @pytest.mark.anyio
 async def test_silent_peer_both_sides_end(tmp_path: Path) -> None:
     """The peers stay connected but every packet between them is lost: the
