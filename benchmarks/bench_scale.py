@@ -179,6 +179,20 @@ def _round(tmp: Path, server: _Server, roots: list[str], clients: int,
             "cpu": _cpu(pid) - cpu0, "client_cpu": client_cpu}
 
 
+def _server_reasons(home: Path) -> dict[str, int]:
+    """The server's own account of its channels that did not complete
+    (status: message, counted), from its channel store once it stopped: a
+    client only hears "cancelled by the other peer"."""
+    out = subprocess.run([*_CLI, "ls", "--all", "--json", "--home", str(home)],
+                         capture_output=True, text=True, timeout=DEADLINE, check=True)
+    reasons: dict[str, int] = {}
+    for row in json.loads(out.stdout):
+        if row["status"] != "Completed":
+            key = f"{row['status']}: {row['message']}"
+            reasons[key] = reasons.get(key, 0) + 1
+    return dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
+
+
 def run(report: Reporter, quick: bool) -> None:
     from datatransfer.home import open_blockstore
     from datatransfer.ipld.unixfs import import_file
@@ -196,6 +210,7 @@ def run(report: Reporter, quick: bool) -> None:
             big = _round(tmp, server, roots, clients, per_client, "many")
         finally:
             server.stop()
+        server_reasons = _server_reasons(home)
     print(f"    clients' accept timeout raised to {ACCEPT_TIMEOUT:g} s (default "
           f"{ManagerConfig().accept_timeout:g} s): the server queues a peer's pulls beyond "
           f"{DEFAULT_MAX_REQUESTS_PER_PEER}", flush=True)
@@ -204,6 +219,9 @@ def run(report: Reporter, quick: bool) -> None:
                     "channels", "opened", r["total"])
         if r["reasons"]:
             print(f"    not completed: {r['reasons']}", flush=True)
+    if server_reasons:
+        print(f"    the server's channels that did not complete (both rounds): {server_reasons}",
+              flush=True)
     report.line(f"scale: {big['total']} concurrent pulls (separate processes)", big["rate"],
                 "channels/s", f"{small['total']} from 1 client", small["rate"])
     report.line("scale: server peak live channels", big["peak_live"], "channels",

@@ -508,7 +508,8 @@ class Manager:
     async def _watchdog(self) -> None:
         while True:
             await anyio.sleep(self.config.tick)
-            await self._run(self.core.tick(frozenset(self._waiters)))
+            await self._run(self.core.tick(frozenset(self._waiters),
+                                           self.transport.queued_channels))
 
     # ------------------------------------------------------------------ effects
 

@@ -43,15 +43,17 @@ class Due:
 
 def due(record: ChannelRecord, config: ManagerConfig, now: float, *, is_initiator: bool,
         status_since: float, last_activity: float, data_open: bool = False,
-        restarts: int = 0) -> Due | None:
+        restarts: int = 0, queued_here: bool = False) -> Due | None:
     """The timeout that has run out at ``now`` for the channel whose record
     is ``record`` (its status and its flags: paused by this node's
     application, paid while finalizing), if any. ``status_since``: when it
     entered its status; ``last_activity``: when data or a message last moved
     on it (monotonic seconds); ``data_open``: its data request is open;
-    ``restarts``: restarts since data last moved."""
+    ``restarts``: restarts since data last moved; ``queued_here``: its
+    data request waits in this node's own queue (its limit of requests in
+    progress), so the wait is this node's and no timeout blames the peer."""
     status = record.status
-    if is_ending(status) or record.app_paused:
+    if is_ending(status) or record.app_paused or queued_here:
         return None
     waited = now - max(last_activity, status_since)
     if status == Status.Requested and config.accept_timeout is not None:

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from benchmarks.bench_scale import FILE_SIZE, MAX_PER_CLIENT, _round, _Server
+from benchmarks.bench_scale import FILE_SIZE, MAX_PER_CLIENT, _round, _Server, _server_reasons
 from datatransfer.home import open_blockstore
 from datatransfer.ipld.unixfs import import_file
 
@@ -26,6 +26,7 @@ def test_three_clients_of_200_concurrent_pulls_all_complete(tmp_path):
         server.stop()
     assert result["total"] == 600
     assert result["completed"] == 600, result["reasons"]
+    assert _server_reasons(home) == {}  # the server's side of every channel completed too
     assert result["peak_live"] > 0
     assert result["cpu"] > 0 and result["client_cpu"] > 0 and result["rss_idle"] > 0
     assert result["rate"] > 0

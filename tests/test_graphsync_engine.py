@@ -631,6 +631,36 @@ async def test_a_reopened_request_replaces_the_one_waiting_at_the_sender():
         assert all(cid in a.store for cid in order)
 
 
+async def test_a_restart_replaces_its_waiting_request_when_the_cancel_was_lost():
+    """The requester's cancel of a waiting request can be lost (the
+    connection it went on was cut; then every channel of the peer restarts
+    at once): the sender itself replaces a channel's waiting request with
+    the newer one, so restarts never fill the queue (a full one answers
+    Busy). The waiting channels are listed, so the Manager does not blame
+    the peer for this node's own queue."""
+    async with pair(max_requests_per_peer=1, max_queued_per_peer=2) as (a, b):
+        root, _, order = make_dag(b.store, leaves=2)
+        b.events.on_request = lambda chid, msg: Decision(pause=True)  # stays in progress
+        first, second, third = (ChannelID(A, B, i) for i in (1, 2, 3))
+        await a.engine.open_channel(B, first, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        await quiesce(0.05)
+        ext = {EXTENSION_DATA_TRANSFER: to_node(pull_message(2, root))}
+        for _ in range(3):  # the requests of three restarts, no cancel between them
+            b.engine.handle_message(A, GraphsyncMessage(
+                requests=(GraphsyncRequest.new(root, ALL_SELECTOR_NODE, extensions=ext),)))
+        await a.engine.open_channel(B, third, root, ALL_SELECTOR_NODE, pull_message(3, root))
+        await quiesce(0.05)
+        assert b.engine.resources()["waiting"] == 2
+        assert b.engine.stats.busy_refused == 0
+        assert b.engine.queued_channels == frozenset({second, third})
+        b.events.on_request = None
+        await a.engine.close_channel(first)  # the first ends: the others are served, once each
+        await wait_done((a, third))
+        assert [e[1] for e in b.events.log if e[0] == "request"] == [first, second, third]
+        assert b.engine.queued_channels == frozenset()
+        assert all(cid in a.store for cid in order)
+
+
 async def test_a_full_queue_answers_busy_and_a_cancel_leaves_the_queue():
     async with pair(max_requests_per_peer=1, max_queued_per_peer=1) as (a, b):
         root, _, _ = make_dag(b.store, leaves=2)

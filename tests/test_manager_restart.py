@@ -188,12 +188,12 @@ class Node:
     Managers; :meth:`start` / :meth:`stop` run a Manager in its own task."""
 
     def __init__(self, net: InMemoryNetwork, name: str, tmp_path: Path, tg: Any,
-                 config: ManagerConfig = CFG) -> None:
+                 config: ManagerConfig = CFG, **engine: Any) -> None:
         self.name = name
         self.peer = PeerID(b"\x00\x08" + name.encode().ljust(8, b"_"))
         self.blockstore = MemoryBlockstore()
         self.transport: InMemoryNode = net.transport(self.peer, self.blockstore,
-                                                     max_block_bytes=1)
+                                                     **{"max_block_bytes": 1, **engine})
         self.db = tmp_path / f"{name}.db"
         self.tg = tg
         self.config = config
@@ -267,8 +267,9 @@ class World:
         self.tg = tg
         self.nodes: list[Node] = []
 
-    def node(self, name: str, config: ManagerConfig = CFG) -> Node:
-        node = Node(self.net, name, self.tmp_path, self.tg, config)
+    def node(self, name: str, config: ManagerConfig = CFG, **engine: Any) -> Node:
+        """A node; ``engine``: options of its graphsync engine."""
+        node = Node(self.net, name, self.tmp_path, self.tg, config, **engine)
         self.nodes.append(node)
         return node
 
@@ -1014,6 +1015,103 @@ async def test_a_peer_that_never_comes_back_fails_the_channel_after_the_restart_
         assert 600 <= waited < 600 + 2 * 5, waited
         assert tries >= 600 / 5, tries  # tried all along, not a few times early on
         assert sa.received_index == k
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock")],
+)
+@pytest.mark.anyio
+async def test_a_restart_waiting_in_the_servers_own_queue_is_not_failed(tmp_path: Path) -> None:
+    """The server serves one request of a peer at a time (its limit) and
+    queues the others. A channel cut mid-pull restarts, and its request
+    waits in that queue behind another channel far longer than the
+    server's no-progress timeout: the wait is the server's own, not the
+    peer's, so the server does not fail the channel; it completes once
+    served. On trio's MockClock: the minutes pass while every task waits."""
+    k = 4
+    slow = replace(CFG, no_progress_timeout=None, accept_timeout=None,
+                   restart_backoff=1, max_restart_backoff=1)
+    server = replace(CFG, no_progress_timeout=10)
+    async with world(tmp_path) as w:
+        a = w.node("a", slow)
+        b = w.node("b", server, max_requests_per_peer=1)
+        chid, root, total, order = await pull_until_gate(w, a, b, k)
+        w.net.disconnect(a.peer, b.peer)
+        w.net.connect(a.peer, b.peer)
+        b.gate.release()
+        await until(lambda: b.state(chid).message.startswith("disconnected"))
+        # another pull takes the one place before the restart comes (1 s later)
+        b.gate.arm(2)
+        other = await a.m.open_pull_channel(b.peer, voucher(), root, ALL)
+        await b.gate.reached.wait()
+        await b.m.pause_channel(other)  # the server's choice: no timeout runs on it
+        b.gate.release()
+        await until(lambda: chid in b.transport.queued_channels)
+        await anyio.sleep(6 * 10)  # six no-progress timeouts of the server pass
+        assert b.state(chid).status == S.Ongoing, b.state(chid).message
+        assert chid in b.transport.queued_channels
+        await b.m.resume_channel(other)
+        sa = await a.m.wait(chid, timeout=DEADLINE)
+        sb = await b.m.wait(chid, timeout=DEADLINE)
+        assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
+        assert sa.received == total and sb.sent == total
+        so = await a.m.wait(other, timeout=DEADLINE)
+        assert so.status == S.Completed, so.message
+
+
+class HoldFirstSlowOthers(Gate):
+    """The server's revalidator: holds the first channel it sees at its
+    first block until :meth:`release`; takes 1 s over each block of the
+    others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: ChannelID | None = None
+
+    async def on_pull_data_sent(self, channel_id, additional_bytes):
+        if self.first is None:
+            self.first = channel_id
+        if channel_id == self.first:
+            self.reached.set()
+            await self.opened.wait()
+        else:
+            await anyio.sleep(1)
+        return None
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock")],
+)
+@pytest.mark.anyio
+async def test_a_sender_whose_peer_takes_blocks_on_other_channels_is_not_failed(
+        tmp_path: Path) -> None:
+    """The server sends one channel's data while its first block waits on
+    the server's side (here its revalidator; under load, its own sending to
+    that peer) far longer than its no-progress timeout, while blocks of the
+    peer's other channel go on moving: the peer answers, so the server does
+    not fail the waiting channel as 'the other peer stopped answering'; it
+    completes once its block goes. On trio's MockClock."""
+    slow = replace(CFG, no_progress_timeout=None, accept_timeout=None)
+    async with world(tmp_path) as w:
+        a = w.node("a", slow)
+        b = w.node("b", replace(CFG, no_progress_timeout=5))
+        b.revalidator = hold = HoldFirstSlowOthers()
+        await a.start()
+        await b.start()
+        root, total, order = dag(b)
+        first = await a.m.open_pull_channel(b.peer, voucher(), root, ALL)
+        await hold.reached.wait()
+        other = await a.m.open_pull_channel(b.peer, voucher(), root, ALL)
+        so = await a.m.wait(other, timeout=DEADLINE)  # 16 blocks, 1 s each
+        assert so.status == S.Completed, so.message
+        assert b.state(first).status == S.Ongoing, b.state(first).message
+        hold.release()
+        sa = await a.m.wait(first, timeout=DEADLINE)
+        sb = await b.m.wait(first, timeout=DEADLINE)
+        assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
+        assert sa.received == total and sb.sent == total
 
 
 @pytest.mark.anyio

@@ -58,6 +58,18 @@ def test_nothing_is_due_for_ending_channels_or_ones_this_app_paused():
     assert check(watch(S.Ongoing, app_paused=True), CFG, 1e9) is None
 
 
+@pytest.mark.parametrize("status, flags", [
+    (S.Ongoing, {}), (S.InitiatorPaused, {"data_open": True}), (S.Finalizing, {}),
+])
+def test_nothing_is_due_while_the_data_request_waits_in_this_nodes_queue(status, flags):
+    """The wait is this node's own (its limit of requests in progress), not
+    the peer's: no timeout blames the peer, however long it lasts; the
+    clock runs again once the request is served."""
+    w = watch(status, initiator=False, **flags)
+    assert check(w, CFG, 1e9) is not None
+    assert check({**w, "queued_here": True}, CFG, 1e9) is None
+
+
 def test_activity_and_a_new_status_restart_the_clock():
     assert check(watch(S.Ongoing, since=0, active=50), CFG, 100) is None
     assert check(watch(S.Ongoing, since=50, active=0), CFG, 100) is None

@@ -169,6 +169,13 @@ class Transport(ABC):
         fails)."""
         return True
 
+    @property
+    def queued_channels(self) -> frozenset[ChannelID]:
+        """Channels whose data request this node received and holds in its
+        own queue, not served yet (its limit of requests in progress): the
+        Manager does not blame their peer for the wait. None by default."""
+        return frozenset()
+
     @abstractmethod
     async def send_message(self, peer: PeerID, message: Message) -> None:
         """Send a data-transfer message on its own; raises

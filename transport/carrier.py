@@ -78,6 +78,10 @@ class EngineCarrier(Transport):
         return self.engine.active_channels
 
     @property
+    def queued_channels(self) -> frozenset[ChannelID]:
+        return self.engine.queued_channels
+
+    @property
     def blockstore(self) -> Blockstore:
         return self.engine.blockstore
 

@@ -205,6 +205,9 @@ class ChannelCore:
         #: ``max_channels_per_peer`` bounds (see :meth:`_channel_limit_reached`).
         self._live_from: dict[PeerID, set[ChannelID]] = {}
         self._validating: dict[PeerID, int] = {}
+        #: When a block last moved on any channel with each peer (entries
+        #: older than the no-progress timeout are dropped by :meth:`tick`).
+        self._moved_with: dict[PeerID, float] = {}
 
     # ------------------------------------------------------------------ queries
 
@@ -385,20 +388,34 @@ class ChannelCore:
 
     # ------------------------------------------------------------------ time
 
-    def tick(self, keep: frozenset[ChannelID] = frozenset()) -> Steps:
+    def tick(self, keep: frozenset[ChannelID] = frozenset(),
+             queued: frozenset[ChannelID] = frozenset()) -> Steps:
         """The watchdog: write what is dirty, forget channels that ended long
         ago (not those in ``keep``: someone waits on them), and act on every
-        timeout that is due (:mod:`datatransfer.monitor`)."""
+        timeout that is due (:mod:`datatransfer.monitor`); ``queued``: the
+        channels whose data request waits in this node's own queue."""
         yield from self.flush()
         self._evict(keep)
         cfg = self.config
         now = self.now
+        if cfg.no_progress_timeout is not None:
+            self._moved_with = {p: t for p, t in self._moved_with.items()
+                                if now - t <= cfg.no_progress_timeout}
         for ch in list(self.channels.values()):
             rt = self._runtime[ch.channel_id]
+            last_activity = rt.last_activity
+            if (rt.data_open and ch.is_pull != ch.is_initiator
+                    and ch.record.status == S.Ongoing):
+                # We send its data: while blocks move to the same peer on its
+                # other channels, the peer answers, and this one waits for
+                # this node's own sending (the peer's requests are served a
+                # few at a time over one stream): not the peer's silence.
+                last_activity = max(last_activity, self._moved_with.get(ch.other_peer, 0.0))
             found = monitor.due(ch.record, cfg, now, is_initiator=ch.is_initiator,
                                 status_since=rt.status_since,
-                                last_activity=rt.last_activity, data_open=rt.data_open,
-                                restarts=ch.restarts)
+                                last_activity=last_activity, data_open=rt.data_open,
+                                restarts=ch.restarts,
+                                queued_here=ch.channel_id in queued)
             if found is None:
                 continue
             if found.action is monitor.Action.FAIL:
@@ -1226,6 +1243,7 @@ class ChannelCore:
         yield from self._count(ch, index_event, {"index": index})
         yield from self._count(ch, bytes_event, {"delta": size})
         self._runtime[ch.channel_id].last_activity = self.now
+        self._moved_with[ch.other_peer] = self.now
         state = self.snapshot(ch)
         yield Publish(index_event, "", state)
         yield Publish(bytes_event, "", state)
@@ -1243,6 +1261,7 @@ class ChannelCore:
         although the receiver advances every round."""
         rt = self._runtime[ch.channel_id]
         rt.last_activity = self.now
+        self._moved_with[ch.other_peer] = self.now
         rt.stalled_since = None
         if ch.restarts:
             ch.restarts = 0

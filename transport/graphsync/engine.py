@@ -100,7 +100,11 @@ onto graphsync as go-data-transfer's graphsync transport does:
 * a responder serves at most ``max_requests_per_peer`` requests of one peer
   at a time; further requests wait in that peer's FIFO queue (as in
   go-graphsync) and are admitted as served ones end; only when the queue
-  holds ``max_queued_per_peer`` requests is a new one answered 31 Busy;
+  holds ``max_queued_per_peer`` requests is a new one answered 31 Busy. A
+  new request for a channel whose request still waits replaces it (a
+  restart whose cancel was lost with the connection); the waiting channels
+  are listed (``queued_channels``) so that the Manager does not take this
+  node's own queue for its peer's silence;
 * a data-transfer message arriving on its own is handed over only after
   every new request the same peer sent before it was served (the Manager
   asked about it), so that a Cancel sent right after opening a channel
@@ -420,7 +424,7 @@ class GraphsyncEngine(Transport):
         self._outgoing: dict[bytes, _GsReceiver] = {}
         self._incoming: dict[tuple[PeerID, bytes], _Sender] = {}
         #: New requests over a peer's limit, in arrival order.
-        self._waiting: dict[PeerID, deque[GraphsyncRequest]] = {}
+        self._waiting: dict[PeerID, deque[tuple[ChannelID, GraphsyncRequest]]] = {}
         self._lanes: dict[ChannelID, _Lane] = {}
         self._held: dict[ChannelID, list[tuple[PeerID, Any]]] = {}
         #: New requests from each peer queued on lanes and not served yet:
@@ -440,6 +444,13 @@ class GraphsyncEngine(Transport):
     @property
     def active_channels(self) -> frozenset[ChannelID]:
         return frozenset(self._channels)
+
+    @property
+    def queued_channels(self) -> frozenset[ChannelID]:
+        """Channels whose request waits in this node's per-peer queue: their
+        wait is this node's, not their peer's (the Manager's no-progress
+        timeout leaves them alone)."""
+        return frozenset(chid for waiting in self._waiting.values() for chid, _ in waiting)
 
     def resources(self) -> dict[str, int]:
         return {
@@ -878,8 +889,14 @@ class GraphsyncEngine(Transport):
             active -= 1  # a restart replaces it
         if active >= self.max_requests_per_peer:
             waiting = self._waiting.setdefault(sender, deque())
+            if any(c == chid for c, _ in waiting):
+                # a restart replaces its channel's request still waiting (its
+                # requester gave up on it: a cut connection, a timeout), so a
+                # peer that restarts many channels at once does not fill the
+                # queue with requests nobody awaits
+                waiting = self._waiting[sender] = deque(w for w in waiting if w[0] != chid)
             if len(waiting) < self.max_queued_per_peer:
-                waiting.append(req)  # admitted when a served request ends
+                waiting.append((chid, req))  # admitted when a served request ends
                 self.stats.queued += 1
                 return
             self.stats.busy_refused += 1
@@ -917,7 +934,7 @@ class GraphsyncEngine(Transport):
         waiting = self._waiting.get(peer)
         if not waiting:
             return
-        req = waiting.popleft()
+        _, req = waiting.popleft()
         if not waiting:
             del self._waiting[peer]
         self._on_new_request(peer, req)
@@ -925,7 +942,7 @@ class GraphsyncEngine(Transport):
     def _drop_waiting(self, peer: PeerID, rid: bytes) -> None:
         waiting = self._waiting.get(peer)
         if waiting:
-            self._waiting[peer] = deque(r for r in waiting if r.id != rid)
+            self._waiting[peer] = deque(w for w in waiting if w[1].id != rid)
 
     async def _refuse(self, peer: PeerID, rid: bytes, status: ResponseStatus, why: str) -> None:
         msg = GraphsyncMessage(
