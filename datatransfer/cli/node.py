@@ -423,21 +423,30 @@ def pull(multiaddr: str, cid: str, output: Path | None, car: Path | None, force:
     check_output(output, force, "'-o' / '--output'")
     check_output(car, force, "'--car'")
     row = _run_transfer(home, multiaddr, root, selector, pull=True, listen=listen)
-    if output is not None or car is not None:
-        from datatransfer.cli.blocks import _errors
-        from datatransfer.home import open_blockstore
-        from datatransfer.ipld.unixfs import export_file
-
-        with _errors(), open_blockstore(home) as store:
-            if car is not None:
-                with open_output(car) as fh:
-                    count = write_selected_car(root, sel, store, fh)
-                click.echo(f"wrote {count} blocks to {'stdout' if is_stdout(car) else car}",
-                           err=True)
-            if output is not None:
-                with open_output(output) as fh:
-                    export_file(root, store, fh)
+    write_outputs(home, root, sel, output, car)
     message(row["channel_id"], to_stdout=not (is_stdout(output) or is_stdout(car)))
+
+
+def write_outputs(home: Path | None, root: CID, selector: Any, output: Path | None,
+                  car: Path | None) -> None:
+    """Write what a finished pull or retrieval left in the home: the CAR of
+    the selected blocks to ``car``, the UnixFS file to ``output`` (either
+    may be ``-``, stdout; the caller checked they may be written)."""
+    if output is None and car is None:
+        return
+    from datatransfer.cli.blocks import _errors
+    from datatransfer.home import open_blockstore
+    from datatransfer.ipld.unixfs import export_file
+
+    with _errors(), open_blockstore(home) as store:
+        if car is not None:
+            with open_output(car) as fh:
+                count = write_selected_car(root, selector, store, fh)
+            click.echo(f"wrote {count} blocks to {'stdout' if is_stdout(car) else car}",
+                       err=True)
+        if output is not None:
+            with open_output(output) as fh:
+                export_file(root, store, fh)
 
 
 def write_selected_car(root: CID, selector: Any, blockstore: Any, out: Any) -> int:

@@ -25,7 +25,7 @@ from datatransfer.cli.node import (
     _run,
     _watch_signals,
     resolve_dns,
-    write_selected_car,
+    write_outputs,
 )
 from datatransfer.cli.output import (
     INTERRUPTED,
@@ -34,7 +34,6 @@ from datatransfer.cli.output import (
     force_option,
     is_stdout,
     message,
-    open_output,
     progress_bar,
 )
 from datatransfer.cli.peers import complete_peer_name, resolve_peer_arg
@@ -234,21 +233,9 @@ def retrieve(multiaddr: str, cid: str, max_price: str, output: Path | None, car:
         sys.exit(INTERRUPTED)
     click.echo(f"Completed: {_rate(result.received, elapsed)}, paid {fil(result.paid)}",
                err=True)
-    if output is not None or car is not None:
-        from datatransfer.cli.blocks import _errors
-        from datatransfer.home import open_blockstore
-        from datatransfer.ipld.selector import ALL_SELECTOR_NODE
-        from datatransfer.ipld.unixfs import export_file
+    from datatransfer.ipld.selector import ALL_SELECTOR_NODE
 
-        with _errors(), open_blockstore(home) as store:
-            if car is not None:
-                with open_output(car) as fh:
-                    count = write_selected_car(root, ALL_SELECTOR_NODE, store, fh)
-                click.echo(f"wrote {count} blocks to {'stdout' if is_stdout(car) else car}",
-                           err=True)
-            if output is not None:
-                with open_output(output) as fh:
-                    export_file(root, store, fh)
+    write_outputs(home, root, ALL_SELECTOR_NODE, output, car)
     message(str(result.channel_id), to_stdout=not (is_stdout(output) or is_stdout(car)))
 
 
