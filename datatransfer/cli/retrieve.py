@@ -21,6 +21,7 @@ from datatransfer.cli.ask import fil, parse_fil
 from datatransfer.cli.blocks import _home_option, _parse_cid
 from datatransfer.cli.node import (
     _check_addr,
+    _follow,
     _rate,
     _run,
     _watch_signals,
@@ -34,11 +35,9 @@ from datatransfer.cli.output import (
     force_option,
     is_stdout,
     message,
-    progress_bar,
 )
 from datatransfer.cli.peers import complete_peer_name, resolve_peer_arg
 from datatransfer.ipld.cid import CID
-from statemachine import FINAL_STATUSES
 
 # -- retrieve --------------------------------------------------------------------------
 
@@ -106,19 +105,9 @@ async def _retrieve(home: Path | None, addr: str, root: CID, budget: int,
     client.subscribe(on_event)
 
     async def progress(total: int | None) -> None:
-        with progress_bar() as bar:
-            task = bar.add_task("retrieve", total=total)
-            while not chid:
-                await anyio.sleep(0.05)
-            while True:
-                state = manager.channel_state(chid[0])
-                bar.update(task, completed=state.received)
-                if state.status in FINAL_STATUSES:
-                    return  # (wait returns at once then)
-                try:
-                    await manager.wait(chid[0], timeout=0.2)
-                except TimeoutError:
-                    pass
+        while not chid:  # (the deal's first event names it)
+            await anyio.sleep(0.05)
+        await _follow(node, chid[0], root, total, "retrieve", pull=True, exact_total=False)
 
     try:
         async with anyio.create_task_group() as tg:
