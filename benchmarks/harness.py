@@ -92,35 +92,49 @@ def build_dag(data: bytes, s: Scenario, store: Any) -> Any:
     return level[0]
 
 
-def _home_files(tmp: Path, s: Scenario, channels: int) -> bench_deploy.Files:
-    """The file, imported into a home to serve and homes to push from (one
-    per channel): with ``datatransfer add`` where it can build the DAG,
-    else built here, written as a CAR and ``datatransfer car import``-ed."""
+def _home_files(tmp: Path, s: Scenario) -> bench_deploy.Files:
+    """The file, imported into a home to serve and a home to push from: with
+    ``datatransfer add`` where it can build the DAG, else built here,
+    written as a CAR and ``datatransfer car import``-ed."""
+    tmp.mkdir(parents=True, exist_ok=True)
     if s.dag in ("classic", "modern") and s.block_size is None:
-        files = bench_deploy._files(tmp, s.size, s.dag)
-    else:
-        from datatransfer.ipld.blockstore import MemoryBlockstore
-        from datatransfer.ipld.car import write_car
+        return bench_deploy._files(tmp, s.size, s.dag)
+    from datatransfer.ipld.blockstore import MemoryBlockstore
+    from datatransfer.ipld.car import write_car
 
-        path = tmp / "file.bin"
-        data = os.urandom(s.size)
-        path.write_bytes(data)
-        store = MemoryBlockstore()
-        root = build_dag(data, s, store)
-        car = tmp / "dag.car"
-        write_car(car, [root], ((cid, store.get(cid)) for cid in store))
-        source = tmp / "source-home"
-        child = Child([*CLI, "car", "import", str(car), "--home", str(source)],
-                      tmp / "car-import.log")
-        _, rc, _ = child.finish(bench_deploy.client_deadline(s.size))
-        if rc != 0:
-            raise child.fail(f"exited with status {rc}")
-        pusher = tmp / "pusher-home"
-        shutil.copytree(source, pusher)
-        files = bench_deploy.Files(path, str(root), source, pusher, s.size, s.dag)
-    for i in range(1, channels):
-        shutil.copytree(files.pusher, tmp / f"pusher-home-{i}")
-    return files
+    path = tmp / "file.bin"
+    data = os.urandom(s.size)
+    path.write_bytes(data)
+    store = MemoryBlockstore()
+    root = build_dag(data, s, store)
+    car = tmp / "dag.car"
+    write_car(car, [root], ((cid, store.get(cid)) for cid in store))
+    source = tmp / "source-home"
+    child = Child([*CLI, "car", "import", str(car), "--home", str(source)],
+                  tmp / "car-import.log")
+    _, rc, _ = child.finish(bench_deploy.client_deadline(s.size))
+    if rc != 0:
+        raise child.fail(f"exited with status {rc}")
+    pusher = tmp / "pusher-home"
+    shutil.copytree(source, pusher)
+    return bench_deploy.Files(path, str(root), source, pusher, s.size, s.dag)
+
+
+def _pushed_files(tmp: Path, s: Scenario) -> list[bench_deploy.Files]:
+    """A file of its own for each pushing channel after the first: pushed to
+    one sink, the same DAG twice would move only once (a receiver skips the
+    blocks it holds), and the figure would count bytes never sent."""
+    if s.direction != "push":
+        return []
+    return [_home_files(tmp / f"channel-{i}", s) for i in range(1, s.channels)]
+
+
+def _own_file(argv: list[str], files: bench_deploy.Files,
+              own: bench_deploy.Files) -> list[str]:
+    """``argv`` of a client of ``files`` made a client of ``own`` instead."""
+    swap = {files.cid: own.cid, str(files.path): str(own.path),
+            str(files.pusher): str(own.pusher)}
+    return [swap.get(arg, arg) for arg in argv]
 
 
 # -- two processes ------------------------------------------------------------------------
@@ -150,8 +164,8 @@ def client_deadline(total: int, link: Link) -> float:
     return bench_deploy.client_deadline(total) + slow + 200 * link.latency
 
 
-def _clients(r: bench_deploy.Round, case: bench_deploy.Case, n: int,
-             link: Link) -> tuple[float, float, float]:
+def _clients(r: bench_deploy.Round, case: bench_deploy.Case, n: int, link: Link,
+             pushed: list[bench_deploy.Files]) -> tuple[float, float, float]:
     """Run ``n`` clients of ``case`` at once: (seconds from the first
     connection to the last exit, CPU seconds of the clients, of the server)."""
     server = r.servers[case.server]
@@ -160,8 +174,8 @@ def _clients(r: bench_deploy.Round, case: bench_deploy.Case, n: int,
     children = []
     for i in range(n):
         argv = case.client(r, r.fresh(f"{case.kind}-client"))
-        if case.kind == "push" and "--home" in argv and i:
-            argv[argv.index("--home") + 1] = str(r.files.pusher.with_name(f"pusher-home-{i}"))
+        if case.kind == "push" and i:
+            argv = _own_file(argv, r.files, pushed[i - 1])
         if r.gonode is not None and argv[0] == str(r.gonode):
             argv += ["-timeout", f"{deadline:.0f}s"]  # the last -timeout counts
             if link.shaped:
@@ -190,7 +204,8 @@ def _run_processes(s: Scenario, gonode: Path | None, tmp: Path) -> dict[str, dic
     wanted = ["bare-stream", "ours"] + (["go"] if gonode is not None and s.go_can_run else [])
     todo = {c.label: c for c in bench_deploy.cases(go="go" in wanted) if c.kind == s.direction}
     chosen = {name: todo[_CASES[(s.direction, name)]] for name in wanted}
-    files = _home_files(tmp, s, s.channels)
+    files = _home_files(tmp, s)
+    pushed = _pushed_files(tmp, s)
     samples: dict[str, dict[str, list]] = {
         name: {"mb_s": [], "sender": [], "receiver": []} for name in wanted}
     total = s.size * s.channels
@@ -204,7 +219,7 @@ def _run_processes(s: Scenario, gonode: Path | None, tmp: Path) -> dict[str, dic
                 relays = _shape(r, s)
             for name, case in chosen.items():
                 progress(f"{s.key()}: {name} (round {i + 1} of {s.rounds})")
-                seconds, client_cpu, server_cpu = _clients(r, case, s.channels, s.link)
+                seconds, client_cpu, server_cpu = _clients(r, case, s.channels, s.link, pushed)
                 send, recv = ((server_cpu, client_cpu) if s.direction == "pull"
                               else (client_cpu, server_cpu))
                 samples[name]["mb_s"].append(total / 1e6 / seconds)

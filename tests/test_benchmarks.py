@@ -11,6 +11,7 @@ import re
 import sys
 import threading
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -183,6 +184,25 @@ def test_a_cbor_tree_holds_the_bytes_in_blocks_of_the_size_asked():
     assert b"".join(leaves) == data
     assert max(len(x) for x in leaves) == 1000
     assert all(len(n["links"]) <= 3 for n in nodes if "links" in n)
+
+
+def test_each_pushing_channel_pushes_a_file_of_its_own(tmp_path):
+    """Channels pushing to one sink push distinct DAGs: the same DAG twice
+    would move once (the sink skips blocks it holds) while the figure
+    counted it twice. Each client's argv names its own CID, file and home."""
+    from benchmarks.harness import _home_files, _own_file, _pushed_files
+
+    s = Scenario(direction="push", channels=3, size=4096, dag="cbor-tree", block_size=1024)
+    first = _home_files(tmp_path, s)
+    others = _pushed_files(tmp_path, s)
+    assert len(others) == 2
+    assert len({f.cid for f in [first, *others]}) == 3
+    assert len({f.pusher for f in [first, *others]}) == 3
+    argv = ["push", "/ip4/x", first.cid, "--home", str(first.pusher), "-file", str(first.path)]
+    assert _own_file(argv, first, others[1]) == [
+        "push", "/ip4/x", others[1].cid, "--home", str(others[1].pusher),
+        "-file", str(others[1].path)]
+    assert _pushed_files(tmp_path / "pull", replace(s, direction="pull")) == []
 
 
 # -- the harness: the shaped link ---------------------------------------------------------
