@@ -41,10 +41,11 @@ def _env() -> dict[str, str]:
     return dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=readonly")
 
 
-def _build(go: str, src: Path, package: str, target: Path) -> Path:
+def _build(go: str, src: Path, package: str, target: Path, modfile: str | None = None) -> Path:
     BUILD_DIR.mkdir(exist_ok=True)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    proc = subprocess.run([go, "build", "-o", str(tmp), package], cwd=src, env=_env(),
+    flags = [f"-modfile={modfile}"] if modfile else []
+    proc = subprocess.run([go, "build", *flags, "-o", str(tmp), package], cwd=src, env=_env(),
                           capture_output=True, text=True, timeout=BUILD_TIMEOUT)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
@@ -54,11 +55,13 @@ def _build(go: str, src: Path, package: str, target: Path) -> Path:
     return target
 
 
-def build_local(go: str, src: Path, name: str) -> Path:
+def build_local(go: str, src: Path, name: str, modfile: str | None = None) -> Path:
     """Build the program in ``src`` (this repository's tests/interop/...)
     into ``.interop-build/<name>`` (rebuilt each time: Go's build cache makes
-    that a link step once warm)."""
-    return _build(go, src, ".", BUILD_DIR / name)
+    that a link step once warm), with its go.mod or, given ``modfile``, with
+    that one (and the go.sum beside it of the same name: one program built
+    against two versions of a module)."""
+    return _build(go, src, ".", BUILD_DIR / name, modfile)
 
 
 def build_module_command(go: str, module: str, version: str, package: str, name: str) -> Path:

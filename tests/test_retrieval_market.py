@@ -403,6 +403,23 @@ async def test_free_retrieval_completes() -> None:
         assert w.ledger.history == []
 
 
+@pytest.mark.anyio
+async def test_the_client_names_the_deal_a_channel_carries() -> None:
+    """``deal_proposal`` (what ``datatransfer retrieve`` asks before resuming
+    a live channel): the proposal on a channel this node opened, None on the
+    provider's side of the same channel."""
+    async with world() as w:
+        p, c = w.provider(Ask(), payments=False), w.client()
+        root, _, _ = make_dag(p.blockstore, leaves=2)
+        await p.start()
+        await c.start()
+        result = await retrieve(c.role, p.peer, root)
+        proposal = c.role.deal_proposal(result.channel_id)
+        assert isinstance(proposal, DealProposal)
+        assert (proposal.deal_id, proposal.payload_cid) == (result.deal_id, root)
+        assert RetrievalClient(p.m).deal_proposal(result.channel_id) is None
+
+
 # ------------------------------------------------------------------ refusals
 
 

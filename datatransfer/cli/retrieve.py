@@ -69,12 +69,10 @@ async def _retrieve(home: Path | None, addr: str, root: CID, budget: int,
     from datatransfer.home import resolve_home
     from datatransfer.markets.retrieval import (
         Ask,
-        DealProposal,
         RetrievalError,
         RetrievalTypeError,
         register_client,
     )
-    from datatransfer.markets.retrieval.client import _decoded
     from datatransfer.markets.retrieval.network import query_ask
     from datatransfer.markets.retrieval.query import Query, QueryStatus
     from datatransfer.markets.retrieval.wallet import HomeWallet
@@ -150,8 +148,7 @@ async def _retrieve(home: Path | None, addr: str, root: CID, budget: int,
             if not failure:
                 tg.start_soon(progress, answer.size or None)
                 live = node.live_channel(peer, root)
-                if live is not None and _decoded(
-                        DealProposal, manager.channel_state(live).voucher) is None:
+                if live is not None and client.deal_proposal(live) is None:
                     live = None  # (a plain pull of the same root)
                 try:
                     if live is not None:

@@ -144,6 +144,18 @@ class RetrievalClient:
 
     # ------------------------------------------------------------------ deals
 
+    def deal_proposal(self, channel_id: ChannelID) -> DealProposal | None:
+        """The retrieval deal this node proposed on ``channel_id`` (the
+        channel's voucher), or None when the channel is not one: a channel
+        of another kind (a plain pull of the same root) or one it did not
+        open. What :meth:`resume` needs to pick the deal up again; raises
+        as :meth:`~datatransfer.manager.Manager.channel_state` does for an
+        unknown channel."""
+        require_channel_id(channel_id)
+        state = self.manager.channel_state(channel_id)
+        proposal = _decoded(DealProposal, state.voucher)
+        return proposal if state.is_initiator else None
+
     async def retrieve(self, peer: PeerID, root: CID, selector: Any = None,
                        ask: Ask | None = None, budget: int = 0, *,
                        max_price_per_byte: int | None = None,
@@ -190,11 +202,10 @@ class RetrievalClient:
         from the channel, what was paid from the vouchers it sent, so no
         payment request already answered is paid again. ``ask`` says where
         to pay (its payment address); ``budget`` bounds the total as before."""
-        require_channel_id(channel_id)
-        state = self.manager.channel_state(channel_id)
-        proposal = _decoded(DealProposal, state.voucher)
-        if proposal is None or not state.is_initiator:
+        proposal = self.deal_proposal(channel_id)
+        if proposal is None:
             raise RetrievalError(f"channel {channel_id} is not a retrieval this node started")
+        state = self.manager.channel_state(channel_id)
         deal = _Deal(proposal.deal_id, channel_id, proposal.params, budget, ask.payment_address)
         payments = [p for p in (_decoded(DealPayment, v) for v in state.vouchers) if p is not None]
         for payment in payments:

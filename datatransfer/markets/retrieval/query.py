@@ -13,10 +13,19 @@ both DAG-CBOR maps with go-fil-markets' ``retrievalmarket`` field names
         MaxPaymentIntervalIncrease Int  Message String  UnsealPrice Bytes
     }
 
-The field names and kinds follow go-fil-markets; the encoding has not been
-checked against vectors from its Go encoder (which writes map keys in field
-order, where we write DAG-CBOR's canonical order; decoding takes either).
-No I/O here: :mod:`~datatransfer.markets.retrieval.network` serves it.
+Each is written bare on the stream, with no length prefix, as go-fil-markets'
+query stream (``cborutil.WriteCborRPC``) and boost's query handler write it.
+
+Checked against go-fil-markets' own cbor-gen code (``tests/test_retrieval_query.py``,
+vectors from ``tests/interop/queryvectors``): what we write is byte for byte
+what v1.28.3 writes (canonical map order: ``Size``, ``Status``, ...), and we
+read what it and v1.26.1 write (v1.27 and older: the struct's field order).
+Decoding is stricter than Go's: every field is required, unknown fields,
+statuses and negative or non-canonical amounts are refused. One difference
+is left: an undefined payment address (a free provider with no wallet) is
+written as empty bytes, which go-address neither writes nor reads ("cbor
+input should not contain empty addresses"), so a Go client cannot read such
+an answer. No I/O here: :mod:`~datatransfer.markets.retrieval.network` serves it.
 """
 
 from __future__ import annotations
@@ -54,8 +63,10 @@ class QueryStatus(enum.IntEnum):
 
 
 def _decode(data: bytes, where: str) -> Any:
+    """A DAG-CBOR value whose maps may have their keys in any order (go-fil-markets
+    before v1.28 writes them in its structs' field order); duplicates are refused."""
     try:
-        return dagcbor.decode(data)
+        return dagcbor.decode(data, sorted_keys=False)
     except ValueError as exc:
         raise RetrievalTypeError(where, f"not DAG-CBOR: {exc}") from None
 
