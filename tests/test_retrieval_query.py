@@ -285,6 +285,38 @@ def test_the_query_and_its_answer_go_bare_on_the_stream(tmp_path: Path) -> None:
     assert answer == go_answer
 
 
+def test_a_free_serve_names_its_wallet_so_go_clients_can_read_its_answers(tmp_path: Path) -> None:
+    """``serve``'s ask names the home wallet's address even when free, and
+    both answers carry it: go-fil-markets cannot read an undefined one."""
+    from datatransfer.cli.ask import AskTerms, retrieval_setup
+    from datatransfer.ipld.unixfs import import_file
+    from datatransfer.markets.retrieval.network import query_ask
+    from datatransfer.markets.retrieval.wallet import HomeWallet
+    from datatransfer.node import Node
+
+    home = tmp_path / "provider"
+    home.mkdir()
+    nodes: list[Node] = []
+    setup, line = retrieval_setup(home, AskTerms(), lambda: nodes[0])
+    assert line is None  # free: no ask line
+
+    async def main() -> list[QueryResponse]:
+        nodes.append(Node(home, setup=setup))
+        async with nodes[0] as a, Node(tmp_path / "client") as b:
+            root = import_file(b"held here" * 100, a.blockstore)
+            missing = import_file(b"not held", b.blockstore)
+            await b.connect(a.addrs()[0])
+            with anyio.fail_after(DEADLINE):
+                return [await query_ask(b.host, a.peer_id, Query(cid)) for cid in (root, missing)]
+
+    held, lacking = anyio.run(main, backend="trio")
+    assert (held.status, lacking.status) == (QueryStatus.AVAILABLE, QueryStatus.UNAVAILABLE)
+    wallet = HomeWallet(home).address
+    assert not wallet.is_undef
+    assert held.payment_address == lacking.payment_address == wallet
+    assert dagcbor.decode(lacking.encode())["PaymentAddress"] == wallet.raw != b""
+
+
 # -- the fixtures are the generator's output -----------------------------------------------------------
 
 

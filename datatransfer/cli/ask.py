@@ -138,15 +138,18 @@ def retrieval_setup(home: Path | None, terms: AskTerms,
         ask = Ask(**kwargs)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    from dataclasses import replace
+
+    from datatransfer.markets.retrieval.wallet import HomeWallet
+
+    # A free ask names the home's wallet too: go-fil-markets clients cannot
+    # read a query answer whose payment address is undefined.
+    wallet = HomeWallet(path)
+    ask = replace(ask, payment_address=wallet.address)
     payments = None
     line = None
     if not ask.is_free:
-        from dataclasses import replace
-
-        from datatransfer.markets.retrieval.wallet import HomeWallet
-
-        payments = HomeWallet(path)
-        ask = replace(ask, payment_address=payments.address)
+        payments = wallet
         line = (f"retrieval ask: {fil(ask.price_per_byte)} per byte, unseal "
                 f"{fil(ask.unseal_price)}, a payment every {ask.payment_interval} bytes "
                 f"(+{ask.payment_interval_increase}), paid to {ask.payment_address}")

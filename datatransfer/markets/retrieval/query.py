@@ -22,10 +22,12 @@ what v1.28.3 writes (canonical map order: ``Size``, ``Status``, ...), and we
 read what it and v1.26.1 write (v1.27 and older: the struct's field order).
 Decoding is stricter than Go's: every field is required, unknown fields,
 statuses and negative or non-canonical amounts are refused. One difference
-is left: an undefined payment address (a free provider with no wallet) is
-written as empty bytes, which go-address neither writes nor reads ("cbor
-input should not contain empty addresses"), so a Go client cannot read such
-an answer. No I/O here: :mod:`~datatransfer.markets.retrieval.network` serves it.
+is left: an undefined payment address is written as empty bytes, which
+go-address neither writes nor reads ("cbor input should not contain empty
+addresses"), so a Go client cannot read such an answer. ``datatransfer
+serve`` never sends one (its ask names the home wallet's address, free or
+not); a library user answering queries should give the ask an address.
+No I/O here: :mod:`~datatransfer.markets.retrieval.network` serves it.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ def answer_query(provider: Any, query: Any) -> Any:
 
     ask = provider.ask
     if not provider.blockstore.has(query.payload_cid):
-        return QueryResponse(QueryStatus.UNAVAILABLE, message=f"{query.payload_cid} is not held here")
+        return QueryResponse(QueryStatus.UNAVAILABLE, payment_address=ask.payment_address,
+                             message=f"{query.payload_cid} is not held here")
     return QueryResponse(
         QueryStatus.AVAILABLE, size=_dag_size(provider.blockstore, query.payload_cid),
         payment_address=ask.payment_address, min_price_per_byte=ask.price_per_byte,
