@@ -44,6 +44,7 @@ from _processes import (
     MIB,
     TIMEOUT,
     Proc,
+    cli_serve,
     free_port,
     make_file,
     run,
@@ -52,6 +53,8 @@ from _processes import (
     wait_until,
 )
 from _relay import Relay
+
+from datatransfer.daemon.client import ControlClient
 
 #: The file moved in every case, and where the relay stops forwarding its
 #: data the first time (the receiver then holds part of it, the rest waits).
@@ -363,6 +366,77 @@ def test_push_run_again_after_the_server_ended_its_channel_moves_only_what_is_mi
     back = tmp_path / "back.bin"
     run("cat", cid, "-o", back, "--home", server_home)
     assert sha256(back) == digest
+    server.stop()
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["reopens", "denied"])
+def test_pull_through_a_daemon_whose_resumed_channel_fails_opens_a_new_one(
+        tmp_path, procs, relay_to, big_source, refused):
+    """A pull through the daemon attaches to the channel the daemon resumed
+    when it started again on its home, and the server had ended its side
+    (its no-progress timeout): the restart is refused and the channel
+    fails. As without a daemon, the pull then opens a new channel, once,
+    which moves only what the home lacks. When the server refuses the peer
+    altogether (``--deny-peer``), the new channel fails too and the pull
+    reports it, without opening a third.
+
+    The attach is made certain by the relay: the daemon's restarts dial the
+    address its book holds, the relay's, closed by then, so they fail (the
+    channel stays live, restarting with a backoff) until the pull dials the
+    server directly; the next restart reaches the server and is refused."""
+    src, digest = big_source
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    cid = add(src, server_home)
+    size, _ = dag(server_home, cid)
+    port = free_port()
+    server = Server(procs, server_home, port, "--no-progress-timeout", "1")
+    peer = split_addr(server.addr)[1]
+    relay = relay_to(port)
+    relay.hold_after("down", HOLD)
+    daemon, _ = cli_serve(procs, client_home)
+    api = ControlClient.for_home(client_home)
+    assert api is not None
+    me = api.node()["peer_id"]
+    first = api.open(relay.addr(peer), cid)["channel"]
+    mid_transfer(relay, client_home)
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.wait()
+    relay.cut()  # the server's connection goes too, mid-send (its data was held)
+    wait_until(lambda: channels(server_home)[0]["status"] == "Failed",
+               "the server to end its side of the channel (no progress for 1 s)")
+    relay.close()  # from now on the daemon's restarts find no one there
+    held = stored(client_home)
+    if refused:
+        server.stop()
+        server = Server(procs, server_home, port, "--deny-peer", me)
+    daemon, _ = cli_serve(procs, client_home)
+    api = ControlClient.for_home(client_home)
+    assert api is not None
+
+    def restart_failed() -> bool:
+        row = api.channel(first["id"])
+        assert row["status"] == "Ongoing", row
+        return "unable to open data request" in row["message"]
+
+    wait_until(restart_failed, "the daemon's restart of the channel to fail to dial")
+    out = tmp_path / "out.bin"
+    again = run("pull", server.addr, cid, "--home", client_home, "-o", out, ok=not refused)
+    assert f"resuming channel {first['id']}" in again.stderr, again.stderr
+    assert f"channel {first['id']} could not be resumed" in again.stderr, again.stderr
+    assert again.stderr.count("opening a new one") == 1, again.stderr
+    mine = channels(client_home)
+    assert len(mine) == 2, mine  # the resumed channel and one new one, no more
+    if refused:
+        assert again.returncode == 1, again.stderr
+        assert all(c["status"] == "Failed" for c in mine), mine
+        assert not out.exists()
+    else:
+        assert again.returncode == 0, again.stderr
+        assert sha256(out) == digest
+        assert the_channel(client_home, "Failed")["id"] == first["id"]
+        assert the_channel(client_home, "Completed")["received"] == size
+        # the new channel sent exactly what the home lacked, once
+        assert the_channel(server_home, "Completed")["sent"] == size - held
     server.stop()
 
 

@@ -919,6 +919,10 @@ async def test_accept_lost_responder_channel_also_ends(tmp_path: Path) -> None:
         assert cancel.message.transfer_id == chid.id
 
 
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock")],
+)
 @pytest.mark.anyio
 async def test_lost_restart_of_an_answered_pull_is_asked_again(tmp_path: Path) -> None:
     """Found by the property test: the client restarts a pull whose first
@@ -926,7 +930,16 @@ async def test_lost_restart_of_an_answered_pull_is_asked_again(tmp_path: Path) -
     lost. The answers to the replaced request are not taken any more, so
     the client hears nothing; rather than fail on the accept timeout (while
     the server completes), it restarts again, and the server, which has
-    completed, serves the restart: both end Completed."""
+    completed, serves the restart: both end Completed.
+
+    On trio's MockClock: the case needs the restart to come before the
+    first request's accept timeout (0.3 s after the open) and before the
+    server's answers, held 0.2 s, arrive. On the wall clock a loaded
+    machine that does not run this process for 0.3 s between the open and
+    the restart fails the first request on its accept timeout (restarts
+    0: nothing to ask again), and the test failed; with the clock still
+    while any task can run, the open, the poll and the restart take no
+    time, and the timeout and the delay count only the waits."""
     cfg_a = replace(CFG, accept_timeout=0.3, max_restarts=5)
     async with world(tmp_path) as w:
         a, b = w.node("a", cfg_a), w.node("b")
@@ -942,6 +955,8 @@ async def test_lost_restart_of_an_answered_pull_is_asked_again(tmp_path: Path) -
         sb = await b.m.wait(chid, timeout=10)
         assert (sa.status, sb.status) == (S.Completed, S.Completed), (sa.message, sb.message)
         assert sa.received == total
+        # the restart that was lost, and the one asked again on the accept timeout
+        assert len(w.wire.restart_requests(a.peer)) == 2
 
 
 @pytest.mark.anyio

@@ -75,7 +75,28 @@ def follow(client: ControlClient, names: Iterable[str],
 def transfer(client: ControlClient, addr: str, root: str, selector: str | None, *,
              pull: bool) -> dict[str, Any]:
     """Pull or push through the daemon, showing progress; the final row.
-    Ctrl-C detaches: the channel goes on in the daemon."""
+    Ctrl-C detaches: the channel goes on in the daemon.
+
+    As a transfer without a daemon does, one that attached to a live channel
+    (the daemon resumed it) which then failed (the peer ended its side and
+    refused the restart) opens a new channel, once: the receiver skips what
+    it holds, so only what is missing moves. A new channel's failure is the
+    answer (reopening cannot mend a refusal), so this never loops."""
+    row, resumed = _open(client, addr, root, selector, pull=pull)
+    final = _follow_one(client, row, pull=pull)
+    if resumed and final["status"] == "Failed":
+        why = f" ({final['message']})" if final["message"] else ""
+        click.echo(f"channel {final['id']} could not be resumed{why}; opening a new one",
+                   err=True)
+        row, _ = _open(client, addr, root, selector, pull=pull)
+        final = _follow_one(client, row, pull=pull)
+    return final
+
+
+def _open(client: ControlClient, addr: str, root: str, selector: str | None, *,
+          pull: bool) -> tuple[dict[str, Any], bool]:
+    """Ask the daemon for the transfer: the channel's row and whether it is
+    a live channel the daemon already had (resumed) rather than a new one."""
     try:
         opened = client.open(addr, root, selector, pull=pull)
     except (ApiError, DaemonUnavailable) as exc:
@@ -83,6 +104,11 @@ def transfer(client: ControlClient, addr: str, root: str, selector: str | None, 
     row = opened["channel"]
     if opened["resumed"]:
         click.echo(f"resuming channel {row['id']}", err=True)
+    return row, bool(opened["resumed"])
+
+
+def _follow_one(client: ControlClient, row: dict[str, Any], *, pull: bool) -> dict[str, Any]:
+    """Follow one channel to its end; its last row. Ctrl-C detaches."""
     try:
         return follow(client, [row["channel_id"]],
                       lambda _: "pull" if pull else "push").get(row["id"], row)
