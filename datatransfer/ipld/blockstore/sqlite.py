@@ -11,7 +11,7 @@ largest share of a pulling node's CPU; the pack takes each batch in one
 ``pwritev``. A row whose ``pack_offset`` is NULL holds its bytes in
 ``data``: stores of schema version 1 (every block inline) are migrated at
 open by adding the column, and keep their blocks where they are; a store at
-``":memory:"`` keeps every block inline. ``PRAGMA user_version`` holds the
+``":memory:"`` (or ``""``) keeps every block inline. ``PRAGMA user_version`` holds the
 schema version (2), so an older version of this library refuses a store it
 could not read instead of returning empty blocks. One row of table ``pack``
 holds the pack's committed end: where the next batch is appended.
@@ -134,7 +134,7 @@ class SqliteBlockstore(Blockstore):
             )
             conn.execute("INSERT OR IGNORE INTO pack (id, end_offset) VALUES (0, 0)")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            if self.path != ":memory:" and not self.path.startswith("file:"):
+            if self.path not in ("", ":memory:"):  # (those two: throw-away databases)
                 self._pack = self._open_pack(conn)
             conn.execute("COMMIT")
         except BaseException:
