@@ -104,7 +104,9 @@ def channels_path(home: str | os.PathLike[str] | None = None) -> Path:
 
 
 def open_blockstore(home: str | os.PathLike[str] | None = None) -> SqliteBlockstore:
-    """Open (creating if needed) the home's SQLite block store."""
+    """Open (creating if needed) the home's block store: the SQLite index
+    ``blocks.sqlite`` and its pack file ``blocks.sqlite.pack`` (a home whose
+    store predates the pack is migrated in place; its blocks stay inline)."""
     from datatransfer.ipld.blockstore.sqlite import SqliteBlockstore
 
     return SqliteBlockstore(blockstore_path(home))

@@ -4,8 +4,9 @@
 (:func:`datatransfer.home.resolve_home`):
 
 * its identity (``identity.key``): the same peer id across restarts,
-* its block store (``blocks.sqlite``) and channel store (``channels.sqlite``),
-  both SQLite in WAL mode, so other processes (``datatransfer add``/``cat``/
+* its block store (``blocks.sqlite``, the index, and ``blocks.sqlite.pack``,
+  the blocks' bytes) and channel store (``channels.sqlite``), both SQLite in
+  WAL mode, so other processes (``datatransfer add``/``cat``/
   ``ls``) may use the home while the node runs,
 * its address book (``peers.json``, :mod:`datatransfer.peers`): the
   addresses of the peers it dialled, loaded into the libp2p peerstore at
