@@ -108,6 +108,20 @@ def test_time_is_what_the_driver_says() -> None:
     assert any(isinstance(e, fx.Spawn) for e in effects)  # the cancel, told apart
 
 
+def test_a_data_request_opened_after_the_channel_failed_keeps_its_reason() -> None:
+    """The transport's Opened can arrive after the accept timeout failed the
+    channel (a slow dial): it must not wipe the reason the channel fails for."""
+    core = _core(accept_timeout=30.0)
+    _, chid = _run(core, core.open(PEER, ("v", 1), ROOT, ALL_SELECTOR_NODE, is_pull=True))
+    _run(core, core.tick(), now=31.0, outcomes={fx.IsConnected: False})
+    ch = core.get(chid)
+    reason = ch.record.message
+    assert ch.record.status is Status.Failing and "accepted" in reason
+    effects, _ = _run(core, core.channel_opened(chid), now=31.5)
+    assert ch.record.status is Status.Failing and ch.record.message == reason
+    assert not [e for e in effects if isinstance(e, fx.Publish)]
+
+
 def test_an_unanswerable_send_is_a_disconnect_and_arms_a_restart() -> None:
     core = _core(restart_backoff=0.5)
     _, chid = _run(core, core.open(PEER, ("v", 1), ROOT, ALL_SELECTOR_NODE, is_pull=False))

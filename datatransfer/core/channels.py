@@ -76,6 +76,7 @@ from statemachine import (
     ABORTING_STATUSES,
     CLEANUP_STATUSES,
     COMPLETE_ANSWER_STATUSES,
+    ENDING_STATUSES,
     FINAL_STATUSES,
     FINALIZING_STATUSES,
     RESPONDER_FINALIZING_STATUSES,
@@ -512,7 +513,10 @@ class ChannelCore:
         ch = self.channels.get(channel_id)
         if ch is not None:
             self._runtime[channel_id].data_open = True
-            yield from self._try_fire(ch, E.Opened)
+            # Opened clears a stale message; on a channel already ending (a
+            # slow dial outlived the accept timeout) it would erase the reason.
+            if ch.record.status not in ENDING_STATUSES:
+                yield from self._try_fire(ch, E.Opened)
 
     def data_queued(self, channel_id: ChannelID, size: int, index: int) -> Steps:
         """The sender queued block ``index`` of ``size`` bytes; returns an Answer."""
