@@ -410,6 +410,32 @@ async def test_sender_pause_sends_paused_status_and_resume_carries_message():
         assert b.events.kinds().count("queued") == len(order)
 
 
+async def test_sender_resumed_sends_the_held_block_alone_then_batches_again():
+    """The receiver of a paused channel (a retrieval client that just paid)
+    waits idle for the first block after the resume: it goes in a message
+    of its own, so it is not held while a full batch is loaded, encoded and
+    carried; the blocks after it are batched as before."""
+    async with pair() as (a, b):
+        root, _, order = make_dag(b.store, leaves=14, leaf_size=100_000)
+        chid = ChannelID(A, B, 1)
+        b.events.on_queued = lambda i: Decision(pause=True) if i == 7 else PROCEED
+        await a.engine.open_channel(B, chid, root, ALL_SELECTOR_NODE, pull_message(1, root))
+        with anyio.fail_after(DEADLINE):
+            while not any(r.status is ResponseStatus.PAUSED for m in b.wire for r in m.responses):
+                await anyio.sleep(0.01)
+        await quiesce(0.05)
+        before = [len(m.blocks) for m in b.wire if m.blocks]
+        assert max(before) > 1  # (batched up to the pause)
+        resumed_at = len(b.wire)
+        await b.engine.resume_channel(chid)
+        await wait_done((a, chid), (b, chid))
+        after = [len(m.blocks) for m in b.wire[resumed_at:] if m.blocks]
+        assert after[0] == 1 and max(after[1:]) > 1, after
+        assert sum(before) + sum(after) == len(order)
+        assert [e[1] for e in a.events.log if e[0] == "received"] == list(
+            range(1, len(order) + 1))
+
+
 @pytest.mark.parametrize("who", ["receiver", "sender"])
 async def test_cancel_from_either_side(who):
     async with pair(max_block_bytes=1) as (a, b):

@@ -556,6 +556,57 @@ async def test_paid_retrieval_pays_unseal_then_every_interval_then_the_rest() ->
         assert sp.status == S.Completed and sp.voucher_results[-1].status == D.COMPLETED
 
 
+class SyncRecordingWallet:
+    """A provider's wallet that logs each redemption and each sync."""
+
+    def __init__(self, wallet: LedgerWallet) -> None:
+        self.wallet = wallet
+        self.address = wallet.address
+        self.log: list[str] = []
+
+    async def check_voucher(self, channel: Address, voucher: SignedVoucher) -> int:
+        return await self.wallet.check_voucher(channel, voucher)
+
+    async def redeem_voucher(self, channel: Address, voucher: SignedVoucher, deal: str) -> int:
+        self.log.append("redeem")
+        return await self.wallet.redeem_voucher(channel, voucher, deal)
+
+    async def sync(self) -> None:
+        self.log.append("sync")
+
+
+@pytest.mark.anyio
+async def test_a_paid_deal_completes_only_once_its_redemptions_are_synced(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider's payments may write redemptions lazily (HomeWallet
+    fsyncs its journal only in sync()): the provider syncs them before it
+    answers Completed, so a deal a client holds as completed never loses a
+    payment to a crash."""
+    async with world() as w:
+        wallets: list[SyncRecordingWallet] = []
+        make = w.ledger.wallet
+
+        def recording(account: Address) -> Any:
+            wallet = make(account)
+            if account != w.provider_account:
+                return wallet
+            wallets.append(SyncRecordingWallet(wallet))
+            return wallets[-1]
+
+        monkeypatch.setattr(w.ledger, "wallet", recording)
+        p, c = w.provider(PAID), w.client()
+        root, size, _order = make_dag(p.blockstore, leaves=12, leaf_size=700)
+        await p.start()
+        await c.start()
+        result = await retrieve(c.role, p.peer, root, ask=ask_with(PAID, w.provider_account),
+                                budget=10**6)
+        assert result.paid == 2 * size + 500
+        [wallet] = wallets
+        assert wallet.log.count("redeem") >= 4 and wallet.log[-1] == "sync", wallet.log
+        sp = await p.m.wait(result.channel_id, timeout=DEADLINE)
+        assert sp.status == S.Completed and sp.voucher_results[-1].status == D.COMPLETED
+
+
 @pytest.mark.anyio
 async def test_the_transfer_waits_at_the_boundary_until_paid() -> None:
     """Held at the first payment request: nothing more arrives while the

@@ -10,7 +10,6 @@ that stops forwarding the data after a point, as in test_interruptions.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 import pytest
 from _processes import CLI, MIB, Proc, free_port, make_file, run, sha256, split_addr, wait_until
 from test_interruptions import channels, dag, stored
+
+from datatransfer.markets.retrieval.wallet import read_ledger
 
 PRICE = 2  # attoFIL per byte
 UNSEAL = 100
@@ -49,10 +50,7 @@ def serve_paid(procs, home: Path, port: int, *extra: str) -> tuple[Proc, str]:
 
 def redeemed(home: Path) -> list[int]:
     """What the provider's ledger redeemed, voucher by voucher (in nonce order)."""
-    path = home / "paych.json"
-    if not path.exists():
-        return []
-    paid = json.loads(path.read_text())["paid"]
+    paid = read_ledger(home)["paid"]
     return [added for ch in paid.values()
             for _key, (_deal, added) in sorted(ch["redeemed"].items(),
                                                key=lambda kv: tuple(map(int, kv[0].split("/"))))]

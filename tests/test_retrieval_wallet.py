@@ -15,7 +15,12 @@ from datatransfer.ipld.cid import CID
 from datatransfer.markets.retrieval import Address, PaymentError, RetrievalTypeError, SignedVoucher
 from datatransfer.markets.retrieval.filecoin import Protocol
 from datatransfer.markets.retrieval.query import Query, QueryResponse, QueryStatus
-from datatransfer.markets.retrieval.wallet import HomeWallet
+from datatransfer.markets.retrieval.wallet import (
+    JOURNAL_FILE,
+    NONCE_BLOCK,
+    HomeWallet,
+    read_ledger,
+)
 
 ROOT = CID.parse("QmYQyBLEkEqv77t6Z79E8NxVZUq5De3CPATnk4ns4cFAus")
 
@@ -70,10 +75,131 @@ def test_vouchers_verify_by_signer_and_redeem_once_per_deal(tmp_path):
         [channel_hex] = payer2._state["paying"]
         channel = Address(bytes.fromhex(channel_hex))
         v = await payer2.create_voucher(channel, 0, 800)
-        assert v.nonce == 4  # 1, 2 and the forged 3 were signed before
+        # 1, 2 and the forged 3 were signed, out of 1..NONCE_BLOCK reserved
+        assert v.nonce == NONCE_BLOCK + 1
         assert await payee2.redeem_voucher(channel, v, "deal-a") == 100
 
     run(after)
+
+
+@pytest.fixture
+def fsyncs(monkeypatch):
+    """Every fsync of the process, counted (a durable write costs one)."""
+    import os
+
+    calls = []
+    real = os.fsync
+
+    def counted(fd):
+        calls.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    return calls
+
+
+def test_a_payer_reserves_nonces_a_block_per_durable_write(tmp_path, fsyncs):
+    """N vouchers on a lane cost ceil(N / NONCE_BLOCK) durable writes, not
+    N (each one an fsync stalling a payment round); a payer restarted
+    after a reservation (killed: no close) starts above every nonce it
+    reserved, so none is signed twice, and the payee takes the gap."""
+    payer_home, payee_home = tmp_path / "payer", tmp_path / "payee"
+    payer_home.mkdir()
+    payee_home.mkdir()
+    payer, payee = HomeWallet(payer_home), HomeWallet(payee_home)
+    n = 2 * NONCE_BLOCK + 5
+
+    async def main() -> tuple[Address, list[int]]:
+        channel = await payer.open_channel(payee.address, 10**6)
+        lane = await payer.allocate_lane(channel)
+        before = len(fsyncs)
+        vouchers = [await payer.create_voucher(channel, lane, 10 * (i + 1)) for i in range(n)]
+        assert len(fsyncs) - before == -(-n // NONCE_BLOCK)
+        for v in vouchers:
+            await payee.redeem_voucher(channel, v, "deal-a")
+        return channel, [v.nonce for v in vouchers]
+
+    channel, nonces = run(main)
+    assert nonces == list(range(1, n + 1))
+    again = HomeWallet(payer_home)  # the payer's process died after its reservation
+
+    async def after() -> None:
+        v = await again.create_voucher(channel, 0, 10 * n + 7)
+        assert v.nonce == 3 * NONCE_BLOCK + 1  # above all reserved: 65..96 only skipped
+        assert await payee.redeem_voucher(channel, v, "deal-a") == 7
+
+    run(after)
+
+
+def test_a_failed_reservation_signs_nothing_it_did_not_reserve(tmp_path, monkeypatch):
+    """A reservation whose write fails raises and reserves nothing: the
+    next voucher tries to reserve again (it is not signed on a nonce the
+    ledger may not hold)."""
+    payer = HomeWallet(tmp_path)
+
+    async def main() -> None:
+        channel = await payer.open_channel(payer.address, 100)
+        real = payer._save
+
+        def failing() -> None:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(payer, "_save", failing)
+        with pytest.raises(OSError):
+            await payer.create_voucher(channel, 0, 1)
+        monkeypatch.setattr(payer, "_save", real)
+        v = await payer.create_voucher(channel, 0, 1)
+        assert v.nonce == 1
+        assert read_ledger(tmp_path)["paying"][channel.raw.hex()]["nonces"]["0"] == NONCE_BLOCK
+
+    run(main)
+
+
+def test_redemptions_are_journalled_and_synced_once(tmp_path, fsyncs):
+    """A payee appends each redemption to its journal (no fsync, no
+    rewrite of the ledger: a payment round waits on neither) and fsyncs
+    once in sync(). Killed without a sync, the process loses nothing: the
+    next wallet on the home reads every redemption (and redeeming any
+    again adds nothing); a line torn by a machine crash is left out."""
+    payer_home, payee_home = tmp_path / "payer", tmp_path / "payee"
+    payer_home.mkdir()
+    payee_home.mkdir()
+    payer, payee = HomeWallet(payer_home), HomeWallet(payee_home)
+
+    async def main() -> tuple[Address, list[SignedVoucher]]:
+        channel = await payer.open_channel(payee.address, 10**6)
+        vouchers = [await payer.create_voucher(channel, 0, 100 * (i + 1)) for i in range(20)]
+        before = len(fsyncs)
+        for v in vouchers:
+            assert await payee.redeem_voucher(channel, v, "deal-a") == 100
+        assert len(fsyncs) - before <= 1  # (the home's directory, when the journal is made)
+        assert len((payee_home / JOURNAL_FILE).read_bytes().splitlines()) == 20
+        before = len(fsyncs)
+        await payee.sync()
+        await payee.sync()  # nothing new: nothing to do
+        assert len(fsyncs) - before == 1
+        return channel, vouchers
+
+    channel, vouchers = run(main)
+    assert read_ledger(payee_home) == payee._state
+    with (payee_home / JOURNAL_FILE).open("ab") as fh:
+        fh.write(b'["torn')  # the machine went down mid-line
+    restarted = HomeWallet(payee_home)  # (the process was killed)
+    assert restarted.received() == 2000 and restarted.redemptions() == 20
+
+    async def after() -> None:
+        for v in vouchers:
+            assert await restarted.redeem_voucher(channel, v, "deal-a") == 100  # idempotent
+        with pytest.raises(PaymentError, match="another deal"):
+            await restarted.redeem_voucher(channel, vouchers[3], "deal-b")
+        v = await payer.create_voucher(channel, 0, 2500)
+        assert await restarted.redeem_voucher(channel, v, "deal-a") == 500
+
+    run(after)
+    # the earlier journal, torn line and all, was folded into the ledger
+    # before the first line was appended: the new one is read
+    assert len((payee_home / JOURNAL_FILE).read_bytes().splitlines()) == 1
+    assert HomeWallet(payee_home).received() == 2500
 
 
 def test_query_round_trips_and_refuses_missing_fields():

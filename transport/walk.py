@@ -95,7 +95,7 @@ class Sending(Walk):
     """The data sender's side: the block loaded next and what holds it back."""
 
     __slots__ = ("remote_hold", "pumping", "pump_active", "pending", "decided", "dont_send",
-                 "selector_node", "opens")
+                 "selector_node", "opens", "short_batch")
 
     def __init__(
         self,
@@ -124,6 +124,9 @@ class Sending(Walk):
         #: it (the receiver held them already), so they are not reported as
         #: skipped; on a restart or a resume they moved before.
         self.opens = False
+        #: Send the next batch with its first block alone (just resumed: the
+        #: receiver waits, idle, for the first block; see ``GraphsyncEngine``).
+        self.short_batch = False
 
     @property
     def held(self) -> bool:

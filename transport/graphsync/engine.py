@@ -31,7 +31,10 @@ onto graphsync as go-data-transfer's graphsync transport does:
   (``on_request_received``; anything else -- no or a malformed extension --
   is answered 30 Rejected without asking), then traverses its blockstore and
   answers with responses: each block with a ``p`` metadata entry, blocks
-  batched up to 512 KiB per message (Go's limit), a data-transfer message in
+  batched up to 512 KiB per message (Go's limit; the first block after a
+  resume alone: the receiver waits idle for it, a retrieval client that
+  just paid, and one block is carried and stored in about half the time of
+  a full batch), a data-transfer message in
   the response's extension (sent in a message of its own, ahead of the blocks
   queued after it), status 14 while going, 15 when it pauses, 20 when done,
   30 rejected, 35 cancelled by the sender, 32 for a sender-side failure;
@@ -1059,7 +1062,7 @@ class GraphsyncEngine(Transport):
                     if not self._current(state):
                         return
                 continue
-            if batch and batch_bytes + len(data) > self.max_block_bytes:
+            if batch and (state.short_batch or batch_bytes + len(data) > self.max_block_bytes):
                 break
             if not state.decided:
                 decision: Decision = (
@@ -1118,8 +1121,10 @@ class GraphsyncEngine(Transport):
                     await events.on_data_sent(chid, request.cid, len(data), request.index + 1)
             await events.on_channel_completed(chid, finished)
             return
-        if batch and not await self._flush(state, batch):
-            return
+        if batch:
+            if not await self._flush(state, batch):
+                return
+            state.short_batch = False
         if not self._current(state):
             return
         if state.held:
@@ -1654,6 +1659,7 @@ class GraphsyncEngine(Transport):
         else:
             state.local_hold = False
             assert isinstance(state, _Sender)
+            state.short_batch = True
             if message is not None:
                 await self._send(
                     state.peer,

@@ -66,6 +66,13 @@ class Payments(Protocol):
         lane. Idempotent per (channel, lane, nonce) for the same ``deal``."""
         ...
 
+    async def sync(self) -> None:
+        """Make every redemption so far durable. A provider calls it before
+        it completes a deal, so an implementation may leave the durable
+        write of each redemption until then (it must not lose one when the
+        process dies). Optional: a provider skips it where it is missing."""
+        ...
+
 
 @dataclass
 class _Lane:
@@ -287,3 +294,6 @@ class LedgerWallet:
 
     async def redeem_voucher(self, channel: Address, voucher: SignedVoucher, deal: str) -> int:
         return self.ledger._redeem(self.owner, channel, voucher, deal)
+
+    async def sync(self) -> None:
+        """Nothing to write: the ledger lives in memory."""

@@ -276,8 +276,7 @@ class RetrievalProvider:
             if owed:
                 raise Pause(DealResponse(DealStatus.FUNDS_NEEDED_LAST_PAYMENT, deal_id,
                                          payment_owed=owed))
-            self._forget(channel_id)
-            return DealResponse(DealStatus.COMPLETED, deal_id)
+            return await self._completed(channel_id, deal_id)
         owed = p.outstanding_balance(funds, state.sent, False)
         if owed:
             raise Pause(DealResponse(DealStatus.FUNDS_NEEDED, deal_id, payment_owed=owed))
@@ -296,8 +295,20 @@ class RetrievalProvider:
             if owed:
                 raise Pause(DealResponse(DealStatus.FUNDS_NEEDED_LAST_PAYMENT,
                                          proposal.deal_id, payment_owed=owed))
+            return await self._completed(channel_id, proposal.deal_id)
         self._forget(channel_id)
         return DealResponse(DealStatus.COMPLETED, proposal.deal_id)
+
+    async def _completed(self, channel_id: ChannelID, deal_id: int) -> DealResponse:
+        """The ``Completed`` of a paid deal, once its redemptions are durable
+        (:meth:`Payments.sync`): the payments may write them lazily while
+        the deal runs, never past the point where the client is told it is
+        done (see :meth:`~datatransfer.markets.retrieval.wallet.HomeWallet.redeem_voucher`)."""
+        sync = getattr(self.payments, "sync", None)
+        if sync is not None:
+            await sync()
+        self._forget(channel_id)
+        return DealResponse(DealStatus.COMPLETED, deal_id)
 
     # ------------------------------------------------------------------ funds
 
