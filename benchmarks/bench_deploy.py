@@ -342,14 +342,20 @@ def _add(path: Path, home: Path, log: Path, profile: str = PROFILE) -> str:
     return lines[-1].text.strip()
 
 
-def _files(tmp: Path, size: int, profile: str = PROFILE) -> Files:
-    path = tmp / "file.bin"
+def write_random(path: Path, size: int) -> Path:
+    """``size`` random bytes into ``path``, 16 MiB at a time (a large file
+    never sits in memory whole)."""
     with path.open("wb") as fh:
         left = size
         while left:
             chunk = os.urandom(min(left, 16 * MIB))
             fh.write(chunk)
             left -= len(chunk)
+    return path
+
+
+def _files(tmp: Path, size: int, profile: str = PROFILE) -> Files:
+    path = write_random(tmp / "file.bin", size)
     source = tmp / "source-home"
     cid = _add(path, source, tmp / "add.log", profile)
     pusher = tmp / "pusher-home"

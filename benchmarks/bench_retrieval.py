@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks._report import Reporter
+from benchmarks.bench_deploy import write_random
 
 MIB = 1 << 20
 DEFAULT_SIZE = 256 * MIB
@@ -83,13 +84,7 @@ def run(report: Reporter, quick: bool, size: int | None = None,
     tmp = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
     servers: list[subprocess.Popen] = []
     try:
-        path = tmp / "file.bin"
-        with path.open("wb") as fh:
-            left = size
-            while left:
-                chunk = os.urandom(min(left, 16 * MIB))
-                fh.write(chunk)
-                left -= len(chunk)
+        path = write_random(tmp / "file.bin", size)
         free_home, paid_home = tmp / "free", tmp / "paid"
         added = subprocess.run([*CLI, "add", str(path), "--home", str(free_home)],
                                capture_output=True, text=True, env=_env(), check=True)
