@@ -40,12 +40,14 @@ from test_interop_go import (
     _word,
     add,
     first_leaf_bytes,
+    go_cancels_a_pull_python_serves,
     go_final,
     go_run,
     go_serve,
     py_final,
     py_run,
     py_serve,
+    python_cancels_a_pull_go_serves,
 )
 
 GONODE2_SRC = Path(__file__).resolve().parent / "interop" / "gonode2"
@@ -196,32 +198,11 @@ def test_python_pulls_part_of_a_dag_v2_serves(tmp_path, procs, gonode2, files):
 
 
 def test_v2_cancels_a_pull_python_serves(tmp_path, procs, gonode2, files):
-    src, _ = files["large"]
-    home = tmp_path / "py"
-    cid = add(src, home, "classic")
-    serve, addr = py_serve(procs, home)
-    client = go_run(procs, gonode2, "pull", addr, cid, "-cancel-after", MIB)
-    cancelled = _word(client, "CANCELLED")
-    assert int(cancelled[2]) < LARGE, client.describe()
-    done = _word(client, "DONE")
-    assert done[1] == "Cancelled", client.describe()
-    state = py_final(serve)
-    assert state[3] == "Cancelled", serve.describe()
-    assert int(state[4]) < LARGE, state
+    go_cancels_a_pull_python_serves(tmp_path, procs, gonode2, files)
 
 
 def test_python_cancels_a_pull_v2_serves(tmp_path, procs, gonode2, files):
-    src, _ = files["large"]
-    cid = add(src, tmp_path / "ref", "classic")
-    # paced, or go-graphsync has sent the whole DAG before the cancel arrives
-    serve, addr = go_serve(procs, gonode2, "-file", src, "-block-delay", SLOW)
-    client = py_run(procs, "pull", tmp_path / "py", addr, cid, "--cancel-after", MIB)
-    assert int(_word(client, "CANCELLING")[1]) < LARGE, client.describe()
-    done = _word(client, "DONE")
-    assert done[1] == "Cancelled", client.describe()
-    state = go_final(serve)
-    assert state[2] == "Cancelled", serve.describe()
-    assert int(state[3]) < LARGE, state
+    python_cancels_a_pull_go_serves(tmp_path, procs, gonode2, files)
 
 
 # -- pause and resume from either side ---------------------------------------------------
